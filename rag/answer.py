@@ -1,0 +1,166 @@
+"""Answer: extractive, cited answers from retrieved passages (no LLM needed).
+
+Scores every sentence of the retrieved passages by how much of the question's
+weighted vocabulary it covers (IDF over the whole index), blended with how well
+its passage matched. Keeps the best sentences, drops near-duplicates, adds the
+rest of a paragraph that is mostly on topic, orders them by article then
+position, and cites each run of adjacent sentences with its exact span.
+Abstains ("not found in the articles") when the best evidence is too weak.
+
+It does not paraphrase or summarise: every word of the answer body is quoted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rag.chunk import sentence_spans
+from rag.types import Answer, Citation, Hit
+
+NOT_FOUND = "Not found in the articles: none of the indexed articles answers this question."
+# words that say what kind of answer is wanted, not what it is about
+QUESTION_WORDS = {
+    "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "happen", "happened",
+    "happening", "latest", "news", "tell", "know", "recent", "recently", "report", "reported",
+    "say", "said", "week", "year", "day", "today", "new",
+}
+_NAME = re.compile(r"\b[A-Z][a-z]+")
+
+
+@dataclass(frozen=True)
+class _Sentence:
+    hit_rank: int
+    article_rank: int
+    start: int
+    end: int
+    terms: frozenset[str]
+    score: float
+    hit: Hit
+
+
+class Extractive:
+    """Picks and cites sentences; `tokens` and `idf` come from the lexical index."""
+
+    def __init__(self, tokens: Callable[[list[str]], list[list[str]]],
+                 idf: Callable[[list[str]], dict[str, float]],
+                 max_sentences: int = 4, threshold: float = 0.3) -> None:
+        self.tokens = tokens
+        self.idf = idf
+        self.max_sentences = max_sentences
+        self.threshold = threshold
+
+    def answer(self, question: str, hits: list[Hit], focus: str = "") -> Answer:
+        """An answer to `question` from `hits`; `focus` (a follow-up) must be covered too."""
+        terms = self._question_terms(question)
+        weights = self.idf(terms)
+        sentences = self._score(hits[:8], weights, self._question_terms(focus) if focus else [])
+        chosen = self._choose(sentences, weights)
+        if not chosen:
+            return Answer(question=question, text=NOT_FOUND, abstained=True, hits=tuple(hits))
+        text, citations = cite(chosen)
+        return Answer(question=question, text=text, citations=tuple(citations), hits=tuple(hits))
+
+    def _question_terms(self, question: str) -> list[str]:
+        terms = self.tokens([question])[0]
+        stripped = [t for t in terms if t not in QUESTION_WORDS]
+        return list(dict.fromkeys(stripped or terms))
+
+    def _score(self, hits: list[Hit], weights: dict[str, float], focus: list[str]) -> list[_Sentence]:
+        spans = [(rank, hit, a, b) for rank, hit in enumerate(hits)
+                 for a, b in sentence_spans(hit.article.text, hit.chunk.start, hit.chunk.end)]
+        token_lists = self.tokens([hit.article.text[a:b] for _, hit, a, b in spans])
+        total = sum(weights.values()) or 1.0
+        article_rank = {aid: i for i, aid in enumerate(dict.fromkeys(h.article.id for h in hits))}
+        out: dict[tuple[str, int], _Sentence] = {}
+        for (rank, hit, a, b), toks in zip(spans, token_lists):
+            terms = frozenset(toks)
+            if focus and not terms & set(focus):
+                continue
+            coverage = sum(w for t, w in weights.items() if t in terms) / total
+            score = 0.75 * coverage + 0.25 * max(hit.dense, 0.0) - 0.02 * rank
+            key = (hit.article.id, a)
+            if key not in out or out[key].score < score:
+                out[key] = _Sentence(rank, article_rank[hit.article.id], a, b, terms, score, hit)
+        return list(out.values())
+
+    def _choose(self, sentences: list[_Sentence], weights: dict[str, float]) -> list[_Sentence]:
+        ranked = sorted(sentences, key=lambda s: -s.score)
+        if not ranked or ranked[0].score < self.threshold:
+            return []
+        chosen: list[_Sentence] = []
+        for sentence in ranked:
+            if sentence.score < max(self.threshold, ranked[0].score * 0.6) or len(chosen) >= self.max_sentences:
+                break
+            if not any(_similar(sentence, c) for c in chosen):
+                chosen.append(sentence)
+        chosen += _paragraph_neighbours(chosen, sentences)
+        return sorted(chosen, key=lambda s: (s.article_rank, s.start))
+
+
+def _similar(a: _Sentence, b: _Sentence) -> bool:
+    """Near-duplicate sentences (syndicated copies, repeated quotes)."""
+    if not a.terms or not b.terms:
+        return False
+    return len(a.terms & b.terms) / len(a.terms | b.terms) > 0.7
+
+
+def _paragraph_neighbours(chosen: list[_Sentence], pool: list[_Sentence]) -> list[_Sentence]:
+    """Sentences between or right after chosen ones in the same paragraph.
+
+    A paragraph whose sentences were mostly chosen is about the question; its
+    connecting sentences ("Electricity was also cut...") belong to the answer.
+    """
+    extra: list[_Sentence] = []
+    picked = {(c.hit.article.id, c.start) for c in chosen}
+    for c in chosen:
+        text = c.hit.article.text
+        para_end = text.find("\n", c.end)
+        para_end = len(text) if para_end < 0 else para_end
+        after = [s for s in pool if s.hit.article.id == c.hit.article.id and c.end < s.start < para_end]
+        after.sort(key=lambda s: s.start)
+        if after and (after[0].hit.article.id, after[0].start) not in picked:
+            nxt = after[0]
+            in_para = [s for s in pool if s.hit.article.id == c.hit.article.id
+                       and text.rfind("\n", 0, s.start) == text.rfind("\n", 0, c.start)]
+            share = sum((s.hit.article.id, s.start) in picked for s in in_para) / max(len(in_para), 1)
+            if share >= 0.5 and not any(_similar(nxt, o) for o in chosen + extra):
+                extra.append(nxt)
+                picked.add((nxt.hit.article.id, nxt.start))
+    return extra
+
+
+def cite(chosen: list[_Sentence]) -> tuple[str, list[Citation]]:
+    """Answer text with [n] after each sentence; one citation per run of adjacent sentences."""
+    citations: list[Citation] = []
+    parts: list[str] = []
+    for run in _runs(chosen):
+        article = run[0].hit.article
+        start, end = run[0].start, run[-1].end
+        n = len(citations) + 1
+        citations.append(Citation(
+            n=n, article_id=article.id, title=article.title, source=article.source,
+            published=article.published, url=article.url, path=article.path,
+            quote=article.text[start:end], start=start, end=end,
+        ))
+        parts += [f"{_one_line(article.text[s.start:s.end])} [{n}]" for s in run]
+    return " ".join(parts), citations
+
+
+def _runs(chosen: list[_Sentence]) -> list[list[_Sentence]]:
+    """Group sentences that follow each other in one paragraph of one article."""
+    runs: list[list[_Sentence]] = []
+    for s in chosen:
+        last = runs[-1][-1] if runs else None
+        if (last is not None and last.hit.article.id == s.hit.article.id
+                and not last.hit.article.text[last.end:s.start].strip()
+                and "\n" not in last.hit.article.text[last.end:s.start]):
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    return runs
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()

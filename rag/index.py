@@ -1,0 +1,196 @@
+"""Index: files in, stored chunks out, doing only the work that changed.
+
+A file whose size and mtime match the last run is not even parsed. An article
+whose content hash matches is left alone; a changed one is chunked, embedded
+and stored under new chunk ids before its old chunks are removed; the same
+text under a second id is stored once. `prune` drops articles whose files are
+gone. The lexical index is rebuilt when anything changed.
+
+It does not rank or answer, and it holds the writer lock only while it writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from rag.chunk import Chunker
+from rag.embed import Embedder
+from rag.ingest import display_path, find_files, read_file
+from rag.retrieve import Lexical
+from rag.store import Store
+from rag.types import Article, Chunk, IndexReport, Skipped
+
+BATCH_CHUNKS = 512  # chunks embedded and stored together
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def content_hash(article: Article) -> str:
+    """What decides re-indexing: the text and the metadata that is shown."""
+    key = json.dumps([article.title, article.source, article.published, article.url, article.text])
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()
+
+
+def embed_text(article: Article, chunk: Chunk) -> str:
+    """What the embedder reads: the title gives a passage its topic."""
+    return f"{article.title}\n{chunk.text}"
+
+
+@dataclass
+class _Run:
+    """Mutable bookkeeping of one index call, frozen into an IndexReport."""
+
+    indexed: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    embedded: int = 0
+    seen_hashes: dict[str, str] = field(default_factory=dict)
+    # every parsed file: the stored ids of its articles, and whether all of it was read
+    file_articles: dict[Path, tuple[list[str], bool]] = field(default_factory=dict)
+
+    def report(self) -> IndexReport:
+        return IndexReport(
+            tuple(self.indexed), tuple(self.replaced), tuple(self.unchanged),
+            tuple(self.duplicates), tuple(self.pruned), tuple(self.skipped), self.embedded,
+        )
+
+
+class Indexer:
+    """Runs the ingest → chunk → embed → store pipeline against one Store."""
+
+    def __init__(self, store: Store, embedder: Embedder, chunker: Chunker) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.chunker = chunker
+
+    def run(self, paths: list[Path], prune: bool = False, progress: bool = False,
+            on_progress: Progress | None = None) -> IndexReport:
+        files = find_files(paths)
+        run = _Run()
+        self.store.acquire_writer()
+        try:
+            pending = self._changed_articles(files, run)
+            self._store_all(pending, run, progress, on_progress)
+            if prune:
+                self._prune(run)
+            if run.indexed or run.replaced or run.pruned or not (self.store.dir / "bm25" / "ids.json").exists():
+                Lexical(self.store.dir / "bm25").build(self.store, self.store.chunk_table(), progress)
+            self.store.touch()
+        finally:
+            self.store.release_writer()
+        return run.report()
+
+    def _changed_articles(self, files: list[Path], run: _Run) -> Iterator[tuple[Article, str, Path]]:
+        """Articles that need embedding; records unchanged, duplicate and bad ones."""
+        for path in files:
+            shown = display_path(path)
+            stat = path.stat()
+            record = self.store.file_record(shown)
+            if record and record[:2] == (stat.st_size, stat.st_mtime_ns) and all(
+                self.store.article_hash(a) for a in record[2]
+            ):
+                run.unchanged += record[2]
+                continue
+            yield from self._file_articles(path, run)
+
+    def _file_articles(self, path: Path, run: _Run) -> Iterator[tuple[Article, str, Path]]:
+        ids: list[str] = []
+        clean = True
+        for item in read_file(path):
+            if isinstance(item, Skipped):
+                run.skipped.append(item)
+                clean = False
+                continue
+            digest = content_hash(item)
+            stored = self.store.article_hash(item.id)
+            twin = run.seen_hashes.get(digest) or self.store.id_with_hash(digest)
+            if stored == digest:
+                run.unchanged.append(item.id)
+                ids.append(item.id)
+            elif twin and twin != item.id:
+                run.duplicates.append(item.id)
+                run.skipped.append(Skipped(item.path, f"same text as article {twin} (stored once)"))
+                ids.append(twin)
+            else:
+                run.seen_hashes[digest] = item.id
+                ids.append(item.id)
+                yield item, digest, path
+        # a file with bad parts is read again next time, so its problems are reported again
+        run.file_articles[path] = (ids, clean)
+
+    def _store_all(self, pending: Iterator[tuple[Article, str, Path]], run: _Run,
+                   progress: bool, on_progress: Progress | None) -> None:
+        batch: list[tuple[Article, str, list[Chunk]]] = []
+        size = 0
+        bar = tqdm(desc="embedding", unit="chunk", disable=not progress, leave=False)
+        for article, digest, _path in pending:
+            chunks = self.chunks_for(article, digest)
+            batch.append((article, digest, chunks))
+            size += len(chunks)
+            if size >= BATCH_CHUNKS:
+                self._store_batch(batch, run, bar, on_progress)
+                batch, size = [], 0
+        if batch:
+            self._store_batch(batch, run, bar, on_progress)
+        bar.close()
+        self._record_files(run)
+
+    def chunks_for(self, article: Article, digest: str) -> list[Chunk]:
+        """Chunks that fit the embedder's window, title prefix included."""
+        budget = self.chunker.max_tokens
+        while True:
+            chunks = self.chunker.chunk(article, budget, version=digest[:8])
+            counts = self.embedder.token_counts([embed_text(article, c) for c in chunks])
+            if max(counts, default=0) <= self.embedder.max_tokens or budget <= 16:
+                return chunks
+            budget = max(16, int(budget * 0.75))  # word pieces outnumber tiktoken tokens here
+
+    def _store_batch(self, batch: list[tuple[Article, str, list[Chunk]]], run: _Run,
+                     bar: tqdm, on_progress: Progress | None) -> None:
+        chunks = [c for _, _, cs in batch for c in cs]
+        articles = {a.id: a for a, _, _ in batch}
+        vectors = self.embedder.embed([embed_text(articles[c.article_id], c) for c in chunks])
+        self.store.add_vectors(chunks, vectors, articles)
+        for article, digest, article_chunks in batch:
+            old = set(self.store.chunk_ids_of(article.id))
+            replaced = bool(old) or self.store.article_hash(article.id) is not None
+            self.store.save_article(article, digest, article_chunks)
+            stale = sorted(old - {c.id for c in article_chunks})
+            if stale:
+                self.store.delete_vectors(stale)
+            (run.replaced if replaced else run.indexed).append(article.id)
+        run.embedded += len(chunks)
+        bar.update(len(chunks))
+        if on_progress:
+            on_progress("embedding", run.embedded, 0)
+
+    def _record_files(self, run: _Run) -> None:
+        # recorded only once all its articles are stored, so a crash re-reads the file
+        for path, (ids, clean) in run.file_articles.items():
+            stat = path.stat()
+            # size -1 never matches, so a file with bad parts is read (and reported) again
+            size = stat.st_size if clean else -1
+            self.store.save_file(display_path(path), size, stat.st_mtime_ns, sorted(set(ids)))
+
+    def _prune(self, run: _Run) -> None:
+        live: set[str] = set()
+        gone: list[str] = []
+        for shown, ids in self.store.files().items():
+            if Path(shown).exists():
+                live.update(ids)
+            else:
+                gone.append(shown)
+        for shown in gone:
+            for article_id in self.store.files().get(shown, []):
+                if article_id not in live and self.store.article_hash(article_id):
+                    self.store.delete_article(article_id)
+                    run.pruned.append(article_id)
+            self.store.forget_file(shown)

@@ -1,0 +1,152 @@
+"""The project's own frozen result types.
+
+Every public function of `rag` returns these, never framework objects
+(chromadb records, LlamaIndex nodes). They carry no behaviour beyond small
+conveniences; they do not know how they were produced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import date
+
+
+@dataclass(frozen=True)
+class Article:
+    """One news article as stored: `text` is what every quote is a span of."""
+
+    id: str
+    title: str
+    text: str
+    source: str = ""
+    published: str = ""  # ISO YYYY-MM-DD, or "" when unknown
+    url: str = ""
+    path: str = ""  # file it came from (with "#line" for json lines)
+    authors: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        """The `rag show --json` shape."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "source": self.source,
+            "published": self.published,
+            "url": self.url,
+            "path": self.path,
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A passage of an article: `article.text[start:end] == text`."""
+
+    id: str
+    article_id: str
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved chunk with its score and the article it belongs to."""
+
+    chunk: Chunk
+    article: Article
+    score: float  # fused, normalised per query: comparable within one search only
+    dense: float = 0.0  # cosine similarity of the chunk to the question
+    lexical: float = 0.0  # raw BM25 score of the chunk
+
+
+@dataclass(frozen=True)
+class Citation:
+    """An exact quote: `article text[start:end] == quote`."""
+
+    n: int
+    article_id: str
+    title: str
+    source: str
+    published: str
+    url: str
+    path: str
+    quote: str
+    start: int
+    end: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer whose sentences end with `[n]` markers into `citations`."""
+
+    question: str
+    text: str
+    citations: tuple[Citation, ...] = ()
+    abstained: bool = False
+    hits: tuple[Hit, ...] = field(default=(), repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        """The `rag ask --json` shape."""
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "abstained": self.abstained,
+            "citations": [c.to_dict() for c in self.citations],
+        }
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Search restrictions; empty fields restrict nothing."""
+
+    sources: tuple[str, ...] = ()
+    since: date | None = None
+    until: date | None = None
+
+    def is_empty(self) -> bool:
+        return not self.sources and self.since is None and self.until is None
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat turn: role is "user" or "assistant"."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An input that was not indexed, and why (file, optional line, reason)."""
+
+    path: str
+    reason: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    """What one `index` call did, by article id."""
+
+    indexed: tuple[str, ...] = ()
+    replaced: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    duplicates: tuple[str, ...] = ()
+    pruned: tuple[str, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    chunks_embedded: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.indexed)} indexed, {len(self.replaced)} replaced, "
+            f"{len(self.unchanged)} unchanged, {len(self.duplicates)} duplicate, "
+            f"{len(self.pruned)} pruned, {len(self.skipped)} skipped; "
+            f"{self.chunks_embedded} chunks embedded"
+        )
