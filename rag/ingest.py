@@ -17,7 +17,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterator
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import yaml
@@ -304,7 +304,7 @@ def iso_date(value: object) -> str:
         return ""
     if isinstance(value, (int, float)):
         try:
-            return datetime.fromtimestamp(value / (1000 if value > 1e11 else 1), timezone.utc).date().isoformat()
+            return datetime.fromtimestamp(value / (1000 if value > 1e11 else 1), UTC).date().isoformat()
         except (OverflowError, OSError, ValueError):
             return ""
     if isinstance(value, (date, datetime)):

@@ -22,7 +22,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +108,8 @@ class Store:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise IndexError_(f"another process is writing the index in {self.dir}; try again when it is done") from None
+            raise IndexError_(
+                f"another process is writing the index in {self.dir}; try again when it is done") from None
         self._writer_fd = fd
 
     def release_writer(self) -> None:
@@ -266,7 +267,7 @@ class Store:
                 yield article
 
     def touch(self) -> None:
-        self.set_meta("last_indexed", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        self.set_meta("last_indexed", datetime.now(UTC).isoformat(timespec="seconds"))
 
     def close(self) -> None:
         self.release_writer()

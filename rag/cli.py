@@ -1,0 +1,253 @@
+"""The `rag` command: a thin layer over `rag.api.Assistant`.
+
+Reads `Settings` from the environment (prefix RAG_) once, applies command-line
+overrides, calls the facade, and formats what it returns. No retrieval or
+answering logic lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from datetime import date
+from pathlib import Path
+
+from rag.config import Settings
+from rag.types import Answer, Filters, Message
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = Settings()
+    if getattr(args, "index", None):
+        settings = settings.model_copy(update={"index_dir": Path(args.index)})
+    _quiet_libraries()
+    try:
+        return args.func(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except UserError as exc:
+        print(f"rag: {exc}", file=sys.stderr)
+        return 2
+
+
+class UserError(Exception):
+    """Something the user can fix: printed as one line, exit code 2."""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rag", description="Ask questions about news articles, with cited passages.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("index", help="index files and folders (default: seeds/)")
+    s.add_argument("paths", nargs="*", default=["seeds"])
+    s.add_argument("--prune", action="store_true", help="remove articles whose files are gone")
+    s.add_argument("--rebuild", action="store_true", help="delete the index and build it again")
+    s.set_defaults(func=cmd_index)
+
+    s = sub.add_parser("ask", help="answer one question")
+    s.add_argument("question")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("-k", type=int, default=None, help="passages to retrieve")
+    _filter_args(s)
+    s.set_defaults(func=cmd_ask)
+
+    s = sub.add_parser("chat", help="multi-turn chat in the terminal")
+    _filter_args(s)
+    s.set_defaults(func=cmd_chat)
+
+    s = sub.add_parser("show", help="an article's metadata and full text")
+    s.add_argument("article_id")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_show)
+
+    s = sub.add_parser("stats", help="what the index holds")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_stats)
+
+    for name in ("index", "ask", "chat", "show", "stats"):
+        sub.choices[name].add_argument("--index", metavar="DIR", help="index folder (default: index/, RAG_INDEX_DIR)")
+    _add_optional_commands(sub)
+    return p
+
+
+def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
+    """Commands whose work lives in other modules, imported only when run."""
+    s = sub.add_parser("web", help="start the web chat (gradio)")
+    s.add_argument("--index", metavar="DIR", help="index folder (default: index/, RAG_INDEX_DIR)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=7860)
+    s.set_defaults(func=lambda a, st: _run_module("ui.web", a, st))
+
+    s = sub.add_parser("slack", help="start the Slack bot (Socket Mode, or --http for the Events API)")
+    s.add_argument("--index", metavar="DIR", help="index folder (default: index/, RAG_INDEX_DIR)")
+    s.add_argument("--http", action="store_true", help="serve the Events API over HTTP instead of Socket Mode")
+    s.add_argument("--port", type=int, default=3000)
+    s.set_defaults(func=lambda a, st: _run_module("ui.slack", a, st))
+
+    s = sub.add_parser("bench", help="benchmark retrieval and answers (optionally against the LlamaIndex quick-start)")
+    s.add_argument("bench_dir", type=Path, help="folder with articles.jsonl.gz and questions-dev.jsonl")
+    s.add_argument("--questions", type=Path, help="questions file (default: BENCH_DIR/questions-dev.jsonl)")
+    s.add_argument("--peer", action="store_true", help="also run the LlamaIndex quick-start on the same data")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--limit", type=int, help="use only the first N articles (and the questions they answer)")
+    s.set_defaults(func=lambda a, st: _run_module("rag.bench", a, st))
+
+
+def _run_module(name: str, args: argparse.Namespace, settings: Settings) -> int:
+    """Import a command's module on demand (gradio and slack-bolt are slow to import)."""
+    import importlib
+
+    return importlib.import_module(name).main(args, settings)
+
+
+def _filter_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--source", action="append", default=[], help="only this source (repeatable)")
+    s.add_argument("--since", type=_date, help="only articles published on or after YYYY-MM-DD")
+    s.add_argument("--until", type=_date, help="only articles published on or before YYYY-MM-DD")
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date like 2022-03-01") from None
+
+
+def filters_of(args: argparse.Namespace) -> Filters:
+    return Filters(tuple(args.source), args.since, args.until)
+
+
+def _quiet_libraries() -> None:
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def open_assistant(settings: Settings, must_exist: bool = True):
+    """The facade for the configured index; a missing index is a UserError."""
+    from rag.api import Assistant
+    from rag.store import IndexError_
+
+    if must_exist and not (settings.index_dir / "articles.sqlite").exists():
+        raise UserError(
+            f"no index in {settings.index_dir}: run `rag index [PATH...] --index {settings.index_dir}` first")
+    try:
+        return Assistant.open(settings.index_dir, settings)
+    except IndexError_ as exc:
+        raise UserError(str(exc)) from None
+
+
+def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.ingest import InputError
+    from rag.store import IndexError_
+
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        raise UserError(f"{missing[0]}: no such file or folder")
+    if args.rebuild:
+        _remove_index(settings.index_dir)
+    assistant = open_assistant(settings, must_exist=False)
+    try:
+        report = assistant.index(args.paths, prune=args.prune, progress=sys.stderr.isatty())
+    except (InputError, IndexError_) as exc:
+        raise UserError(str(exc)) from None
+    for skipped in report.skipped:
+        print(f"skipped {skipped}", file=sys.stderr)
+    print(report.summary())
+    return 0
+
+
+def _remove_index(folder: Path) -> None:
+    import shutil
+
+    if (folder / "articles.sqlite").exists():
+        shutil.rmtree(folder / "chroma", ignore_errors=True)
+        shutil.rmtree(folder / "bm25", ignore_errors=True)
+        (folder / "articles.sqlite").unlink()
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.api import QuestionError
+
+    assistant = open_assistant(settings)
+    try:
+        answer = assistant.ask(args.question, filters_of(args), k=args.k)
+    except QuestionError as exc:
+        raise UserError(str(exc)) from None
+    print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2) if args.json else format_answer(answer))
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.api import QuestionError
+
+    assistant = open_assistant(settings)
+    stats = assistant.stats()
+    print(f"{stats['articles']} articles, {stats['chunks']} passages. Ask a question (empty line or Ctrl-D to quit).")
+    messages: list[Message] = []
+    while True:
+        try:
+            question = input("\n> ").strip()
+        except EOFError:
+            print()
+            return 0
+        if not question:
+            return 0
+        messages.append(Message("user", question))
+        try:
+            answer = assistant.chat(messages, filters_of(args))
+        except QuestionError as exc:
+            print(f"rag: {exc}")
+            messages.pop()
+            continue
+        messages.append(Message("assistant", answer.text))
+        print(format_answer(answer))
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    article = open_assistant(settings).article(args.article_id)
+    if article is None:
+        raise UserError(f"no article with id {args.article_id}")
+    if args.json:
+        print(json.dumps(article.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(f"{article.title}\n{article.source}  {article.published}  {article.url or article.path}\n")
+        print(article.text)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    stats = open_assistant(settings).stats()
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        for key, value in stats.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def format_answer(answer: Answer) -> str:
+    """Answer text, then the numbered sources with their quotes."""
+    lines = [textwrap.fill(answer.text, 100)]
+    if answer.citations:
+        lines.append("\nSources:")
+    for c in answer.citations:
+        where = " · ".join(x for x in (c.source, c.published, c.url or c.path) if x)
+        lines.append(f"[{c.n}] {c.title}\n    {where}\n    chars {c.start}-{c.end}: \u201c{_short(c.quote)}\u201d")
+    return "\n".join(lines)
+
+
+def _short(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
