@@ -1,0 +1,94 @@
+"""Shared fixtures: a small article collection with known facts, and one real embedder.
+
+The embedder (the packaged all-MiniLM-L6-v2) is loaded once per test session;
+tests that need an index build their own in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rag.config import Settings
+from rag.embed import make_embedder
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"
+MARIUPOL_SEED = SEEDS / "000_6deafd6307c91394.txt"
+
+DAM = (
+    "Brightwater dam fails in Velmora\n\n"
+    "The Brightwater dam in Velmora failed early on Tuesday, flooding 412 homes in the valley below. "
+    "Engineers had warned in March that the spillway was cracked.\n\n"
+    "Rescue teams evacuated 1,300 residents by boat. The regional governor, Anneli Kask, declared an emergency."
+)
+FERRY_MD = """---
+title: Orrin harbour welcomes the ferry Aurelia
+date: 2022-04-10
+source: Orrin Gazette
+url: https://example.com/orrin-ferry
+authors: [Mara Quint]
+---
+The new electric ferry Aurelia entered service on Lake Orrin on Sunday. It carries 240 passengers
+and crosses the lake in 35 minutes.
+
+Harbour master Piet Zoller said the old diesel ferry will be sold to a museum.
+"""
+DRONE_HTML = """<!doctype html><html><head><title>Zentrix unveils the Kestrel drone</title>
+<meta property="article:published_time" content="2022-05-20T09:30:00Z">
+<meta property="og:site_name" content="Tech Ledger">
+<link rel="canonical" href="https://techledger.example/kestrel">
+<script>window.leaked = "SCRIPT TEXT SHOULD NOT APPEAR";</script><style>.x{color:red}</style></head>
+<body><nav>Home | Sports | Weather</nav>
+<article><h1>Zentrix unveils the Kestrel drone</h1>
+<p>Zentrix Robotics announced the Kestrel delivery drone on Friday, priced at 899 euros.</p>
+<p>The Kestrel can carry parcels of up to 4 kilograms over a range of 30 kilometres.</p></article>
+<footer>Cookie settings</footer></body></html>"""
+WIRE = [
+    {"title": "Quillon opens its new library", "text": "Mayor Ilse Varga opened the Quillon public library "
+     "on Monday. The library holds 80,000 books and a rooftop reading garden.", "source": "quillon.news",
+     "published": "2022/05/02", "url": "https://quillon.news/library", "authors": "Dana Holt"},
+    {"title": ["Fenwick", "marathon"], "body": ["Tomas Reyes won the Fenwick marathon in 2:09:14.",
+     "It was his first victory in the race."], "published_at": "June 5, 2022", "source": None,
+     "author": {"name": "Wire staff"}},
+]
+CAFE_CP1252 = ("Festival in Saint-Rémy\n\n"
+               "Café owners in Saint-Rémy said the garlic festival drew 15,000 visitors – a record.")
+COMET_UTF16 = "Comet discovered\n\nThe observatory on Mount Pellar discovered comet K-77 in January."
+
+
+def write_collection(folder: Path) -> Path:
+    """Write the fixture collection (good, duplicate and bad files) into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dam.txt").write_text(DAM, encoding="utf-8")
+    (folder / "dam-copy.txt").write_text(DAM, encoding="utf-8")  # identical text: stored once
+    (folder / "ferry.md").write_text(FERRY_MD, encoding="utf-8")
+    (folder / "drone.html").write_text(DRONE_HTML, encoding="utf-8")
+    lines = [json.dumps(WIRE[0]), "{not json at all", json.dumps(WIRE[1]), json.dumps(["a", "list"])]
+    (folder / "wire.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "cafe.txt").write_bytes(CAFE_CP1252.encode("cp1252"))
+    (folder / "comet.txt").write_bytes(COMET_UTF16.encode("utf-16"))
+    (folder / "empty.txt").write_bytes(b"")
+    (folder / "blob.txt").write_bytes(bytes(range(256)) * 8)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings(_env_file=None)
+
+
+@pytest.fixture(scope="session")
+def embedder(settings: Settings):
+    """The real default embedder, loaded once for the whole run."""
+    return make_embedder(settings.embedder, settings.precision, settings.embed_batch_size)
+
+
+@pytest.fixture(scope="session")
+def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = write_collection(tmp_path_factory.mktemp("collection"))
+    shutil.copy(MARIUPOL_SEED, folder / MARIUPOL_SEED.name)
+    return folder
