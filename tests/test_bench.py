@@ -1,0 +1,76 @@
+"""`rag bench` on a tiny benchmark written by the test, and on a slice of the shared one."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from rag.bench import check_answer, run
+from rag.cli import main
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench" / "rtqa2022"
+KEYS = {"index_s", "reindex_s", "articles", "chunks", "chunks_per_s", "peak_rss_mb", "hit@1", "hit@5", "hit@10",
+        "mrr@10", "answer_correct", "answer_wrong", "ask_p50_ms", "ask_p95_ms", "dated"}
+
+ARTICLES = [
+    ("a1", "Velmora dam fails", "2022/06/01", "The Brightwater dam in Velmora failed on Tuesday, flooding 412 homes."),
+    ("a2", "Orrin ferry", "2022/06/02", "The electric ferry Aurelia carries 240 passengers across Lake Orrin."),
+    ("a3", "Kestrel drone", "2022/06/03", "Zentrix Robotics priced its Kestrel delivery drone at 899 euros."),
+    ("a4", "Fenwick marathon", "2022/06/04", "Tomas Reyes won the Fenwick marathon in a course record time."),
+    ("a5", "Quillon library", "2022/06/05", "Mayor Ilse Varga opened the Quillon library, which holds 80,000 books."),
+]
+QUESTIONS = [
+    ("q1", "Who won the Fenwick marathon?", ["Tomas Reyes", "Ana Ruiz", "Piet Zoller", "Ilse Varga"], "Tomas Reyes",
+     "a4"),
+    ("q2", "How many passengers does the ferry Aurelia carry?", ["120", "240", "360", "480"], "240", "a2"),
+    ("q3", "Which company makes the Kestrel drone?", ["Zentrix Robotics", "Orrin", "Velmora", "Quillon"],
+     "Zentrix Robotics", "a3"),
+]
+
+
+def write_bench(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    with gzip.open(folder / "articles.jsonl.gz", "wt", encoding="utf-8") as f:
+        for aid, title, published, text in ARTICLES:
+            f.write(json.dumps({"id": aid, "url": f"https://news.example/{aid}", "title": title, "source":
+                                "news.example", "published": published, "authors": [], "text": text}) + "\n")
+    with open(folder / "questions-dev.jsonl", "w", encoding="utf-8") as f:
+        for qid, question, choices, answer, gold in QUESTIONS:
+            f.write(json.dumps({"id": qid, "date": "2022/06/10", "question": question, "choices": choices,
+                                "answer": [answer], "gold_ids": [gold], "gold_urls": []}) + "\n")
+    return folder
+
+
+def test_answer_check_is_case_and_quote_insensitive():
+    assert check_answer("They said \u201cSquid Game\u201d returns.", ["\u201cSquid Game\u201d"],
+                        ["\u201cSquid Game\u201d", "\u201cFriends\u201d"]) == (True, False)
+    assert check_answer("friends and squid game", ["Squid Game"], ["Squid Game", "Friends"]) == (True, True)
+
+
+def test_bench_json_on_tiny_benchmark(tmp_path, capsys, monkeypatch):
+    bench = write_bench(tmp_path / "bench")
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", str(bench), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"corpus", "ours"}
+    ours = result["ours"]
+    assert set(ours) == KEYS
+    assert set(ours["dated"]) == {"hit@1", "hit@5", "hit@10", "mrr@10", "answer_correct", "answer_wrong"}
+    assert ours["articles"] == 5 and ours["chunks"] >= 5
+    # ids in the file are not ours (ours come from the url): the bench maps gold ids
+    assert ours["hit@1"] == 1.0 and ours["mrr@10"] == 1.0
+    assert ours["answer_correct"] == 1.0 and ours["answer_wrong"] == 0.0
+    assert ours["reindex_s"] < ours["index_s"]
+    assert 0 < ours["ask_p50_ms"] <= ours["ask_p95_ms"]
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="the shared benchmark is not beside this clone")
+def test_bench_slice_of_shared_benchmark(tmp_path, settings):
+    result = run(SHARED, None, peer=False, limit=12, settings=settings)
+    ours = result["ours"]
+    assert result["corpus"]["articles"] == 12 and result["corpus"]["questions"] >= 3
+    assert ours["hit@10"] >= ours["hit@5"] >= ours["hit@1"] > 0
+    assert ours["chunks"] > 12 and ours["chunks_per_s"] > 0 and ours["peak_rss_mb"] > 100
