@@ -32,3 +32,6 @@ class Settings(BaseSettings):
     # below this evidence score the assistant abstains
     abstain_threshold: float = 0.3
     llm: str = "extractive"
+    # Slack bot (`rag slack`): Web API base URL (RAG_SLACK_API_URL), for proxies and tests. The tokens are
+    # not settings: `ui.slack.main` reads SLACK_BOT_TOKEN, SLACK_APP_TOKEN and SLACK_SIGNING_SECRET.
+    slack_api_url: str = "https://slack.com/api/"
