@@ -20,7 +20,7 @@ index: install
 	$(BIN)/rag index seeds --index $(INDEX)
 
 run: index
-	$(BIN)/rag chat --index $(INDEX)
+	$(BIN)/rag web --index $(INDEX)
 
 test: install
 	$(BIN)/pytest -q

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     # below this evidence score the assistant abstains
     abstain_threshold: float = 0.3
     llm: str = "extractive"
+    # web chat login "user:password" (RAG_WEB_AUTH); needed to serve beyond 127.0.0.1 without a warning
+    web_auth: str = ""
     # Slack bot (`rag slack`): Web API base URL (RAG_SLACK_API_URL), for proxies and tests. The tokens are
     # not settings: `ui.slack.main` reads SLACK_BOT_TOKEN, SLACK_APP_TOKEN and SLACK_SIGNING_SECRET.
     slack_api_url: str = "https://slack.com/api/"
