@@ -344,6 +344,12 @@ def test_filters_apply_to_next_question(page, tmp_path):
     velmora = ask(page, "When did the port of Velmora reopen?")
     assert "Velmora" in velmora["text"] and "[1]" in velmora["text"]
     page.screenshot(path=str(tmp_path / "filtered.png"))
+    since = page.locator("#rag-since input").first  # Velmora's article is from 2021-02-03
+    since.fill("2022-01-01")
+    since.press("Tab")
+    later = ask(page, "When did the port of Velmora reopen?")
+    assert "Not found in the articles" in later["text"] and "from 2022-01-01" in later["text"]
+    page.screenshot(path=str(tmp_path / "filtered-by-date.png"))
 
 
 def test_upload_then_ask(page, served, tmp_path):
