@@ -47,7 +47,8 @@ class Assistant:
         """Open (or create) the index in `index_dir`, loading the embedder once."""
         settings = settings or Settings()
         folder = Path(index_dir) if index_dir is not None else settings.index_dir
-        embedder = embedder or make_embedder(settings.embedder, settings.precision, settings.embed_batch_size)
+        embedder = embedder or make_embedder(
+            settings.embedder, settings.precision, settings.embed_batch_size, settings.cache_dir)
         return cls(Store(folder), embedder, settings)
 
     def index(self, paths: list[Path | str], prune: bool = False, progress: bool = False,

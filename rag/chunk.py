@@ -47,10 +47,12 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
 def _is_abbreviation(segment: str, dot: int) -> bool:
     if segment[dot] != ".":
         return False
-    word = re.search(r"([\w.]+)$", segment[:dot])
-    if not word:
+    start = dot
+    while start > 0 and (segment[start - 1].isalnum() or segment[start - 1] == "."):
+        start -= 1  # scanning back is linear; a regex on segment[:dot] was quadratic on long lines
+    token = segment[start:dot].lower()
+    if not token:
         return False
-    token = word.group(1).lower()
     # single letters are initials ("J. K. Rowling"), not sentence ends
     return token in _ABBREV or (len(token) == 1 and token.isalpha())
 
@@ -87,7 +89,9 @@ class Chunker:
         self.overlap = overlap
 
     def count(self, texts: list[str]) -> list[int]:
-        return [len(t) for t in self.encoding.encode_ordinary_batch(texts, num_threads=2)]
+        # a plain loop: encode_ordinary_batch's thread pool costs more than it saves on sentences
+        encode = self.encoding.encode_ordinary
+        return [len(encode(t)) for t in texts]
 
     def chunk(self, article: Article, max_tokens: int | None = None, version: str = "") -> list[Chunk]:
         """The article's passages, in order.

@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     index_dir: Path = Path("index")
     # "provider:model": sentence-transformers:NAME_OR_PATH or model2vec:PATH
     embedder: str = "sentence-transformers:all-MiniLM-L6-v2"
+    # where derived models (distilled static embedders) are kept
+    cache_dir: Path = Path.home() / ".cache" / "rag-news"
     # bf16 autocast where the CPU has native bf16 (AVX512-BF16 or AMX); "auto"|"bf16"|"fp32"
     precision: str = "auto"
     embed_batch_size: int = 64

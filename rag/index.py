@@ -22,7 +22,7 @@ from tqdm import tqdm
 from rag.chunk import Chunker
 from rag.embed import Embedder
 from rag.ingest import display_path, find_files, read_file
-from rag.retrieve import Lexical
+from rag.retrieve import build_lexical
 from rag.store import Store
 from rag.types import Article, Chunk, IndexReport, Skipped
 
@@ -81,8 +81,9 @@ class Indexer:
             self._store_all(pending, run, progress, on_progress)
             if prune:
                 self._prune(run)
-            if run.indexed or run.replaced or run.pruned or not (self.store.dir / "bm25" / "ids.json").exists():
-                Lexical(self.store.dir / "bm25").build(self.store, self.store.chunk_table(), progress)
+            stale = not (self.store.dir / "bm25_articles" / "ids.json").exists()
+            if run.indexed or run.replaced or run.pruned or stale:
+                build_lexical(self.store, self.store.chunk_table())
             self.store.touch()
         finally:
             self.store.release_writer()
@@ -159,14 +160,15 @@ class Indexer:
         articles = {a.id: a for a, _, _ in batch}
         vectors = self.embedder.embed([embed_text(articles[c.article_id], c) for c in chunks])
         self.store.add_vectors(chunks, vectors, articles)
-        for article, digest, article_chunks in batch:
-            old = set(self.store.chunk_ids_of(article.id))
-            replaced = bool(old) or self.store.article_hash(article.id) is not None
-            self.store.save_article(article, digest, article_chunks)
-            stale = sorted(old - {c.id for c in article_chunks})
-            if stale:
-                self.store.delete_vectors(stale)
-            (run.replaced if replaced else run.indexed).append(article.id)
+        old = {a.id: set(self.store.chunk_ids_of(a.id)) for a, _, _ in batch}
+        existed = {a.id for a, _, _ in batch if old[a.id] or self.store.article_hash(a.id) is not None}
+        self.store.save_articles(batch)
+        # the new version is committed; only now are the old version's vectors removed
+        stale = sorted(cid for a, _, cs in batch for cid in old[a.id] - {c.id for c in cs})
+        if stale:
+            self.store.delete_vectors(stale)
+        for article, _, _ in batch:
+            (run.replaced if article.id in existed else run.indexed).append(article.id)
         run.embedded += len(chunks)
         bar.update(len(chunks))
         if on_progress:

@@ -259,7 +259,7 @@ def make_article(meta: dict, text: str, path: str, where: str, explicit_id: str 
     url = as_text(meta.get("url") or meta.get("link"))
     if not url.lower().startswith(("http://", "https://")):
         url = ""
-    title = re.sub(r"\s+", " ", as_text(meta.get("title"))).strip() or title_from_text(text)
+    title = re.sub(r"\s+", " ", as_text(meta.get("title"))).strip() or url_title(url) or title_from_text(text)
     source = as_text(meta.get("source") or meta.get("site") or meta.get("publisher"))
     if not source and url:
         source = re.sub(r"^www\.", "", url.split("/")[2].lower())
@@ -288,6 +288,17 @@ def as_text(value: object, sep: str = ", ") -> str:
                 return as_text(value[key], sep)
         return sep.join(t for t in (as_text(v, sep) for v in value.values()) if t)
     return str(value)
+
+
+def url_title(url: str) -> str:
+    """A title from a news url's slug (".../sprite-green-bottle/index.html" gives
+    "Sprite green bottle"); "" when the url has no slug of two or more words."""
+    segments = [re.sub(r"\.\w{2,5}$", "", seg) for seg in url.split("?")[0].split("#")[0].split("/")[3:]]
+    slugs = [seg for seg in segments if len(re.findall(r"[A-Za-z]{2,}", seg)) >= 2 and re.search(r"[-_]", seg)]
+    if not slugs:
+        return ""
+    words = [w for w in re.split(r"[-_+]+", max(slugs, key=len)) if w and not re.fullmatch(r"[0-9a-f]{6,}|\d+", w)]
+    return " ".join(words).capitalize()[:200]
 
 
 def title_from_text(text: str) -> str:

@@ -1,9 +1,14 @@
-"""Retrieve: hybrid search over the stored chunks, ranked at article level.
+"""Retrieve: hybrid search over the stored articles, ranked at article level.
 
-Dense (Chroma, cosine) and lexical (bm25s) scores are normalised per query
-and fused with a weight; chunks are then grouped by article (best chunk plus a
-small bonus for further matching chunks) so one long article cannot fill the
-results. Filters (sources, date range) apply to both sides.
+Articles are ranked by fusing two normalised scores: BM25 over the whole
+article (title + text) and the best dense (Chroma, cosine) similarity among
+the article's chunks. Within each ranked article, its passages are ranked by
+dense similarity fused with chunk-level BM25, and at most `per_article` are
+returned, so ten passages of one long article cannot crowd out the rest.
+Filters (sources, date range) apply to every side.
+
+Question phrasing that says what kind of answer is wanted ("which", "recently",
+"announced") is dropped from the lexical query; the dense side sees it whole.
 
 It does not write the index (see `rag.index`) and does not pick sentences or
 decide whether to answer (see `rag.answer`).
@@ -12,6 +17,7 @@ decide whether to answer (see `rag.answer`).
 from __future__ import annotations
 
 import json
+import re
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +30,11 @@ from rag.embed import Embedder
 from rag.store import ChunkTable, Store
 from rag.types import Article, Chunk, Filters, Hit
 
-CANDIDATES = 100  # chunks taken from each side before fusion
+CANDIDATES = 100  # chunks from the dense side, articles from the lexical side
+# generic phrasing of questions (interrogatives, time deixis, reporting verbs): no topic in them
+QUERY_NOISE = frozenset("""which what who whom whose where when why how recently recent this week weeks last
+past month announced announce announces said says reported report according new newly latest following
+named name became become becomes""".split())
 
 
 def lexical_tokens(texts: list[str], stemmer: Stemmer.Stemmer) -> list[list[str]]:
@@ -32,56 +42,77 @@ def lexical_tokens(texts: list[str], stemmer: Stemmer.Stemmer) -> list[list[str]
     return bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False)
 
 
+def lexical_query(question: str) -> str:
+    """The question without words that only shape it."""
+    kept = [w for w in re.findall(r"\w[\w'\u2019-]*", question) if w.lower() not in QUERY_NOISE]
+    return " ".join(kept) or question
+
+
 class Lexical:
-    """A bm25s index whose document i is row i of the store's chunk table."""
+    """A saved bm25s index whose document i has id `ids[i]`."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.stemmer = Stemmer.Stemmer("english")
         self.model: bm25s.BM25 | None = None
         self.ids: list[str] = []
+        self._df: np.ndarray | None = None
         if (folder / "ids.json").exists():
             self.model = bm25s.BM25.load(str(folder))
             self.ids = json.loads((folder / "ids.json").read_text())
 
-    def build(self, store: Store, table: ChunkTable, progress: bool = False) -> None:
-        """Re-index every chunk (title + passage) and save it."""
-        texts = list(_chunk_texts(store, table))
-        model = bm25s.BM25(k1=1.2, b=0.75)
+    def build(self, ids: list[str], texts: list[str], k1: float = 1.2, b: float = 0.75) -> None:
+        """Index the texts and save them with their ids."""
+        model = bm25s.BM25(k1=k1, b=b)
         if texts:
-            model.index(lexical_tokens(texts, self.stemmer), show_progress=progress)
+            model.index(lexical_tokens(texts, self.stemmer), show_progress=False)
         self.folder.mkdir(parents=True, exist_ok=True)
         model.save(str(self.folder))
-        (self.folder / "ids.json").write_text(json.dumps(table.ids))
-        self.model, self.ids = model, list(table.ids)
+        (self.folder / "ids.json").write_text(json.dumps(ids))
+        self.model, self.ids, self._df = model, list(ids), None
 
     def idf(self, terms: list[str]) -> dict[str, float]:
-        """Inverse document frequency of stemmed terms over all chunks (unknown: highest)."""
+        """Inverse document frequency of stemmed terms (an unseen term gets the highest)."""
         n = len(self.ids)
         if self.model is None or not n:
             return {t: 1.0 for t in terms}
-        if not hasattr(self, "_df"):
+        if self._df is None:
             self._df = np.diff(self.model.scores["indptr"])
         vocab = self.model.vocab_dict
         return {t: float(np.log(1 + (n + 0.5) / (self._df[vocab[t]] + 0.5 if t in vocab else 0.5))) for t in terms}
 
     def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every document for the query (zeros when nothing matches)."""
         if self.model is None or not self.ids:
             return np.zeros(len(self.ids), dtype=np.float32)
-        tokens = lexical_tokens([query], self.stemmer)[0]
         vocab = self.model.vocab_dict
-        known = [t for t in tokens if t in vocab]
+        known = [t for t in lexical_tokens([query], self.stemmer)[0] if t in vocab]
         if not known:
             return np.zeros(len(self.ids), dtype=np.float32)
         return np.asarray(self.model.get_scores(known), dtype=np.float32)
 
 
-def _chunk_texts(store: Store, table: ChunkTable):
+def build_lexical(store: Store, table: ChunkTable) -> None:
+    """Rebuild both BM25 indexes (passages and whole articles) from the store."""
+    chunk_texts: list[str] = []
+    doc_ids: list[str] = []
+    doc_texts: list[str] = []
     current: Article | None = None
     for article_id, start, end in zip(table.article_ids, table.starts, table.ends):
         if current is None or current.id != article_id:
             current = store.article(article_id)
-        yield f"{current.title}\n{current.text[start:end]}"
+            doc_ids.append(article_id)
+            doc_texts.append(f"{current.title}\n{current.text}")
+        chunk_texts.append(f"{current.title}\n{current.text[start:end]}")
+    Lexical(store.dir / "bm25").build(table.ids, chunk_texts)
+    Lexical(store.dir / "bm25_articles").build(doc_ids, doc_texts, k1=1.5)
+
+
+def _minmax(values: np.ndarray) -> np.ndarray:
+    if values.size == 0:
+        return values
+    low, high = float(values.min()), float(values.max())
+    return (values - low) / (high - low) if high > low else np.ones_like(values) * (1.0 if high > 0 else 0.0)
 
 
 class Retriever:
@@ -95,26 +126,36 @@ class Retriever:
         self.reload()
 
     def reload(self) -> None:
-        """Pick up what the indexer wrote (chunk table and lexical index)."""
+        """Pick up what the indexer wrote (chunk table and lexical indexes)."""
+        table = self.store.chunk_table()
+        articles = list(dict.fromkeys(table.article_ids))
+        first = {a: i for i, a in reversed(list(enumerate(table.article_ids)))}
         with self._lock:
-            self.table = self.store.chunk_table()
-            self.row = {cid: i for i, cid in enumerate(self.table.ids)}
+            self.table = table
+            self.row = {cid: i for i, cid in enumerate(table.ids)}
+            self.article_ids = articles
+            self.article_pos = {a: i for i, a in enumerate(articles)}
+            self.first_row = np.array([first[a] for a in articles] + [len(table.ids)], dtype=np.int64)
             self.lexical = Lexical(self.store.dir / "bm25")
-            self._article = lru_cache(maxsize=512)(self.store.article)
+            self.doc_lexical = Lexical(self.store.dir / "bm25_articles")
+            self._article = lru_cache(maxsize=1024)(self.store.article)
 
     def search(self, query: str, k: int = 8, filters: Filters | None = None, per_article: int = 2) -> list[Hit]:
         filters = filters or Filters()
         with self._lock:
-            table, lexical, row = self.table, self.lexical, self.row
+            table, row, articles = self.table, self.row, self.article_ids
+            lexical, doc_lexical, first_row = self.lexical, self.doc_lexical, self.first_row
         if not table.ids:
             return []
         vector = self.embedder.embed([query])[0]
         dense = dict(self.store.dense_search(vector, CANDIDATES, filters))
-        lex = lexical.scores(query) if lexical.ids == table.ids else np.zeros(len(table.ids), np.float32)
         mask = self._mask(table, filters)
-        lex = np.where(mask, lex, 0.0)
-        fused = self._fuse(dense, lex, row)
-        return self._group(fused, dense, lex, row, table, k, per_article)
+        words = lexical_query(query)
+        chunk_lex = np.where(mask, lexical.scores(words), 0.0) if lexical.ids == table.ids else np.zeros(len(mask))
+        doc_lex = doc_lexical.scores(words) if doc_lexical.ids == articles else np.zeros(len(articles))
+        doc_lex = np.where(mask[first_row[:-1]], doc_lex, 0.0)
+        ranked = self._rank_articles(dense, doc_lex, row, table, articles)
+        return self._hits(ranked, dense, chunk_lex, first_row, k, per_article)
 
     def _mask(self, table: ChunkTable, filters: Filters) -> np.ndarray:
         mask = np.ones(len(table.ids), dtype=bool)
@@ -127,41 +168,44 @@ class Retriever:
             mask &= (table.published_ord <= filters.until.toordinal()) & (table.published_ord > 0)
         return mask
 
-    def _fuse(self, dense: dict[str, float], lex: np.ndarray, row: dict[str, int]) -> dict[str, float]:
-        top_lex = [i for i in np.argsort(-lex)[:CANDIDATES] if lex[i] > 0]
-        candidates = set(dense) | {self.table.ids[i] for i in top_lex}
-        if not candidates:
-            return {}
-        floor = min(dense.values()) if dense else 0.0
-        span = max(max(dense.values(), default=0.0) - floor, 1e-6)
-        lex_max = max(float(lex.max()), 1e-6)
-        w = self.dense_weight
-        return {
-            cid: w * (dense.get(cid, floor) - floor) / span + (1 - w) * float(lex[row[cid]]) / lex_max
-            for cid in candidates if cid in row
-        }
+    def _rank_articles(self, dense: dict[str, float], doc_lex: np.ndarray, row: dict[str, int],
+                       table: ChunkTable, articles: list[str]) -> list[tuple[int, float]]:
+        """(article position, fused score), best first."""
+        best_dense: dict[int, float] = {}
+        for cid, cos in dense.items():
+            if cid in row:
+                pos = self.article_pos[table.article_ids[row[cid]]]
+                best_dense[pos] = max(best_dense.get(pos, -1.0), cos)
+        lex_top = [int(i) for i in np.argsort(-doc_lex)[:CANDIDATES] if doc_lex[i] > 0]
+        candidates = np.array(sorted(set(best_dense) | set(lex_top)), dtype=np.int64)
+        if candidates.size == 0:
+            return []
+        floor = min(best_dense.values(), default=0.0)
+        dense_part = _minmax(np.array([best_dense.get(int(p), floor) for p in candidates]))
+        lex_part = _minmax(doc_lex[candidates])
+        fused = self.dense_weight * dense_part + (1 - self.dense_weight) * lex_part
+        order = np.argsort(-fused)
+        return [(int(candidates[i]), float(fused[i])) for i in order]
 
-    def _group(self, fused: dict[str, float], dense: dict[str, float], lex: np.ndarray,
-               row: dict[str, int], table: ChunkTable, k: int, per_article: int) -> list[Hit]:
-        by_article: dict[str, list[tuple[float, str]]] = {}
-        for cid, score in fused.items():
-            by_article.setdefault(table.article_ids[row[cid]], []).append((score, cid))
-        ranked = []
-        for article_id, scored in by_article.items():
-            scored.sort(reverse=True)
-            bonus = 0.1 * sum(s for s, _ in scored[1:3])
-            ranked.append((scored[0][0] + bonus, article_id, scored))
-        ranked.sort(key=lambda r: -r[0])
+    def _hits(self, ranked: list[tuple[int, float]], dense: dict[str, float], chunk_lex: np.ndarray,
+              first_row: np.ndarray, k: int, per_article: int) -> list[Hit]:
+        table = self.table
+        lex_max = max(float(chunk_lex.max()), 1e-6) if chunk_lex.size else 1.0
         hits: list[Hit] = []
-        for _, article_id, scored in ranked:
-            article = self._article(article_id)
+        for pos, article_score in ranked:
+            article = self._article(self.article_ids[pos])
             if article is None:
                 continue
-            for score, cid in scored[:per_article]:
-                i = row[cid]
+            rows = range(int(first_row[pos]), int(first_row[pos + 1]))
+            scored = sorted(
+                ((self.dense_weight * dense.get(table.ids[i], 0.0) + (1 - self.dense_weight) * chunk_lex[i] / lex_max,
+                  i) for i in rows),
+                key=lambda x: (-x[0], x[1]),
+            )
+            for _, i in scored[:per_article]:
                 start, end = int(table.starts[i]), int(table.ends[i])
-                chunk = Chunk(cid, article_id, start, end, article.text[start:end])
-                hits.append(Hit(chunk, article, score, dense.get(cid, 0.0), float(lex[i])))
+                chunk = Chunk(table.ids[i], article.id, start, end, article.text[start:end])
+                hits.append(Hit(chunk, article, article_score, dense.get(table.ids[i], 0.0), float(chunk_lex[i])))
             if len(hits) >= k:
                 break
         return hits[:k]

@@ -178,20 +178,24 @@ class Store:
             rows = self.db.execute("SELECT id FROM chunks WHERE article_id = ?", (article_id,)).fetchall()
         return [r[0] for r in rows]
 
-    def save_article(self, article: Article, content_hash: str, chunks: list[Chunk]) -> None:
-        """Mark an article indexed with these chunks (vectors must already be stored)."""
+    def save_articles(self, items: list[tuple[Article, str, list[Chunk]]]) -> None:
+        """Mark articles indexed with these chunks, in one transaction.
+
+        Their vectors must already be stored: this is the commit point.
+        """
         with self._lock, self.db:
-            self.db.execute("DELETE FROM chunks WHERE article_id = ?", (article.id,))
-            self.db.execute(
-                "INSERT OR REPLACE INTO articles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (article.id, content_hash, article.title, article.source, article.published,
-                 date_ord(article.published), article.url, article.path,
-                 json.dumps(list(article.authors)), article.text),
-            )
-            self.db.executemany(
-                'INSERT INTO chunks VALUES (?, ?, ?, ?, ?)',
-                [(c.id, c.article_id, i, c.start, c.end) for i, c in enumerate(chunks)],
-            )
+            for article, content_hash, chunks in items:
+                self.db.execute("DELETE FROM chunks WHERE article_id = ?", (article.id,))
+                self.db.execute(
+                    "INSERT OR REPLACE INTO articles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (article.id, content_hash, article.title, article.source, article.published,
+                     date_ord(article.published), article.url, article.path,
+                     json.dumps(list(article.authors)), article.text),
+                )
+                self.db.executemany(
+                    'INSERT INTO chunks VALUES (?, ?, ?, ?, ?)',
+                    [(c.id, c.article_id, i, c.start, c.end) for i, c in enumerate(chunks)],
+                )
 
     def delete_article(self, article_id: str) -> None:
         self.delete_vectors(self.chunk_ids_of(article_id))
