@@ -36,7 +36,8 @@ class _Sentence:
     start: int
     end: int
     terms: frozenset[str]
-    score: float
+    score: float  # relevance: decides whether to answer at all
+    rank_score: float  # relevance plus novelty: decides which sentences answer
     hit: Hit
 
 
@@ -45,9 +46,10 @@ class Extractive:
 
     def __init__(self, tokens: Callable[[list[str]], list[list[str]]],
                  idf: Callable[[list[str]], dict[str, float]],
-                 max_sentences: int = 4, threshold: float = 0.3) -> None:
+                 max_sentences: int = 4, threshold: float = 0.3, novelty: float = 0.1) -> None:
         self.tokens = tokens
         self.idf = idf
+        self.novelty = novelty
         self.max_sentences = max_sentences
         self.threshold = threshold
 
@@ -72,6 +74,7 @@ class Extractive:
                  for a, b in sentence_spans(hit.article.text, hit.chunk.start, hit.chunk.end)]
         token_lists = self.tokens([hit.article.text[a:b] for _, hit, a, b in spans])
         total = sum(weights.values()) or 1.0
+        question_terms = set(weights)
         article_rank = {aid: i for i, aid in enumerate(dict.fromkeys(h.article.id for h in hits))}
         out: dict[tuple[str, int], _Sentence] = {}
         for (rank, hit, a, b), toks in zip(spans, token_lists):
@@ -80,18 +83,22 @@ class Extractive:
                 continue
             coverage = sum(w for t, w in weights.items() if t in terms) / total
             score = 0.75 * coverage + 0.25 * max(hit.dense, 0.0) - 0.02 * rank
+            # a sentence that only restates the question answers nothing: favour new content
+            novel = min(len(terms - question_terms) / 6, 1.0)
             key = (hit.article.id, a)
             if key not in out or out[key].score < score:
-                out[key] = _Sentence(rank, article_rank[hit.article.id], a, b, terms, score, hit)
+                out[key] = _Sentence(rank, article_rank[hit.article.id], a, b, terms, score,
+                                     score + self.novelty * novel, hit)
         return list(out.values())
 
     def _choose(self, sentences: list[_Sentence], weights: dict[str, float]) -> list[_Sentence]:
-        ranked = sorted(sentences, key=lambda s: -s.score)
-        if not ranked or ranked[0].score < self.threshold:
+        best = max((s.score for s in sentences), default=0.0)
+        if best < self.threshold:
             return []
+        floor = max(self.threshold, best * 0.6)
         chosen: list[_Sentence] = []
-        for sentence in ranked:
-            if sentence.score < max(self.threshold, ranked[0].score * 0.6) or len(chosen) >= self.max_sentences:
+        for sentence in sorted((s for s in sentences if s.score >= floor), key=lambda s: -s.rank_score):
+            if len(chosen) >= self.max_sentences:
                 break
             if not any(_similar(sentence, c) for c in chosen):
                 chosen.append(sentence)

@@ -34,9 +34,9 @@ class Assistant:
         self.embedder = embedder
         store.check_embedder(embedder.name, embedder.dim)
         self.chunker = Chunker(settings.chunk_tokens, settings.chunk_overlap)
-        self.retriever = Retriever(store, embedder, settings.dense_weight)
+        self.retriever = Retriever(store, embedder, dense_weight_for(embedder.name, settings.dense_weight))
         self.answerer = Extractive(
-            tokens=lambda texts: lexical_tokens(texts, self.retriever.lexical.stemmer),
+            tokens=lambda texts: lexical_tokens(texts, self.retriever.lexical.words),
             idf=lambda terms: self.retriever.lexical.idf(terms),
             max_sentences=settings.answer_sentences, threshold=settings.abstain_threshold,
         )
@@ -108,6 +108,17 @@ class Assistant:
         if len(question) > limit:
             raise QuestionError(f"the question is {len(question)} characters long; the limit is {limit}")
         return question
+
+
+def dense_weight_for(embedder: str, configured: float | None) -> float:
+    """The configured fusion weight, else one measured for the kind of embedder.
+
+    A static (model2vec) model adds little over BM25 on news (rag bench), so it
+    gets a small say; a transformer embedder gets an equal one.
+    """
+    if configured is not None:
+        return configured
+    return 0.1 if embedder.startswith("model2vec:") else 0.5
 
 
 _FOLLOW_UP = re.compile(r"^(?:and|but|also|what about|how about|and what about)\b[\s,]*(.*)$", re.I)

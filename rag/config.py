@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,12 +28,27 @@ class Settings(BaseSettings):
     chunk_tokens: int = 160  # tiktoken tokens of article text per chunk
     chunk_overlap: int = 24  # tokens repeated from the previous chunk
     top_k: int = 8  # chunks returned by search
-    dense_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    # weight of dense vs BM25 scores; None: chosen for the embedder (a static model is weaker)
+    dense_weight: float | None = Field(default=None, ge=0.0, le=1.0)
     max_question_chars: int = 2000
     answer_sentences: int = 4
     # below this evidence score the assistant abstains
     abstain_threshold: float = 0.3
+    # answers: "extractive" (no LLM), "openai:MODEL" (any OpenAI-compatible server) or "ollama:MODEL" (RAG_LLM)
     llm: str = "extractive"
+    llm_timeout: float = Field(default=60.0, gt=0)  # seconds to wait for the server (connect, and between tokens)
+    llm_max_retries: int = Field(default=1, ge=0)  # retries of a failed request (OpenAI-compatible servers)
+    llm_temperature: float = Field(default=0.1, ge=0.0)
+    llm_max_tokens: int = Field(default=600, gt=0)  # longest answer generated
+    # a citation is kept only when its quote covers this share of the cited claim's (IDF-weighted) words
+    llm_min_support: float = Field(default=0.2, ge=0.0, le=1.0)
+    # the usual variables of the OpenAI and Ollama clients, without the RAG_ prefix (RAG_-prefixed ones work too)
+    openai_api_key: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("RAG_OPENAI_API_KEY", "OPENAI_API_KEY"))
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1", validation_alias=AliasChoices("RAG_OPENAI_BASE_URL", "OPENAI_BASE_URL"))
+    ollama_host: str = Field(
+        default="http://127.0.0.1:11434", validation_alias=AliasChoices("RAG_OLLAMA_HOST", "OLLAMA_HOST"))
     # web chat login "user:password" (RAG_WEB_AUTH); needed to serve beyond 127.0.0.1 without a warning
     web_auth: str = ""
     # Slack bot (`rag slack`): Web API base URL (RAG_SLACK_API_URL), for proxies and tests. The tokens are

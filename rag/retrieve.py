@@ -25,6 +25,7 @@ from pathlib import Path
 import bm25s
 import numpy as np
 import Stemmer
+from bm25s.stopwords import STOPWORDS_EN
 
 from rag.embed import Embedder
 from rag.store import ChunkTable, Store
@@ -37,9 +38,35 @@ past month announced announce announces said says reported report according new 
 named name became become becomes""".split())
 
 
-def lexical_tokens(texts: list[str], stemmer: Stemmer.Stemmer) -> list[list[str]]:
-    """Lower-cased, stop-worded, stemmed word lists (the BM25 vocabulary)."""
-    return bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False)
+_WORD = re.compile(r"(?u)\b\w\w+\b")
+
+
+class Words:
+    """The BM25 vocabulary: lower-cased words of 2+ characters, no stop words, stemmed.
+
+    One tokenizer for indexing, queries and answer scoring, so they agree; stems
+    are cached because news reuses its words.
+    """
+
+    def __init__(self) -> None:
+        self.stemmer = Stemmer.Stemmer("english")
+        self.stop = frozenset(STOPWORDS_EN)
+        self._stems: dict[str, str] = {}
+        self._lock = threading.Lock()  # a Stemmer is not safe to share between threads
+
+    def tokens(self, texts: list[str]) -> list[list[str]]:
+        found = [[w for w in _WORD.findall(text.lower()) if w not in self.stop] for text in texts]
+        with self._lock:
+            new = list({w for words in found for w in words if w not in self._stems})
+            if new:
+                self._stems.update(zip(new, self.stemmer.stemWords(new)))
+            stems = self._stems
+            return [[stems[w] for w in words] for words in found]
+
+
+def lexical_tokens(texts: list[str], words: Words) -> list[list[str]]:
+    """Token lists of `texts` in the BM25 vocabulary."""
+    return words.tokens(texts)
 
 
 def lexical_query(question: str) -> str:
@@ -53,7 +80,7 @@ class Lexical:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.stemmer = Stemmer.Stemmer("english")
+        self.words = Words()
         self.model: bm25s.BM25 | None = None
         self.ids: list[str] = []
         self._df: np.ndarray | None = None
@@ -61,11 +88,11 @@ class Lexical:
             self.model = bm25s.BM25.load(str(folder))
             self.ids = json.loads((folder / "ids.json").read_text())
 
-    def build(self, ids: list[str], texts: list[str], k1: float = 1.2, b: float = 0.75) -> None:
-        """Index the texts and save them with their ids."""
+    def build(self, ids: list[str], tokens: list[list[str]], k1: float = 1.2, b: float = 0.75) -> None:
+        """Index token lists (see `Words`) and save them with their ids."""
         model = bm25s.BM25(k1=k1, b=b)
-        if texts:
-            model.index(lexical_tokens(texts, self.stemmer), show_progress=False)
+        if tokens:
+            model.index(tokens, show_progress=False)
         self.folder.mkdir(parents=True, exist_ok=True)
         model.save(str(self.folder))
         (self.folder / "ids.json").write_text(json.dumps(ids))
@@ -86,7 +113,7 @@ class Lexical:
         if self.model is None or not self.ids:
             return np.zeros(len(self.ids), dtype=np.float32)
         vocab = self.model.vocab_dict
-        known = [t for t in lexical_tokens([query], self.stemmer)[0] if t in vocab]
+        known = [t for t in self.words.tokens([query])[0] if t in vocab]
         if not known:
             return np.zeros(len(self.ids), dtype=np.float32)
         return np.asarray(self.model.get_scores(known), dtype=np.float32)
@@ -94,18 +121,21 @@ class Lexical:
 
 def build_lexical(store: Store, table: ChunkTable) -> None:
     """Rebuild both BM25 indexes (passages and whole articles) from the store."""
-    chunk_texts: list[str] = []
+    words = Words()
+    chunk_tokens: list[list[str]] = []
     doc_ids: list[str] = []
-    doc_texts: list[str] = []
+    doc_tokens: list[list[str]] = []
     current: Article | None = None
+    title: list[str] = []
     for article_id, start, end in zip(table.article_ids, table.starts, table.ends):
         if current is None or current.id != article_id:
             current = store.article(article_id)
+            title, body = words.tokens([current.title, current.text])
             doc_ids.append(article_id)
-            doc_texts.append(f"{current.title}\n{current.text}")
-        chunk_texts.append(f"{current.title}\n{current.text[start:end]}")
-    Lexical(store.dir / "bm25").build(table.ids, chunk_texts)
-    Lexical(store.dir / "bm25_articles").build(doc_ids, doc_texts, k1=1.5)
+            doc_tokens.append(title + body)
+        chunk_tokens.append(title + words.tokens([current.text[start:end]])[0])
+    Lexical(store.dir / "bm25").build(table.ids, chunk_tokens)
+    Lexical(store.dir / "bm25_articles").build(doc_ids, doc_tokens, k1=1.5)
 
 
 def _minmax(values: np.ndarray) -> np.ndarray:
