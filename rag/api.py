@@ -8,7 +8,7 @@ logic of its own and does not read the environment: pass `Settings`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from rag.answer import Extractive
@@ -16,6 +16,7 @@ from rag.chunk import Chunker
 from rag.config import Settings
 from rag.embed import Embedder, make_embedder
 from rag.index import Indexer, Progress
+from rag.llm import AnswerStream, make_answerer
 from rag.retrieve import Retriever, lexical_tokens
 from rag.store import Store
 from rag.types import Answer, Article, Filters, Hit, IndexReport, Message
@@ -40,6 +41,8 @@ class Assistant:
             idf=lambda terms: self.retriever.lexical.idf(terms),
             max_sentences=settings.answer_sentences, threshold=settings.abstain_threshold,
         )
+        # with RAG_LLM=openai:MODEL or ollama:MODEL an LLM writes the answer, checked against the passages
+        self.llm = make_answerer(settings, self.answerer, self.answerer.tokens, self.answerer.idf)
 
     @classmethod
     def open(cls, index_dir: Path | str | None = None, settings: Settings | None = None,
@@ -63,28 +66,59 @@ class Assistant:
         """The best passages for a question, grouped by article, best first."""
         return self.retriever.search(self._checked(question), k or self.settings.top_k, filters)
 
-    def ask(self, question: str, filters: Filters | None = None, k: int | None = None) -> Answer:
-        """An extractive answer with citations, or an abstention."""
+    def ask(self, question: str, filters: Filters | None = None, k: int | None = None,
+            use_llm: bool = True) -> Answer:
+        """An answer with citations (by the configured LLM unless `use_llm` is False, else extractive),
+        or an abstention."""
         question = self._checked(question)
         hits = self.retriever.search(question, k or self.settings.top_k, filters)
+        if self.llm is not None and use_llm:
+            return self.llm.answer(question, hits)
         return self.answerer.answer(question, hits)
 
     def chat(self, messages: list[Message], filters: Filters | None = None) -> Answer:
         """Answer the last user message, using earlier turns to complete a follow-up."""
+        question, standalone, focus, failure, hits = self._follow_up(messages, filters)
+        if self.llm is not None:
+            answer = self.llm.answer(standalone, hits, focus, failure)
+        else:
+            answer = self.answerer.answer(standalone, hits, focus=focus)
+        return replace(answer, question=question)
+
+    def stream(self, question: str, filters: Filters | None = None, k: int | None = None) -> AnswerStream:
+        """The answer as it is written: iterate for text pieces (the LLM's tokens, or the extractive answer
+        sentence by sentence); the stream's `answer` is the final, checked `Answer` once iterated."""
+        question = self._checked(question)
+        hits = self.retriever.search(question, k or self.settings.top_k, filters)
+        if self.llm is not None:
+            return self.llm.stream(question, hits)
+        return AnswerStream.of(self.answerer.answer(question, hits))
+
+    def stream_chat(self, messages: list[Message], filters: Filters | None = None) -> AnswerStream:
+        """`chat` as a stream (see `stream`)."""
+        question, standalone, focus, failure, hits = self._follow_up(messages, filters)
+        if self.llm is not None:
+            return self.llm.stream(standalone, hits, focus, failure).asked(question)
+        return AnswerStream.of(replace(self.answerer.answer(standalone, hits, focus=focus), question=question))
+
+    def _follow_up(self, messages: list[Message], filters: Filters | None
+                   ) -> tuple[str, str, str, Exception | None, list[Hit]]:
+        """(question, standalone question, focus, LLM failure, hits) for the last user message.
+
+        A follow-up is made a standalone question by the LLM when one is configured (by the heuristic
+        `standalone_question` otherwise, or when the LLM fails: the failure is passed on so the answer
+        does not wait for the same server again)."""
         users = [m.content for m in messages if m.role == "user"]
         if not users:
             raise QuestionError("no user message to answer")
         question = self._checked(users[-1])
         standalone, focus = standalone_question(users[:-1], question)
+        failure = None
+        if self.llm is not None and len(users) > 1:
+            earlier = messages[:max(i for i, m in enumerate(messages) if m.role == "user")]
+            standalone, focus, failure = self.llm.standalone(earlier, question, (standalone, focus))
         hits = self.retriever.search(standalone, self.settings.top_k, filters)
-        answer = self.answerer.answer(standalone, hits, focus=focus)
-        return Answer(question, answer.text, answer.citations, answer.abstained, answer.hits)
-
-    def stream(self, question: str, filters: Filters | None = None) -> Iterator[str]:
-        """The answer text in pieces (sentence by sentence for extractive answers)."""
-        answer = self.ask(question, filters)
-        for piece in re.split(r"(?<=\])\s+", answer.text):
-            yield piece + " "
+        return question, standalone, focus, failure, hits
 
     def article(self, article_id: str) -> Article | None:
         return self.store.article(article_id)

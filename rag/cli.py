@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     if getattr(args, "index", None):
         settings = settings.model_copy(update={"index_dir": Path(args.index)})
+    if getattr(args, "llm", None):
+        settings = settings.model_copy(update={"llm": args.llm})
     _quiet_libraries()
     try:
         return args.func(args, settings)
@@ -51,10 +53,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("question")
     s.add_argument("--json", action="store_true")
     s.add_argument("-k", type=int, default=None, help="passages to retrieve")
+    s.add_argument("--stream", action="store_true",
+                   help="print the answer as it is written (with --json: to stderr, the JSON at the end)")
     _filter_args(s)
     s.set_defaults(func=cmd_ask)
 
     s = sub.add_parser("chat", help="multi-turn chat in the terminal")
+    s.add_argument("--stream", action="store_true", help="print each answer as it is written")
     _filter_args(s)
     s.set_defaults(func=cmd_chat)
 
@@ -70,6 +75,10 @@ def parser() -> argparse.ArgumentParser:
     for name in ("index", "ask", "chat", "show", "stats"):
         sub.choices[name].add_argument("--index", metavar="DIR", help="index folder (default: index/, RAG_INDEX_DIR)")
     _add_optional_commands(sub)
+    for name in ("ask", "chat", "web", "slack"):
+        sub.choices[name].add_argument(
+            "--llm", metavar="SPEC", type=_llm_spec,
+            help="extractive (default), openai:MODEL or ollama:MODEL (RAG_LLM)")
     return p
 
 
@@ -109,6 +118,16 @@ def _filter_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--until", type=_date, help="only articles published on or before YYYY-MM-DD")
 
 
+def _llm_spec(value: str) -> str:
+    from rag.llm import LLMConfigError, parse_spec
+
+    try:
+        parse_spec(value)
+    except LLMConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def _date(value: str) -> date:
     try:
         return date.fromisoformat(value)
@@ -133,6 +152,7 @@ def _quiet_libraries() -> None:
 def open_assistant(settings: Settings, must_exist: bool = True):
     """The facade for the configured index; a missing index is a UserError."""
     from rag.api import Assistant
+    from rag.llm import LLMConfigError
     from rag.store import IndexError_
 
     if must_exist and not (settings.index_dir / "articles.sqlite").exists():
@@ -140,7 +160,7 @@ def open_assistant(settings: Settings, must_exist: bool = True):
             f"no index in {settings.index_dir}: run `rag index [PATH...] --index {settings.index_dir}` first")
     try:
         return Assistant.open(settings.index_dir, settings)
-    except IndexError_ as exc:
+    except (IndexError_, LLMConfigError) as exc:
         raise UserError(str(exc)) from None
 
 
@@ -178,11 +198,50 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
     assistant = open_assistant(settings)
     try:
-        answer = assistant.ask(args.question, filters_of(args), k=args.k)
+        if args.stream:
+            answer = print_stream(assistant.stream(args.question, filters_of(args), k=args.k), args.json)
+        else:
+            answer = assistant.ask(args.question, filters_of(args), k=args.k)
     except QuestionError as exc:
         raise UserError(str(exc)) from None
-    print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2) if args.json else format_answer(answer))
+    if answer.notice:
+        print(f"rag: {answer.notice}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
+    elif not args.stream:
+        print(format_answer(answer))
     return 0
+
+
+def print_stream(stream, to_stderr: bool = False) -> Answer:
+    """Print an answer as it is written, then its sources; the checked answer is what stays shown.
+
+    An LLM's draft is replaced by the checked text when they differ (erased on a terminal, printed again
+    after it otherwise). With `to_stderr` the draft goes to stderr and nothing else is printed.
+    """
+    out = sys.stderr if to_stderr else sys.stdout
+    shown = ""
+    for piece in stream:
+        out.write(piece)
+        out.flush()
+        shown += piece
+    answer = stream.result()
+    if to_stderr:
+        out.write("\n")
+        return answer
+    if " ".join(shown.split()) == " ".join(answer.text.split()):
+        sources = format_sources(answer)
+        print("\n\n" + sources if sources else "")
+    elif shown and out.isatty():
+        import shutil
+
+        width = max(shutil.get_terminal_size().columns, 1)
+        rows = sum(max(1, -(-len(line) // width)) for line in shown.split("\n"))
+        out.write("\r" + (f"\x1b[{rows - 1}A" if rows > 1 else "") + "\x1b[J")
+        print(format_answer(answer))
+    else:
+        print(("\n\nChecked answer:\n" if shown.strip() else "") + format_answer(answer))
+    return answer
 
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
@@ -202,13 +261,19 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         messages.append(Message("user", question))
         try:
-            answer = assistant.chat(messages, filters_of(args))
+            if args.stream:
+                answer = print_stream(assistant.stream_chat(messages, filters_of(args)))
+            else:
+                answer = assistant.chat(messages, filters_of(args))
         except QuestionError as exc:
             print(f"rag: {exc}")
             messages.pop()
             continue
         messages.append(Message("assistant", answer.text))
-        print(format_answer(answer))
+        if answer.notice:
+            print(f"rag: {answer.notice}", file=sys.stderr)
+        if not args.stream:
+            print(format_answer(answer))
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -235,9 +300,13 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
 
 def format_answer(answer: Answer) -> str:
     """Answer text, then the numbered sources with their quotes."""
-    lines = [textwrap.fill(answer.text, 100)]
-    if answer.citations:
-        lines.append("\nSources:")
+    sources = format_sources(answer)
+    return textwrap.fill(answer.text, 100) + ("\n\n" + sources if sources else "")
+
+
+def format_sources(answer: Answer) -> str:
+    """"Sources:" and the numbered citations with their quotes ("" when there are none)."""
+    lines = ["Sources:"] if answer.citations else []
     for c in answer.citations:
         where = " · ".join(x for x in (c.source, c.published, c.url or c.path) if x)
         lines.append(f"[{c.n}] {c.title}\n    {where}\n    chars {c.start}-{c.end}: \u201c{_short(c.quote)}\u201d")

@@ -87,15 +87,20 @@ class Answer:
     citations: tuple[Citation, ...] = ()
     abstained: bool = False
     hits: tuple[Hit, ...] = field(default=(), repr=False, compare=False)
+    # one line for the reader when the answer is not what was configured (the LLM failed: extractive instead)
+    notice: str = ""
 
     def to_dict(self) -> dict:
-        """The `rag ask --json` shape."""
-        return {
+        """The `rag ask --json` shape (with "notice" only when there is one)."""
+        out = {
             "question": self.question,
             "answer": self.text,
             "abstained": self.abstained,
             "citations": [c.to_dict() for c in self.citations],
         }
+        if self.notice:
+            out["notice"] = self.notice
+        return out
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,8 @@ def format_reply(answer: Answer, asked_by: str = "", limit: int = MAX_MESSAGE_CH
     if asked_by:
         parts.append(f"<@{asked_by}> asked:\n> {escape(answer.question)}")
     parts.append(ABSTAIN_TEXT if answer.abstained else escape(answer.text))
+    if answer.notice:  # the LLM failed and this answer is extractive
+        parts.append(f"_{escape(answer.notice)}_")
     if answer.citations:
         parts.append("*Sources*\n" + "\n".join(format_source(c) for c in answer.citations))
     return split_message("\n\n".join(parts), limit)

@@ -89,6 +89,11 @@ def _strip_prefix(text: str) -> str:
     return rest[:1].upper() + rest[1:]
 
 
+def draft_html(text: str) -> str:
+    """An LLM's answer while it is being written (its [n] markers become links once it is checked)."""
+    return f'<div class="rag-draft">{esc(text)}</div>'
+
+
 def message_html(text: str) -> str:
     """A person's question, shown as text."""
     return f'<div class="rag-question">{esc(text)}</div>'
@@ -269,7 +274,7 @@ def answerable_examples(assistant: Assistant, limit: int = EXAMPLES) -> list[str
     out = []
     for question in example_questions(sample_titles(assistant), limit * 3):
         try:
-            if not assistant.ask(question).abstained:
+            if not assistant.ask(question, use_llm=False).abstained:  # extractive: quick, and no LLM calls
                 out.append(question)
         except Exception:  # an example is a nicety: never fail the page for one
             continue
@@ -359,6 +364,7 @@ CSS = """
 .rag-abstain { border-left: 4px solid #d97706; padding: 6px 10px; background: rgba(217, 119, 6, 0.08); }
 .rag-error { border-left: 4px solid #dc2626; padding: 6px 10px; background: rgba(220, 38, 38, 0.08); }
 .rag-pending { opacity: 0.7; font-style: italic; }
+.rag-draft { opacity: 0.8; }
 .rag-note { font-size: 0.85em; opacity: 0.75; margin-top: 4px; }
 .rag-turn { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 6px 10px; margin-bottom: 8px; }
 .rag-turn summary { cursor: pointer; display: flex; flex-direction: column; }
@@ -450,23 +456,32 @@ class WebChat:
         try:
             filters = filters_of(sources, since, until)
             messages = [Message(role, content) for role, content in session["messages"]]
-            answer = self.assistant.chat([*messages, Message("user", question)], filters)
+            stream = self.assistant.stream_chat([*messages, Message("user", question)], filters)
         except (QuestionError, ValueError) as exc:
             view[-1] = {"role": "assistant", "content": notice_html(f"Cannot ask this: {exc}")}
             yield "", view, session, panel_html(session["sections"])
             return
+        drafted = stream.answer is None  # an LLM writes it: show its draft as it comes, the checked answer after
+        if drafted:
+            shown = ""
+            for piece in stream:
+                shown += piece
+                view[-1] = {"role": "assistant", "content": draft_html(shown)}
+                yield "", view, session, panel_html(session["sections"])
+        answer = stream.result()
         seconds = time.perf_counter() - started
         turn = len(session["sections"]) + 1
         note = describe(filters)
         sections = [*session["sections"], self._section(turn, question, answer, seconds, note)]
         numbers = {c.n for c in answer.citations}
         hint = f"{note}: clearing the filters may find more." if note and answer.abstained else note
+        hint = " ".join(x for x in (answer.notice, hint) if x)  # the LLM failed: say the answer is extractive
         if answer.abstained:
             view[-1] = {"role": "assistant", "content": answer_html(answer.text, turn, numbers, True, hint)}
             yield "", view, session, panel_html(sections)
         else:
             shown = ""
-            for piece in pieces(answer.text):
+            for piece in [] if drafted else pieces(answer.text):
                 shown += piece
                 view[-1] = {"role": "assistant", "content": answer_html(shown, turn, numbers)}
                 yield "", view, session, panel_html(sections)

@@ -1,0 +1,171 @@
+"""Stand-ins for LLM servers, for tests: real HTTP on 127.0.0.1, scripted replies, recorded requests.
+
+`ScriptedLLM("openai")` speaks the OpenAI chat-completions protocol (`POST /v1/chat/completions`, a JSON
+reply, or server-sent events `data: {...}` ending with `data: [DONE]` when the request asks to stream);
+`ScriptedLLM("ollama")` speaks Ollama's (`POST /api/chat`, a JSON reply, or one JSON object per line).
+
+Each request takes the next scripted reply (a string, or a function of the request body returning one);
+when the script runs out the last reply is reused. `delay` makes the server wait before answering (for
+timeouts). Use it as a context manager; `requests` holds every request body (parsed JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Reply = str | Callable[[dict], str]
+
+
+class ScriptedLLM:
+    def __init__(self, protocol: str, replies: list[Reply] | None = None, delay: float = 0.0) -> None:
+        assert protocol in ("openai", "ollama")
+        self.protocol = protocol
+        self.replies: list[Reply] = list(replies or ["not found in the articles"])
+        self.delay = delay
+        self.requests: list[dict] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.owner = self
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+
+    # ---- lifecycle
+    def __enter__(self) -> ScriptedLLM:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    @property
+    def url(self) -> str:
+        """The base url a client is configured with (`/v1` for OpenAI-compatible servers)."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}" + ("/v1" if self.protocol == "openai" else "")
+
+    # ---- what the tests look at
+    def prompts(self) -> list[list[dict]]:
+        """The chat messages of every request, in order."""
+        return [r.get("messages", []) for r in self.requests]
+
+    def last_user_prompt(self) -> str:
+        return next(m["content"] for m in reversed(self.requests[-1]["messages"]) if m["role"] == "user")
+
+    # ---- serving
+    def next_reply(self, body: dict) -> str:
+        with self._lock:
+            self.requests.append(body)
+            reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        return reply(body) if callable(reply) else reply
+
+    def wait(self) -> bool:
+        """Sleep `delay` (cut short when stopping); False when the server is stopping."""
+        return not self._stop.wait(self.delay) if self.delay else True
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    owner: ScriptedLLM
+
+
+def tokens_of(text: str) -> list[str]:
+    """The reply in small pieces, as a model streams it (words with their spaces, markers apart)."""
+    return re.findall(r"\[\d+\]|\s*[^\s\[]+|\s+|\[", text) or [""]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        owner = self.server.owner
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            self.send_error(400, "bad json")
+            return
+        expected = "/v1/chat/completions" if owner.protocol == "openai" else "/api/chat"
+        if self.path.rstrip("/") != expected:
+            self.send_error(404, f"no route {self.path}")
+            return
+        reply = owner.next_reply(body)
+        if not owner.wait():
+            return
+        stream = bool(body.get("stream", owner.protocol == "ollama"))
+        model = body.get("model", "")
+        if owner.protocol == "openai":
+            self._openai(reply, model, stream)
+        else:
+            self._ollama(reply, model, stream)
+
+    def _send(self, status: int, content_type: str, data: bytes | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        if data is not None:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if data is not None:
+            self.wfile.write(data)
+
+    def _openai(self, reply: str, model: str, stream: bool) -> None:
+        base = {"id": "chatcmpl-test", "created": int(time.time()), "model": model}
+        if not stream:
+            payload = {**base, "object": "chat.completion", "choices": [{
+                "index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+            self._send(200, "application/json", json.dumps(payload).encode())
+            return
+        self._send(200, "text/event-stream")
+        chunks = [{"role": "assistant", "content": ""}] + [{"content": t} for t in tokens_of(reply)]
+        for i, delta in enumerate(chunks + [{}]):
+            finish = "stop" if i == len(chunks) else None
+            event = {**base, "object": "chat.completion.chunk",
+                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+            self.wfile.flush()
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+    def _ollama(self, reply: str, model: str, stream: bool) -> None:
+        def message(content: str, done: bool) -> dict:
+            out = {"model": model, "created_at": "2024-01-01T00:00:00.000000Z",
+                   "message": {"role": "assistant", "content": content}, "done": done}
+            if done:
+                out.update(done_reason="stop", total_duration=1, load_duration=1, prompt_eval_count=1,
+                           prompt_eval_duration=1, eval_count=1, eval_duration=1)
+            return out
+
+        if not stream:
+            self._send(200, "application/json", json.dumps(message(reply, True)).encode())
+            return
+        self._send(200, "application/x-ndjson")
+        for token in tokens_of(reply):
+            self.wfile.write((json.dumps(message(token, False)) + "\n").encode())
+            self.wfile.flush()
+        self.wfile.write((json.dumps(message("", True)) + "\n").encode())
+        self.wfile.flush()
+
+
+def closed_port() -> int:
+    """A 127.0.0.1 port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
