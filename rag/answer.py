@@ -57,12 +57,28 @@ class Extractive:
         """An answer to `question` from `hits`; `focus` (a follow-up) must be covered too."""
         terms = self._question_terms(question)
         weights = self.idf(terms)
-        sentences = self._score(hits[:8], weights, self._question_terms(focus) if focus else [])
-        chosen = self._choose(sentences, weights)
+        if hits and not focus and not any(t not in QUESTION_WORDS for t in self.tokens([question])[0]):
+            chosen = self._leads(hits)  # "what happened?" (its date words taken as a filter): the stories found
+        else:
+            sentences = self._score(hits[:8], weights, self._question_terms(focus) if focus else [])
+            chosen = self._choose(sentences, weights)
         if not chosen:
             return Answer(question=question, text=NOT_FOUND, abstained=True, hits=tuple(hits))
         text, citations = cite(chosen)
         return Answer(question=question, text=text, citations=tuple(citations), hits=tuple(hits))
+
+    def _leads(self, hits: list[Hit]) -> list[_Sentence]:
+        """The opening sentence of each article found, newest last: an answer to a question with no topic."""
+        leads: list[_Sentence] = []
+        for rank, hit in enumerate(hits):
+            if any(s.hit.article.id == hit.article.id for s in leads) or len(leads) >= self.max_sentences:
+                continue
+            text = hit.article.text
+            spans = [(a, b) for a, b in sentence_spans(text) if _one_line(text[a:b]) != hit.article.title.strip()]
+            if spans:
+                a, b = spans[0]
+                leads.append(_Sentence(rank, len(leads), a, b, frozenset(), 1.0, 1.0, hit))
+        return sorted(leads, key=lambda s: (s.hit.article.published or "9999", s.article_rank))
 
     def _question_terms(self, question: str) -> list[str]:
         terms = self.tokens([question])[0]

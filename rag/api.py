@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 from rag.answer import Extractive
 from rag.chunk import Chunker
 from rag.config import Settings
+from rag.dates import find_range, without_phrase
 from rag.embed import Embedder, make_embedder
 from rag.index import Indexer, Progress
 from rag.llm import AnswerStream, make_answerer
 from rag.retrieve import Retriever, lexical_tokens
 from rag.store import Store
-from rag.types import Answer, Article, Filters, Hit, IndexReport, Message
+from rag.types import Answer, Article, Filters, Hit, IndexReport, Message, QuestionDates
 
 
 class QuestionError(ValueError):
@@ -67,42 +69,78 @@ class Assistant:
         return self.retriever.search(self._checked(question), k or self.settings.top_k, filters)
 
     def ask(self, question: str, filters: Filters | None = None, k: int | None = None,
-            use_llm: bool = True) -> Answer:
+            use_llm: bool = True, dates: bool = True) -> Answer:
         """An answer with citations (by the configured LLM unless `use_llm` is False, else extractive),
-        or an abstention."""
+        or an abstention. With `dates`, time words in the question ("this week", "in March 2022") become
+        the date filter when `filters` has no dates (see `question_dates`)."""
         question = self._checked(question)
-        hits = self.retriever.search(question, k or self.settings.top_k, filters)
+        searched, filters, asked = self.question_dates(question, filters) if dates else (question, filters, None)
+        hits = self.retriever.search(searched, k or self.settings.top_k, filters)
         if self.llm is not None and use_llm:
-            return self.llm.answer(question, hits)
-        return self.answerer.answer(question, hits)
+            answer = self.llm.answer(searched, hits)
+        else:
+            answer = self.answerer.answer(searched, hits)
+        return _dated(replace(answer, question=question), asked)
 
-    def chat(self, messages: list[Message], filters: Filters | None = None) -> Answer:
+    def chat(self, messages: list[Message], filters: Filters | None = None, dates: bool = True) -> Answer:
         """Answer the last user message, using earlier turns to complete a follow-up."""
-        question, standalone, focus, failure, hits = self._follow_up(messages, filters)
+        question, standalone, focus, failure, hits, asked = self._follow_up(messages, filters, dates)
         if self.llm is not None:
             answer = self.llm.answer(standalone, hits, focus, failure)
         else:
             answer = self.answerer.answer(standalone, hits, focus=focus)
-        return replace(answer, question=question)
+        return _dated(replace(answer, question=question), asked)
 
-    def stream(self, question: str, filters: Filters | None = None, k: int | None = None) -> AnswerStream:
+    def stream(self, question: str, filters: Filters | None = None, k: int | None = None,
+               dates: bool = True) -> AnswerStream:
         """The answer as it is written: iterate for text pieces (the LLM's tokens, or the extractive answer
         sentence by sentence); the stream's `answer` is the final, checked `Answer` once iterated."""
         question = self._checked(question)
-        hits = self.retriever.search(question, k or self.settings.top_k, filters)
+        searched, filters, asked = self.question_dates(question, filters) if dates else (question, filters, None)
+        hits = self.retriever.search(searched, k or self.settings.top_k, filters)
         if self.llm is not None:
-            return self.llm.stream(question, hits)
-        return AnswerStream.of(self.answerer.answer(question, hits))
+            return _dated_stream(self.llm.stream(searched, hits).asked(question), asked)
+        return AnswerStream.of(_dated(replace(self.answerer.answer(searched, hits), question=question), asked))
 
-    def stream_chat(self, messages: list[Message], filters: Filters | None = None) -> AnswerStream:
+    def stream_chat(self, messages: list[Message], filters: Filters | None = None,
+                    dates: bool = True) -> AnswerStream:
         """`chat` as a stream (see `stream`)."""
-        question, standalone, focus, failure, hits = self._follow_up(messages, filters)
+        question, standalone, focus, failure, hits, asked = self._follow_up(messages, filters, dates)
         if self.llm is not None:
-            return self.llm.stream(standalone, hits, focus, failure).asked(question)
-        return AnswerStream.of(replace(self.answerer.answer(standalone, hits, focus=focus), question=question))
+            return _dated_stream(self.llm.stream(standalone, hits, focus, failure).asked(question), asked)
+        answer = replace(self.answerer.answer(standalone, hits, focus=focus), question=question)
+        return AnswerStream.of(_dated(answer, asked))
 
-    def _follow_up(self, messages: list[Message], filters: Filters | None
-                   ) -> tuple[str, str, str, Exception | None, list[Hit]]:
+    def newest_published(self) -> date | None:
+        """The publication date of the newest indexed article (None when no article has one)."""
+        ordinals = self.retriever.table.published_ord
+        newest = int(ordinals.max()) if len(ordinals) else 0
+        return date.fromordinal(newest) if newest > 0 else None
+
+    def question_dates(self, question: str, filters: Filters | None, today: date | None = None
+                       ) -> tuple[str, Filters | None, QuestionDates | None]:
+        """(question without its time words, filters with their dates, what they were read as).
+
+        Only when `filters` has no dates of its own. Relative words ("this week", "since Tuesday") count from
+        today, or from the newest article's date when every article is older than the range they name."""
+        if filters is not None and (filters.since or filters.until):
+            return question, filters, None
+        today = today or date.today()
+        found = find_range(question, today)
+        if found is None:
+            return question, filters, None
+        reference, kind = (today, "today") if found.relative else (None, "")
+        newest = self.newest_published()
+        if found.relative and newest is not None and found.since is not None and newest < found.since:
+            found = find_range(question, newest) or found
+            reference, kind = newest, "newest article"
+        filters = replace(filters or Filters(), since=found.since, until=found.until)
+        asked = QuestionDates(found.phrase, str(found.since or ""), str(found.until or ""),
+                              str(reference or ""), kind)
+        return without_phrase(question, found), filters, asked
+
+    def _follow_up(self, messages: list[Message], filters: Filters | None, dates: bool = True
+                   ) -> tuple[str, str, str, Exception | None, list[Hit], QuestionDates | None]:
         """(question, standalone question, focus, LLM failure, hits) for the last user message.
 
         A follow-up is made a standalone question by the LLM when one is configured (by the heuristic
@@ -117,8 +155,11 @@ class Assistant:
         if self.llm is not None and len(users) > 1:
             earlier = messages[:max(i for i, m in enumerate(messages) if m.role == "user")]
             standalone, focus, failure = self.llm.standalone(earlier, question, (standalone, focus))
+        asked = None
+        if dates:
+            standalone, filters, asked = self.question_dates(standalone, filters)
         hits = self.retriever.search(standalone, self.settings.top_k, filters)
-        return question, standalone, focus, failure, hits
+        return question, standalone, focus, failure, hits, asked
 
     def article(self, article_id: str) -> Article | None:
         return self.store.article(article_id)
@@ -153,6 +194,25 @@ def dense_weight_for(embedder: str, configured: float | None) -> float:
     if configured is not None:
         return configured
     return 0.1 if embedder.startswith("model2vec:") else 0.5
+
+
+def _dated(answer: Answer, asked: QuestionDates | None) -> Answer:
+    """The answer saying which dates its question's time words were read as."""
+    if asked is None:
+        return answer
+    return replace(answer, dates=asked, notice=" ".join(x for x in (asked.note(), answer.notice) if x))
+
+
+def _dated_stream(stream: AnswerStream, asked: QuestionDates | None) -> AnswerStream:
+    if asked is None:
+        return stream
+
+    def pieces():
+        answer = yield from stream
+        return _dated(answer if answer is not None else stream.answer, asked)
+    return AnswerStream(pieces(), _dated(stream.answer, asked) if stream.answer else None, stream.draft)
+
+
 
 
 _FOLLOW_UP = re.compile(r"^(?:and|but|also|what about|how about|and what about)\b[\s,]*(.*)$", re.I)

@@ -79,6 +79,30 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class QuestionDates:
+    """The dates a question's time words ("this week", "in March 2022") were read as, and against what."""
+
+    phrase: str
+    since: str = ""  # ISO dates, "" for an open end
+    until: str = ""
+    reference: str = ""  # the day relative words were read against ("" when the phrase is absolute)
+    reference_kind: str = ""  # "today", or "newest article" when the collection is older than the phrase
+
+    def note(self) -> str:
+        span = (self.since if self.since == self.until else f"{self.since} to {self.until}") if self.since and \
+            self.until else f"since {self.since}" if self.since else f"until {self.until}"
+        where = ""
+        if self.reference_kind == "today":
+            where = f", counted from today, {self.reference}"
+        elif self.reference_kind:
+            where = f", counted from {self.reference}: the newest article's date, as no article is that recent"
+        return f"Articles dated {span} (\u201c{self.phrase}\u201d{where})."
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Answer:
     """An answer whose sentences end with `[n]` markers into `citations`."""
 
@@ -89,9 +113,11 @@ class Answer:
     hits: tuple[Hit, ...] = field(default=(), repr=False, compare=False)
     # one line for the reader when the answer is not what was configured (the LLM failed: extractive instead)
     notice: str = ""
+    # the date filter read from the question's own words ("this week"), when the caller gave none
+    dates: QuestionDates | None = None
 
     def to_dict(self) -> dict:
-        """The `rag ask --json` shape (with "notice" only when there is one)."""
+        """The `rag ask --json` shape (with "notice" and "dates" only when there are some)."""
         out = {
             "question": self.question,
             "answer": self.text,
@@ -100,6 +126,8 @@ class Answer:
         }
         if self.notice:
             out["notice"] = self.notice
+        if self.dates is not None:
+            out["dates"] = self.dates.to_dict()
         return out
 
 

@@ -1,0 +1,141 @@
+"""News-aware answers (issue 8): dates in questions, who said it, timelines, conflicting reports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date
+
+import pytest
+
+from rag import Assistant, Filters
+from rag.dates import find_range, sentence_date, without_phrase
+from rag.store import Store
+from tests.conftest import MARIUPOL_SEED
+
+# a three-article sequence about one town, two outlets disagreeing on one shelling, and an older story
+NEWS = [
+    {"title": "Floods reach Dovrin", "source": "River Times", "published": "2022-03-01",
+     "url": "https://river.example/dovrin-floods",
+     "text": "Floodwater reached the town of Dovrin on Monday, forcing 600 residents from their homes. "
+             "The river rose two metres in a day."},
+    {"title": "Dovrin bridge collapses", "source": "River Times", "published": "2022-03-03",
+     "url": "https://river.example/dovrin-bridge",
+     "text": "The old stone bridge in Dovrin collapsed on Wednesday after days of flooding, officials said. "
+             "Nobody was on the bridge when it fell."},
+    {"title": "Dovrin starts to rebuild", "source": "Valley Post", "published": "2022-03-06",
+     "url": "https://valley.example/dovrin-rebuild",
+     "text": "Residents of Dovrin began clearing mud from the streets on Saturday as the water receded, "
+             "according to Dovrin mayor Lena Ostrova."},
+    {"title": "Shelling hits Harkavy", "source": "Kestrel Wire", "published": "2022-03-04",
+     "url": "https://kestrel.example/harkavy",
+     "text": "Shelling hit the town of Harkavy overnight. At least 128 people were injured in the shelling "
+             "of Harkavy, according to regional governor Oleh Marchuk."},
+    {"title": "Harkavy shelled overnight", "source": "Valley Post", "published": "2022-03-05",
+     "url": "https://valley.example/harkavy",
+     "text": "At least 150 people were injured when shelling struck Harkavy overnight, the health ministry said. "
+             "Schools in the town were closed."},
+    {"title": "Quarrow wins the cup", "source": "Sport Daily", "published": "2022-02-10",
+     "url": "https://sport.example/quarrow",
+     "text": "Quarrow Rovers won the regional cup final 2-1 in extra time. Their coach said the win was for the town."},
+]
+
+
+@pytest.fixture(scope="module")
+def news(tmp_path_factory, settings, embedder):
+    work = tmp_path_factory.mktemp("news")
+    folder = work / "articles"
+    folder.mkdir()
+    (folder / "news.jsonl").write_text("\n".join(json.dumps(a) for a in NEWS) + "\n", encoding="utf-8")
+    shutil.copy(MARIUPOL_SEED, folder / MARIUPOL_SEED.name)
+    assistant = Assistant(Store(work / "index"), embedder, settings)
+    assistant.index([folder])
+    yield assistant
+    assistant.close()
+
+
+def _check_quotes(assistant: Assistant, answer) -> None:
+    for c in answer.citations:
+        assert assistant.article(c.article_id).text[c.start:c.end] == c.quote
+
+
+# --- dates in questions ---------------------------------------------------------------------------
+
+REF = date(2022, 3, 5)  # a Saturday
+
+
+@pytest.mark.parametrize("question, since, until", [
+    ("what happened this week?", date(2022, 2, 28), REF),
+    ("what happened yesterday in Kyiv?", date(2022, 3, 4), date(2022, 3, 4)),
+    ("what is the news today?", REF, REF),
+    ("what happened last week?", date(2022, 2, 21), date(2022, 2, 27)),
+    ("what happened in March 2022?", date(2022, 3, 1), date(2022, 3, 31)),
+    ("what happened in Kherson since Tuesday?", date(2022, 3, 1), None),
+    ("what happened last month?", date(2022, 2, 1), date(2022, 2, 28)),
+    ("what has happened to Kherson since March?", date(2022, 3, 1), None),
+    ("what happened before 2022-03-01?", None, date(2022, 2, 28)),
+    ("what happened over the past 3 days?", date(2022, 3, 2), REF),
+])
+def test_time_words_become_date_ranges(question, since, until):
+    found = find_range(question, REF)
+    assert (found.since, found.until) == (since, until)
+
+
+@pytest.mark.parametrize("question", ["what may happen to prices?", "protesters march in Kyiv",
+                                      "Which team won the 2022 Stanley Cup?", "who won the cup?"])
+def test_words_that_are_not_dates_are_left_alone(question):
+    assert find_range(question, REF) is None
+
+
+def test_time_words_are_taken_out_of_the_question():
+    question = "what happened in Kherson since Tuesday?"
+    assert without_phrase(question, find_range(question, REF)) == "what happened in Kherson?"
+
+
+def test_sentence_dates_resolve_against_publication():
+    assert sentence_date("The bridge collapsed on Wednesday.", date(2022, 3, 3)) == date(2022, 3, 2)
+    assert sentence_date("Floodwater reached the town on Monday.", date(2022, 3, 1)) == date(2022, 2, 28)
+    assert sentence_date("On March 3, 2022 troops entered.", None) == date(2022, 3, 3)
+    assert sentence_date("It rained.", date(2022, 3, 3)) is None
+
+
+def test_this_week_filters_by_date_relative_to_newest_article(news):
+    answer = news.ask("what happened this week?")
+    assert not answer.abstained
+    # the collection is older than today: "this week" is the newest article's week (2022-02-28 to 2022-03-06)
+    assert answer.dates is not None and answer.dates.reference_kind == "newest article"
+    assert (answer.dates.since, answer.dates.until, answer.dates.reference) == ("2022-02-28", "2022-03-06",
+                                                                              "2022-03-06")
+    assert "newest article" in answer.notice and "this week" in answer.notice
+    assert answer.hits and all("2022-02-28" <= h.article.published <= "2022-03-06" for h in answer.hits)
+    assert "Quarrow" not in answer.text and all(c.published >= "2022-02-28" for c in answer.citations)
+    assert answer.to_dict()["dates"]["since"] == "2022-02-28"
+    assert answer.question == "what happened this week?"
+    _check_quotes(news, answer)
+
+
+def test_relative_words_count_from_today_when_the_collection_is_current(news):
+    newest = news.newest_published()
+    assert newest == date(2022, 3, 6)
+    _, filters, asked = news.question_dates("what happened over the past 3 days?", None, today=date(2022, 3, 8))
+    assert (filters.since, filters.until) == (date(2022, 3, 5), date(2022, 3, 8))
+    assert asked.reference_kind == "today" and "today" in asked.note()
+    # nothing in the week of 2022-03-14: read against the newest article instead
+    _, filters, asked = news.question_dates("what happened this week?", None, today=date(2022, 3, 14))
+    assert (filters.since, asked.reference_kind) == (date(2022, 2, 28), "newest article")
+
+
+def test_an_explicit_date_filter_wins_over_the_question(news):
+    answer = news.ask("what happened in Dovrin this week?", filters=Filters(since=date(2022, 3, 5)))
+    assert answer.dates is None
+    assert all(h.article.published >= "2022-03-05" for h in answer.hits)
+
+
+def test_in_month_year_is_absolute(news):
+    answer = news.ask("what happened in Harkavy in March 2022?")
+    assert answer.dates.reference_kind == "" and answer.dates.until == "2022-03-31"
+    assert "Harkavy" in answer.text
+
+
+def test_dates_can_be_turned_off(news):
+    assert news.ask("what happened this week?", dates=False).dates is None
