@@ -8,6 +8,7 @@ logic of its own and does not read the environment: pass `Settings`.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -20,7 +21,7 @@ from rag.embed import Embedder, make_embedder
 from rag.index import Indexer, Progress
 from rag.llm import AnswerStream, make_answerer
 from rag.retrieve import Retriever, lexical_tokens
-from rag.store import Store
+from rag.store import ChromaServer, IndexError_, Store
 from rag.types import Answer, Article, Filters, Hit, IndexReport, Message, QuestionDates
 
 
@@ -37,7 +38,13 @@ class Assistant:
         self.embedder = embedder
         store.check_embedder(embedder.name, embedder.dim)
         self.chunker = Chunker(settings.chunk_tokens, settings.chunk_overlap)
-        self.retriever = Retriever(store, embedder, dense_weight_for(embedder.name, settings.dense_weight))
+        self._generation = store.generation()
+        self._refresh_lock = threading.Lock()
+        try:
+            self.retriever = Retriever(store, embedder, dense_weight_for(embedder.name, settings.dense_weight))
+        except (OSError, ValueError, KeyError) as exc:  # a half-written or damaged lexical index
+            raise IndexError_(f"the lexical index in {store.dir} cannot be read ({type(exc).__name__}: {exc}); "
+                              f"rebuild it: `rag index --rebuild PATH... --index {store.dir}`") from None
         self.answerer = Extractive(
             tokens=lambda texts: lexical_tokens(texts, self.retriever.lexical.words),
             idf=lambda terms: self.retriever.lexical.idf(terms),
@@ -54,19 +61,43 @@ class Assistant:
         folder = Path(index_dir) if index_dir is not None else settings.index_dir
         embedder = embedder or make_embedder(
             settings.embedder, settings.precision, settings.embed_batch_size, settings.cache_dir)
-        return cls(Store(folder), embedder, settings)
+        return cls(open_store(folder, settings), embedder, settings)
 
     def index(self, paths: list[Path | str], prune: bool = False, progress: bool = False,
               on_progress: Progress | None = None) -> IndexReport:
         """Index files and folders; only new or changed articles are embedded."""
-        indexer = Indexer(self.store, self.embedder, self.chunker)
-        report = indexer.run([Path(p) for p in paths], prune=prune, progress=progress, on_progress=on_progress)
-        self.retriever.reload()
+        indexer = Indexer(self.store, self.embedder, self.chunker, self.settings.index_batch_chunks)
+        try:
+            report = indexer.run([Path(p) for p in paths], prune=prune, progress=progress, on_progress=on_progress)
+        finally:
+            with self._refresh_lock:
+                self.retriever.reload()
+                self._generation = self.store.generation()
         return report
+
+    def refresh(self) -> bool:
+        """Pick up what another process indexed (one SQLite read when nothing changed); True if reloaded.
+
+        Waits for nothing: while another process is writing, the last complete state is served."""
+        generation = self.store.generation()
+        if generation == self._generation:
+            return False
+        with self._refresh_lock:
+            if generation == self._generation:
+                return False
+            with self.store.quiet() as quiet:
+                if not quiet:
+                    return False
+                self.store.reopen_vectors()
+                self.retriever.reload()
+                self._generation = self.store.generation()
+        return True
 
     def search(self, question: str, k: int | None = None, filters: Filters | None = None) -> list[Hit]:
         """The best passages for a question, grouped by article, best first."""
-        return self.retriever.search(self._checked(question), k or self.settings.top_k, filters)
+        question = self._checked(question)
+        self.refresh()
+        return self.retriever.search(question, k or self.settings.top_k, filters)
 
     def ask(self, question: str, filters: Filters | None = None, k: int | None = None,
             use_llm: bool = True, dates: bool = True) -> Answer:
@@ -74,6 +105,7 @@ class Assistant:
         or an abstention. With `dates`, time words in the question ("this week", "in March 2022") become
         the date filter when `filters` has no dates (see `question_dates`)."""
         question = self._checked(question)
+        self.refresh()
         searched, filters, asked = self.question_dates(question, filters) if dates else (question, filters, None)
         hits = self.retriever.search(searched, k or self.settings.top_k, filters)
         if self.llm is not None and use_llm:
@@ -96,6 +128,7 @@ class Assistant:
         """The answer as it is written: iterate for text pieces (the LLM's tokens, or the extractive answer
         sentence by sentence); the stream's `answer` is the final, checked `Answer` once iterated."""
         question = self._checked(question)
+        self.refresh()
         searched, filters, asked = self.question_dates(question, filters) if dates else (question, filters, None)
         hits = self.retriever.search(searched, k or self.settings.top_k, filters)
         if self.llm is not None:
@@ -155,6 +188,7 @@ class Assistant:
         if self.llm is not None and len(users) > 1:
             earlier = messages[:max(i for i, m in enumerate(messages) if m.role == "user")]
             standalone, focus, failure = self.llm.standalone(earlier, question, (standalone, focus))
+        self.refresh()
         asked = None
         if dates:
             standalone, filters, asked = self.question_dates(standalone, filters)
@@ -213,6 +247,11 @@ def _dated_stream(stream: AnswerStream, asked: QuestionDates | None) -> AnswerSt
     return AnswerStream(pieces(), _dated(stream.answer, asked) if stream.answer else None, stream.draft)
 
 
+def open_store(folder: Path, settings: Settings) -> Store:
+    """The Store for `folder`, with its vectors on the Chroma server when `settings.chroma_host` is set."""
+    server = ChromaServer(settings.chroma_host, settings.chroma_port, settings.chroma_ssl,
+                          dict(settings.chroma_headers)) if settings.chroma_host else None
+    return Store(folder, server, settings.chroma_collection)
 
 
 _FOLLOW_UP = re.compile(r"^(?:and|but|also|what about|how about|and what about)\b[\s,]*(.*)$", re.I)

@@ -26,11 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "llm", None):
         settings = settings.model_copy(update={"llm": args.llm})
     _quiet_libraries()
+    from rag.store import IndexError_
+
     try:
         return args.func(args, settings)
     except KeyboardInterrupt:
         return 130
-    except UserError as exc:
+    except (UserError, IndexError_) as exc:  # IndexError_: a busy, broken, read-only or full index
         print(f"rag: {exc}", file=sys.stderr)
         return 2
 
@@ -172,7 +174,11 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         raise UserError(f"{missing[0]}: no such file or folder")
     if args.rebuild:
-        _remove_index(settings.index_dir)
+        from rag.store import ChromaServer, remove_index
+
+        server = ChromaServer(settings.chroma_host, settings.chroma_port, settings.chroma_ssl,
+                              dict(settings.chroma_headers)) if settings.chroma_host else None
+        remove_index(settings.index_dir, server, settings.chroma_collection)
     assistant = open_assistant(settings, must_exist=False)
     try:
         report = assistant.index(args.paths, prune=args.prune, progress=sys.stderr.isatty())
@@ -182,15 +188,6 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
         print(f"skipped {skipped}", file=sys.stderr)
     print(report.summary())
     return 0
-
-
-def _remove_index(folder: Path) -> None:
-    import shutil
-
-    if (folder / "articles.sqlite").exists():
-        shutil.rmtree(folder / "chroma", ignore_errors=True)
-        shutil.rmtree(folder / "bm25", ignore_errors=True)
-        (folder / "articles.sqlite").unlink()
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:

@@ -18,6 +18,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore")
 
     index_dir: Path = Path("index")
+    # Chroma server mode (`chroma run`): vectors in a server collection, SQLite and BM25 still in index_dir.
+    # Empty host: an embedded Chroma in index_dir/chroma. Headers: JSON object, e.g. for an auth proxy.
+    chroma_host: str = ""
+    chroma_port: int = 8000
+    chroma_ssl: bool = False
+    chroma_headers: dict[str, str] = Field(default_factory=dict)
+    chroma_collection: str = "chunks"
     # "provider:model": sentence-transformers:NAME_OR_PATH or model2vec:PATH
     embedder: str = "sentence-transformers:all-MiniLM-L6-v2"
     # where derived models (distilled static embedders) are kept
@@ -25,6 +32,7 @@ class Settings(BaseSettings):
     # bf16 autocast where the CPU has native bf16 (AVX512-BF16 or AMX); "auto"|"bf16"|"fp32"
     precision: str = "auto"
     embed_batch_size: int = 64
+    index_batch_chunks: int = 512  # chunks embedded and committed together by `rag index`
     chunk_tokens: int = 160  # tiktoken tokens of article text per chunk
     chunk_overlap: int = 24  # tokens repeated from the previous chunk
     top_k: int = 8  # chunks returned by search

@@ -6,6 +6,19 @@ and stored under new chunk ids before its old chunks are removed; the same
 text under a second id is stored once. `prune` drops articles whose files are
 gone. The lexical index is rebuilt when anything changed.
 
+Crash safety: vectors are stored before the SQLite commit that marks their
+article indexed, old vectors are removed after it, and the run sets the
+store's `dirty` flag before its first write. A run that finds the flag set
+(the last one was killed or failed) first reconciles: vectors SQLite does not
+list are deleted, chunks SQLite lists without a vector are embedded again from
+the stored text. The lexical index is built aside and swapped in. So a run
+killed at any point, run again, ends exactly where a clean build would.
+
+An article whose embedding fails is skipped with a reason and not marked
+indexed (the next run tries it again); a storage failure stops the run with
+an `IndexError_` saying what was kept. Either way, what was committed stays
+answerable, including the old version of an article whose update failed.
+
 It does not rank or answer, and it holds the writer lock only while it writes.
 """
 
@@ -13,17 +26,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from rag.chunk import Chunker
 from rag.embed import Embedder
 from rag.ingest import display_path, find_files, read_file
 from rag.retrieve import build_lexical
-from rag.store import Store
+from rag.store import IndexError_, Store, storage_error
 from rag.types import Article, Chunk, IndexReport, Skipped
 
 BATCH_CHUNKS = 512  # chunks embedded and stored together
@@ -52,6 +68,8 @@ class _Run:
     pruned: list[str] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     embedded: int = 0
+    failed: set[str] = field(default_factory=set)  # article ids whose embedding failed
+    repaired: int = 0  # orphan vectors removed plus missing vectors restored
     seen_hashes: dict[str, str] = field(default_factory=dict)
     # every parsed file: the stored ids of its articles, and whether all of it was read
     file_articles: dict[Path, tuple[list[str], bool]] = field(default_factory=dict)
@@ -66,28 +84,107 @@ class _Run:
 class Indexer:
     """Runs the ingest → chunk → embed → store pipeline against one Store."""
 
-    def __init__(self, store: Store, embedder: Embedder, chunker: Chunker) -> None:
+    def __init__(self, store: Store, embedder: Embedder, chunker: Chunker, batch_chunks: int = BATCH_CHUNKS) -> None:
         self.store = store
         self.embedder = embedder
         self.chunker = chunker
+        self.batch_chunks = max(1, batch_chunks)
 
     def run(self, paths: list[Path], prune: bool = False, progress: bool = False,
             on_progress: Progress | None = None) -> IndexReport:
         files = find_files(paths)
         run = _Run()
-        self.store.acquire_writer()
+        store = self.store
+        store.acquire_writer()
         try:
-            pending = self._changed_articles(files, run)
-            self._store_all(pending, run, progress, on_progress)
-            if prune:
-                self._prune(run)
-            stale = not (self.store.dir / "bm25_articles" / "ids.json").exists()
-            if run.indexed or run.replaced or run.pruned or stale:
-                build_lexical(self.store, self.store.chunk_table())
-            self.store.touch()
+            interrupted = store.dirty()
+            try:
+                if interrupted:
+                    self.repair(run)
+                pending = self._changed_articles(files, run)
+                self._store_all(pending, run, progress, on_progress)
+                if prune:
+                    self._prune(run)
+            except Exception as exc:
+                self._after_failure(run)
+                raise self._failure(exc, run) from exc
+            changed = bool(interrupted or run.indexed or run.replaced or run.pruned)
+            if changed or self._lexical_missing():
+                self._build_lexical()
+            if changed or store.dirty():
+                store.finish_run()
+            else:
+                store.touch()
         finally:
-            self.store.release_writer()
+            store.release_writer()
         return run.report()
+
+    def repair(self, run: _Run | None = None) -> int:
+        """Make the vectors exactly the chunks SQLite lists (after an interrupted run).
+
+        Returns how many vectors were removed or restored."""
+        store = self.store
+        vector_ids = store.vector_ids()
+        chunk_ids = store.chunk_id_set()
+        orphans = sorted(vector_ids - chunk_ids)
+        missing = sorted(chunk_ids - vector_ids)
+        if orphans:
+            store.delete_vectors(orphans)
+        by_article: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
+        for cid, article_id, start, end in store.chunks_by_id(missing):
+            by_article[article_id].append((cid, start, end))
+        chunks: list[Chunk] = []
+        articles: dict[str, Article] = {}
+        for article_id, rows in by_article.items():
+            article = store.article(article_id)
+            if article is None:
+                continue
+            articles[article_id] = article
+            chunks += [Chunk(cid, article_id, a, b, article.text[a:b]) for cid, a, b in rows]
+        for i in range(0, len(chunks), self.batch_chunks):
+            part = chunks[i:i + self.batch_chunks]
+            vectors = self.embedder.embed([embed_text(articles[c.article_id], c) for c in part])
+            store.add_vectors(part, vectors, articles)
+        if run is not None:
+            run.repaired = len(orphans) + len(chunks)
+        return len(orphans) + len(chunks)
+
+    def _failure(self, exc: Exception, run: _Run) -> IndexError_:
+        """The error a failed run raises: what went wrong, what was kept, what to do."""
+        error = exc if isinstance(exc, IndexError_) else storage_error(exc, self.store.dir)
+        kept = len(run.indexed) + len(run.replaced)
+        return IndexError_(f"indexing stopped: {error}. {kept} articles were stored before the failure and stay "
+                           "answerable; the others were not marked indexed and the next `rag index` picks them up")
+
+    def _after_failure(self, run: _Run) -> None:
+        """Best effort after a failed run: make what was committed searchable. The dirty flag
+        stays set, so the next run reconciles the vectors first."""
+        if not (run.indexed or run.replaced or run.pruned):
+            return
+        try:
+            self._build_lexical()
+            self.store.bump_generation()
+        except Exception:  # the disk may be full: the next run rebuilds it
+            pass
+
+    def _lexical_missing(self) -> bool:
+        return not all((self.store.dir / name / "ids.json").exists() for name in ("bm25", "bm25_articles"))
+
+    def _build_lexical(self) -> None:
+        """Build both BM25 indexes aside, then swap them in (a crash never leaves half of one in place)."""
+        folder = self.store.dir
+        tmp = folder / ".lexical.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        build_lexical(_LexicalTarget(tmp, self.store), self.store.chunk_table())
+        for name in ("bm25", "bm25_articles"):
+            final, old = folder / name, folder / f".{name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            if final.exists():
+                final.rename(old)
+            (tmp / name).rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
     def _changed_articles(self, files: list[Path], run: _Run) -> Iterator[tuple[Article, str, Path]]:
         """Articles that need embedding; records unchanged, duplicate and bad ones."""
@@ -136,7 +233,7 @@ class Indexer:
             chunks = self.chunks_for(article, digest)
             batch.append((article, digest, chunks))
             size += len(chunks)
-            if size >= BATCH_CHUNKS:
+            if size >= self.batch_chunks:
                 self._store_batch(batch, run, bar, on_progress)
                 batch, size = [], 0
         if batch:
@@ -154,11 +251,34 @@ class Indexer:
                 return chunks
             budget = max(16, int(budget * 0.75))  # word pieces outnumber tiktoken tokens here
 
+    def _embed_batch(self, batch: list[tuple[Article, str, list[Chunk]]],
+                     run: _Run) -> tuple[list[tuple[Article, str, list[Chunk]]], np.ndarray]:
+        """The batch's vectors; when embedding fails, the articles that fail are left out (and reported)."""
+        try:
+            return batch, self.embedder.embed([embed_text(a, c) for a, _, cs in batch for c in cs])
+        except Exception:  # find the articles that fail; the rest of the batch goes on
+            pass
+        kept: list[tuple[Article, str, list[Chunk]]] = []
+        parts: list[np.ndarray] = []
+        for item in batch:
+            article, _, chunks = item
+            try:
+                parts.append(self.embedder.embed([embed_text(article, c) for c in chunks]))
+                kept.append(item)
+            except Exception as exc:
+                run.failed.add(article.id)
+                run.skipped.append(Skipped(article.path, f"article {article.id} not indexed, embedding failed "
+                                                         f"({type(exc).__name__}: {exc}); the next run retries it"))
+        return kept, (np.concatenate(parts) if parts else np.zeros((0, self.embedder.dim), dtype=np.float32))
+
     def _store_batch(self, batch: list[tuple[Article, str, list[Chunk]]], run: _Run,
                      bar: tqdm, on_progress: Progress | None) -> None:
+        batch, vectors = self._embed_batch(batch, run)
+        if not batch:
+            return
         chunks = [c for _, _, cs in batch for c in cs]
         articles = {a.id: a for a, _, _ in batch}
-        vectors = self.embedder.embed([embed_text(articles[c.article_id], c) for c in chunks])
+        self.store.set_dirty()  # from here until the run finishes, a crash leaves vectors to reconcile
         self.store.add_vectors(chunks, vectors, articles)
         old = {a.id: set(self.store.chunk_ids_of(a.id)) for a, _, _ in batch}
         existed = {a.id for a, _, _ in batch if old[a.id] or self.store.article_hash(a.id) is not None}
@@ -178,8 +298,8 @@ class Indexer:
         # recorded only once all its articles are stored, so a crash re-reads the file
         for path, (ids, clean) in run.file_articles.items():
             stat = path.stat()
-            # size -1 never matches, so a file with bad parts is read (and reported) again
-            size = stat.st_size if clean else -1
+            # size -1 never matches, so a file with bad parts (or failed articles) is read again
+            size = stat.st_size if clean and not run.failed.intersection(ids) else -1
             self.store.save_file(display_path(path), size, stat.st_mtime_ns, sorted(set(ids)))
 
     def _prune(self, run: _Run) -> None:
@@ -193,6 +313,15 @@ class Indexer:
         for shown in gone:
             for article_id in self.store.files().get(shown, []):
                 if article_id not in live and self.store.article_hash(article_id):
+                    self.store.set_dirty()
                     self.store.delete_article(article_id)
                     run.pruned.append(article_id)
             self.store.forget_file(shown)
+
+
+class _LexicalTarget:
+    """What `build_lexical` needs of a Store (`dir`, `article`), with `dir` pointing elsewhere."""
+
+    def __init__(self, folder: Path, store: Store) -> None:
+        self.dir = folder
+        self.article = store.article

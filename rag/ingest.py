@@ -11,6 +11,7 @@ identity and change detection belong to the index.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import json
@@ -102,6 +103,11 @@ def read_file(path: Path) -> Iterator[Article | Skipped]:
     if not raw.strip():
         yield Skipped(shown, "empty file")
         return
+    if suffix in (".jsonl", ".jsonl.gz") and not raw.startswith((b"\xff\xfe", b"\xfe\xff")) \
+            and raw.count(b"\x00") <= len(raw) // 4:
+        # line by line: one binary or mis-encoded line must not take the good ones with it
+        yield from _read_json_lines(raw, shown)
+        return
     text = decode(raw)
     if text is None:
         yield Skipped(shown, "binary or undecodable content")
@@ -124,13 +130,20 @@ def decode(raw: bytes) -> str | None:
     else:
         if b"\x00" in raw:
             return None
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = raw.decode("cp1252", errors="replace")
+        # UTF-8, with any byte that is not UTF-8 read as cp1252: mixed files keep both parts readable
+        text = raw.decode("utf-8-sig", errors="rag-cp1252")
     if _looks_binary(text):
         return None
     return normalise(text)
+
+
+def _cp1252_fallback(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    return exc.object[exc.start:exc.end].decode("cp1252", errors="replace"), exc.end
+
+
+codecs.register_error("rag-cp1252", _cp1252_fallback)
 
 
 def _looks_binary(text: str) -> bool:
@@ -236,6 +249,22 @@ def _read_json(text: str, shown: str, whole: bool) -> Iterator[Article | Skipped
             continue
         try:
             item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield Skipped(shown, f"malformed JSON: {exc.msg}", line=lineno)
+            continue
+        yield _json_article(item, shown, lineno, f"{shown}#{lineno}")
+
+
+def _read_json_lines(raw: bytes, shown: str) -> Iterator[Article | Skipped]:
+    for lineno, line in enumerate(raw.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        text = decode(line)
+        if text is None:
+            yield Skipped(shown, "binary or undecodable content", line=lineno)
+            continue
+        try:
+            item = json.loads(text)
         except json.JSONDecodeError as exc:
             yield Skipped(shown, f"malformed JSON: {exc.msg}", line=lineno)
             continue
