@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -145,6 +147,33 @@ def _minmax(values: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low) if high > low else np.ones_like(values) * (1.0 if high > 0 else 0.0)
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """Everything a search reads from the index, loaded together."""
+
+    table: ChunkTable
+    row: dict[str, int]
+    article_ids: list[str]
+    article_pos: dict[str, int]
+    first_row: np.ndarray  # article i's chunks are rows first_row[i]:first_row[i + 1]
+    lexical: Lexical
+    doc_lexical: Lexical
+    article: Callable[[str], Article | None]
+
+    @classmethod
+    def of(cls, store: Store) -> _Snapshot:
+        table = store.chunk_table()
+        articles = list(dict.fromkeys(table.article_ids))
+        first = {a: i for i, a in reversed(list(enumerate(table.article_ids)))}
+        return cls(
+            table=table, row={cid: i for i, cid in enumerate(table.ids)}, article_ids=articles,
+            article_pos={a: i for i, a in enumerate(articles)},
+            first_row=np.array([first[a] for a in articles] + [len(table.ids)], dtype=np.int64),
+            lexical=Lexical(store.dir / "bm25"), doc_lexical=Lexical(store.dir / "bm25_articles"),
+            article=lru_cache(maxsize=1024)(store.article),
+        )
+
+
 class Retriever:
     """Hybrid search returning `Hit`s grouped by article, best article first."""
 
@@ -152,40 +181,37 @@ class Retriever:
         self.store = store
         self.embedder = embedder
         self.dense_weight = dense_weight
-        self._lock = threading.Lock()
         self.reload()
 
     def reload(self) -> None:
-        """Pick up what the indexer wrote (chunk table and lexical indexes)."""
-        table = self.store.chunk_table()
-        articles = list(dict.fromkeys(table.article_ids))
-        first = {a: i for i, a in reversed(list(enumerate(table.article_ids)))}
-        with self._lock:
-            self.table = table
-            self.row = {cid: i for i, cid in enumerate(table.ids)}
-            self.article_ids = articles
-            self.article_pos = {a: i for i, a in enumerate(articles)}
-            self.first_row = np.array([first[a] for a in articles] + [len(table.ids)], dtype=np.int64)
-            self.lexical = Lexical(self.store.dir / "bm25")
-            self.doc_lexical = Lexical(self.store.dir / "bm25_articles")
-            self._article = lru_cache(maxsize=1024)(self.store.article)
+        """Pick up what the indexer wrote: a new snapshot, swapped in whole."""
+        self._snap = _Snapshot.of(self.store)
+
+    @property
+    def table(self) -> ChunkTable:
+        return self._snap.table
+
+    @property
+    def lexical(self) -> Lexical:
+        """The passage-level BM25 index (its `words` and `idf` serve answer scoring)."""
+        return self._snap.lexical
 
     def search(self, query: str, k: int = 8, filters: Filters | None = None, per_article: int = 2) -> list[Hit]:
         filters = filters or Filters()
-        with self._lock:
-            table, row, articles = self.table, self.row, self.article_ids
-            lexical, doc_lexical, first_row = self.lexical, self.doc_lexical, self.first_row
+        snap = self._snap  # one consistent view, even if a reload swaps it meanwhile
+        table = snap.table
         if not table.ids:
             return []
         vector = self.embedder.embed([query])[0]
         dense = dict(self.store.dense_search(vector, CANDIDATES, filters))
         mask = self._mask(table, filters)
         words = lexical_query(query)
+        lexical, doc_lexical = snap.lexical, snap.doc_lexical
         chunk_lex = np.where(mask, lexical.scores(words), 0.0) if lexical.ids == table.ids else np.zeros(len(mask))
-        doc_lex = doc_lexical.scores(words) if doc_lexical.ids == articles else np.zeros(len(articles))
-        doc_lex = np.where(mask[first_row[:-1]], doc_lex, 0.0)
-        ranked = self._rank_articles(dense, doc_lex, row, table, articles)
-        return self._hits(ranked, dense, chunk_lex, first_row, k, per_article)
+        doc_lex = doc_lexical.scores(words) if doc_lexical.ids == snap.article_ids else np.zeros(len(snap.article_ids))
+        doc_lex = np.where(mask[snap.first_row[:-1]], doc_lex, 0.0)
+        ranked = self._rank_articles(snap, dense, doc_lex)
+        return self._hits(snap, ranked, dense, chunk_lex, k, per_article)
 
     def _mask(self, table: ChunkTable, filters: Filters) -> np.ndarray:
         mask = np.ones(len(table.ids), dtype=bool)
@@ -198,13 +224,13 @@ class Retriever:
             mask &= (table.published_ord <= filters.until.toordinal()) & (table.published_ord > 0)
         return mask
 
-    def _rank_articles(self, dense: dict[str, float], doc_lex: np.ndarray, row: dict[str, int],
-                       table: ChunkTable, articles: list[str]) -> list[tuple[int, float]]:
+    def _rank_articles(self, snap: _Snapshot, dense: dict[str, float],
+                       doc_lex: np.ndarray) -> list[tuple[int, float]]:
         """(article position, fused score), best first."""
         best_dense: dict[int, float] = {}
         for cid, cos in dense.items():
-            if cid in row:
-                pos = self.article_pos[table.article_ids[row[cid]]]
+            if cid in snap.row:
+                pos = snap.article_pos[snap.table.article_ids[snap.row[cid]]]
                 best_dense[pos] = max(best_dense.get(pos, -1.0), cos)
         lex_top = [int(i) for i in np.argsort(-doc_lex)[:CANDIDATES] if doc_lex[i] > 0]
         candidates = np.array(sorted(set(best_dense) | set(lex_top)), dtype=np.int64)
@@ -217,13 +243,13 @@ class Retriever:
         order = np.argsort(-fused)
         return [(int(candidates[i]), float(fused[i])) for i in order]
 
-    def _hits(self, ranked: list[tuple[int, float]], dense: dict[str, float], chunk_lex: np.ndarray,
-              first_row: np.ndarray, k: int, per_article: int) -> list[Hit]:
-        table = self.table
+    def _hits(self, snap: _Snapshot, ranked: list[tuple[int, float]], dense: dict[str, float],
+              chunk_lex: np.ndarray, k: int, per_article: int) -> list[Hit]:
+        table, first_row = snap.table, snap.first_row
         lex_max = max(float(chunk_lex.max()), 1e-6) if chunk_lex.size else 1.0
         hits: list[Hit] = []
         for pos, article_score in ranked:
-            article = self._article(self.article_ids[pos])
+            article = snap.article(snap.article_ids[pos])
             if article is None:
                 continue
             rows = range(int(first_row[pos]), int(first_row[pos + 1]))
