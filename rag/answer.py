@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rag.chunk import sentence_spans
+from rag.news import attribution
 from rag.types import Answer, Citation, Hit
 
 NOT_FOUND = "Not found in the articles: none of the indexed articles answers this question."
@@ -165,7 +166,7 @@ def cite(chosen: list[_Sentence]) -> tuple[str, list[Citation]]:
         citations.append(Citation(
             n=n, article_id=article.id, title=article.title, source=article.source,
             published=article.published, url=article.url, path=article.path,
-            quote=article.text[start:end], start=start, end=end,
+            quote=article.text[start:end], start=start, end=end, attribution=attribution(article.text[start:end]),
         ))
         parts += [f"{_one_line(article.text[s.start:s.end])} [{n}]" for s in run]
     return " ".join(parts), citations

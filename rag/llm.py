@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from rag.answer import NOT_FOUND, Extractive
 from rag.chunk import sentence_spans
+from rag.news import attribution
 from rag.types import Answer, Citation, Hit, Message
 
 if TYPE_CHECKING:
@@ -421,7 +422,8 @@ def check(raw: str, hits: list[Hit], tokens: Tokens, idf: Idf, min_support: floa
                     citations.append(Citation(
                         n=keys[key], article_id=article.id, title=article.title, source=article.source,
                         published=article.published, url=article.url, path=article.path,
-                        quote=article.text[start:end], start=start, end=end))
+                        quote=article.text[start:end], start=start, end=end,
+                        attribution=attribution(article.text[start:end])))
                 if keys[key] not in numbers:
                     numbers.append(keys[key])
             out.append(sentence[last:g.start()])

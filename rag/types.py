@@ -73,6 +73,8 @@ class Citation:
     quote: str
     start: int
     end: int
+    # who the quote attributes its claim to ("Vadym Boychenko, mayor of Mariupol", "CNN"); "" when nobody
+    attribution: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -10,6 +10,7 @@ import pytest
 
 from rag import Assistant, Filters
 from rag.dates import find_range, sentence_date, without_phrase
+from rag.news import attribution
 from rag.store import Store
 from tests.conftest import MARIUPOL_SEED
 
@@ -139,3 +140,40 @@ def test_in_month_year_is_absolute(news):
 
 def test_dates_can_be_turned_off(news):
     assert news.ask("what happened this week?", dates=False).dates is None
+
+
+# --- who said it ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("passage, who", [
+    ("According to Mariupol mayor Vadym Boychenko, at least 128 persons were injured.",
+     "Vadym Boychenko, mayor of Mariupol"),
+    ("At least 128 people were injured, according to regional governor Oleh Marchuk.",
+     "Oleh Marchuk, regional governor"),
+    ("At least 150 people were injured when shelling struck Harkavy overnight, the health ministry said.",
+     "health ministry"),
+    ("CNN reported that troops entered the city.", "CNN"),
+    ("The bridge collapsed after days of flooding, officials said.", "officials"),
+    ("The troops are tired, said Ivan Petrov.", "Ivan Petrov"),
+    ("Harbour master Piet Zoller said the old diesel ferry will be sold.", "Piet Zoller, harbour master"),
+    ("Ukrainian President Volodymyr Zelensky said talks would continue.", "Volodymyr Zelensky, Ukrainian president"),
+    ("The river rose two metres in a day.", ""),
+    ("He said the town was safe.", ""),
+    ("Mayor Ilse Varga opened the Quillon public library on Monday.", ""),
+])
+def test_attributions_are_named(passage, who):
+    assert attribution(passage) == who
+
+
+def test_mariupol_injuries_are_attributed_to_the_mayor(news):
+    answer = news.ask("what happened in Mariupol?")
+    cited = [c for c in answer.citations if "128" in c.quote]
+    assert cited and cited[0].attribution == "Vadym Boychenko, mayor of Mariupol"
+    assert "According to Mariupol mayor Vadym Boychenko" in answer.text  # the answer keeps the attribution
+    assert answer.to_dict()["citations"][cited[0].n - 1]["attribution"] == "Vadym Boychenko, mayor of Mariupol"
+    _check_quotes(news, answer)
+
+
+def test_unattributed_claims_get_no_attribution(news):
+    answer = news.ask("How many residents did the floodwater force from their homes in Dovrin?")
+    cited = [c for c in answer.citations if "600 residents" in c.quote]
+    assert cited and all(c.attribution == "" for c in cited)

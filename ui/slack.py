@@ -91,7 +91,8 @@ def _link(url: str, label: str) -> str:
 def format_source(c: Citation) -> str:
     """`[n]` title (linked), source and date, then the quoted passage."""
     head = " · ".join([f"*[{c.n}]* {_link(c.url, c.title or c.article_id)}"]
-                      + [escape(x) for x in (c.source, c.published) if x])
+                      + [escape(x) for x in (c.source, c.published) if x]
+                      + ([f"according to {escape(c.attribution)}"] if getattr(c, "attribution", "") else []))
     quote = " ".join(c.quote.split())
     return f"{head}\n> {escape(quote)}" if quote else head
 
