@@ -63,15 +63,11 @@ def safe_url(url: str) -> str:
     return url if _URL.fullmatch(url) else ""
 
 
-def answer_html(text: str, turn: int, numbers: set[int], abstained: bool = False, note: str = "",
-                done: bool = True) -> str:
-    """Answer text escaped, its [n] markers made into links to the source cards of `turn`.
-
-    The complete answer carries the class `rag-done` (a partial, streaming one does not).
-    """
+def answer_html(text: str, turn: int, numbers: set[int], abstained: bool = False, note: str = "") -> str:
+    """Answer text escaped, its [n] markers made into links to the source cards of `turn`."""
     if abstained:
         extra = f'<div class="rag-note">{esc(note)}</div>' if note else ""
-        return (f'<div class="rag-abstain rag-done" data-abstained="true"><strong>Not found in the articles.</strong> '
+        return (f'<div class="rag-abstain" data-abstained="true"><strong>Not found in the articles.</strong> '
                 f'{esc(_strip_prefix(text))}{extra}</div>')
     parts: list[str] = []
     last = 0
@@ -85,7 +81,7 @@ def answer_html(text: str, turn: int, numbers: set[int], abstained: bool = False
         last = match.end()
     parts.append(esc(text[last:]))
     extra = f'<div class="rag-note">{esc(note)}</div>' if note else ""
-    return f'<div class="rag-answer{" rag-done" if done else ""}">{"".join(parts).strip()}</div>{extra}'
+    return f'<div class="rag-answer">{"".join(parts).strip()}</div>{extra}'
 
 
 def _strip_prefix(text: str) -> str:
@@ -429,13 +425,6 @@ def theme():
     )
 
 
-def _keep() -> Any:
-    """gradio's "leave this output as it is"."""
-    import gradio as gr
-
-    return gr.skip()
-
-
 def new_session() -> dict:
     return {"messages": [], "view": [], "sections": []}
 
@@ -452,14 +441,8 @@ class WebChat:
 
     # ---- chat
     def respond(self, question: str, session: dict, sources: list[str] | None, since: Any, until: Any):
-        """Generator: show the question, then the answer as it streams, then its source cards.
-
-        Only the first update clears the question box: later ones leave it alone, so
-        typing the next question while an answer streams is not wiped out.
-        """
+        """Generator: show the question, then the answer as it streams, then its source cards."""
         from rag.api import QuestionError
-
-        keep = _keep()
 
         session = session or new_session()
         view = list(session["view"])
@@ -478,7 +461,7 @@ class WebChat:
             stream = self.assistant.stream_chat([*messages, Message("user", question)], filters)
         except (QuestionError, ValueError) as exc:
             view[-1] = {"role": "assistant", "content": notice_html(f"Cannot ask this: {exc}")}
-            yield keep, view, session, panel_html(session["sections"])
+            yield "", view, session, panel_html(session["sections"])
             return
         drafted = stream.answer is None  # an LLM writes it: show its draft as it comes, the checked answer after
         if drafted:
@@ -486,7 +469,7 @@ class WebChat:
             for piece in stream:
                 shown += piece
                 view[-1] = {"role": "assistant", "content": draft_html(shown)}
-                yield keep, view, session, panel_html(session["sections"])
+                yield "", view, session, panel_html(session["sections"])
         answer = stream.result()
         seconds = time.perf_counter() - started
         turn = len(session["sections"]) + 1
@@ -497,20 +480,20 @@ class WebChat:
         hint = " ".join(x for x in (answer.notice, hint) if x)  # the LLM failed: say the answer is extractive
         if answer.abstained:
             view[-1] = {"role": "assistant", "content": answer_html(answer.text, turn, numbers, True, hint)}
-            yield keep, view, session, panel_html(sections)
+            yield "", view, session, panel_html(sections)
         else:
             shown = ""
             for piece in [] if drafted else pieces(answer.text):
                 shown += piece
-                view[-1] = {"role": "assistant", "content": answer_html(shown, turn, numbers, done=False)}
-                yield keep, view, session, panel_html(sections)
+                view[-1] = {"role": "assistant", "content": answer_html(shown, turn, numbers)}
+                yield "", view, session, panel_html(sections)
             view[-1] = {"role": "assistant", "content": answer_html(answer.text, turn, numbers, note=hint)}
         session = {
             "messages": [*session["messages"], ("user", question), ("assistant", answer.text)],
             "view": view,
             "sections": sections,
         }
-        yield keep, view, session, panel_html(sections)
+        yield "", view, session, panel_html(sections)
 
     def _section(self, turn: int, question: str, answer: Answer, seconds: float, note: str) -> dict:
         cards = []
