@@ -15,9 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 
 from rag.chunk import sentence_spans
-from rag.news import attribution
+from rag.news import attribution, event_date, is_timeline_question, timeline
 from rag.types import Answer, Citation, Hit
 
 NOT_FOUND = "Not found in the articles: none of the indexed articles answers this question."
@@ -65,8 +66,15 @@ class Extractive:
             chosen = self._choose(sentences, weights)
         if not chosen:
             return Answer(question=question, text=NOT_FOUND, abstained=True, hits=tuple(hits))
+        points: tuple = ()
+        if is_timeline_question(question):
+            chosen = _chronological(chosen)
         text, citations = cite(chosen)
-        return Answer(question=question, text=text, citations=tuple(citations), hits=tuple(hits))
+        if is_timeline_question(question):
+            numbered = [(s.hit.article.text[s.start:s.end], s.hit.article.published, n)
+                        for n, run in enumerate(_runs(chosen), 1) for s in run]
+            points = timeline(numbered)
+        return Answer(question=question, text=text, citations=tuple(citations), hits=tuple(hits), timeline=points)
 
     def _leads(self, hits: list[Hit]) -> list[_Sentence]:
         """The opening sentence of each article found, newest last: an answer to a question with no topic."""
@@ -121,6 +129,16 @@ class Extractive:
                 chosen.append(sentence)
         chosen += _paragraph_neighbours(chosen, sentences)
         return sorted(chosen, key=lambda s: (s.article_rank, s.start))
+
+
+def _chronological(chosen: list[_Sentence]) -> list[_Sentence]:
+    """Articles oldest first (by publication date, else the earliest date a sentence states), sentences in order."""
+    first: dict[str, date] = {}
+    for s in chosen:
+        day = event_date(s.hit.article.text[s.start:s.end], s.hit.article.published)
+        if day is not None:
+            first[s.hit.article.id] = min(first.get(s.hit.article.id, day), day)
+    return sorted(chosen, key=lambda s: (first.get(s.hit.article.id, date.max), s.article_rank, s.start))
 
 
 def _similar(a: _Sentence, b: _Sentence) -> bool:

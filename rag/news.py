@@ -1,16 +1,57 @@
-"""News-aware reading of quoted passages: who said it.
+"""News-aware reading of quoted passages: who said it, and when things happened.
 
 `attribution` finds who a passage attributes its claim to ("according to Mariupol mayor Vadym
 Boychenko", "..., the health ministry said.", "CNN reported", "officials said") and names them
 ("Vadym Boychenko, mayor of Mariupol", "the health ministry", "CNN", "officials"). A passage that
 attributes nothing gets "". It only reads the passage: pronouns ("he said") are not resolved.
+
+`is_timeline_question` tells questions about change over time ("what happened in Mariupol?", "what has
+happened to Kherson since March?") and `timeline` groups dated sentences into `TimelinePoint`s.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import date
 
 from rag.chunk import sentence_spans
+from rag.dates import parse_iso, sentence_date
+from rag.types import TimelinePoint
+
+_TIMELINE = re.compile(r"\b(?:what\s+(?:has\s+|have\s+|had\s+)?(?:happened|happens|is\s+happening|"
+                       r"has\s+been\s+happening|went\s+on|is\s+going\s+on)|timeline|chronolog\w*|over\s+time|"
+                       r"latest\s+on|what'?s\s+new|developments?|unfolded|events?\s+in)\b", re.I)
+
+
+def is_timeline_question(question: str) -> bool:
+    return bool(_TIMELINE.search(question))
+
+
+def event_date(sentence: str, published: str) -> date | None:
+    """The day a sentence is about: the one it states ("on Tuesday", resolved), else its article's date."""
+    pub = parse_iso(published)
+    return sentence_date(sentence, pub) or pub
+
+
+def timeline(sentences: list[tuple[str, str, int]]) -> tuple[TimelinePoint, ...]:
+    """(sentence, article's published date, citation n) grouped by day, oldest first; undated ones left out.
+
+    A sentence stating no date continues the one before it in the same quote ("The bridge collapsed on
+    Wednesday. Nobody was on it."): it takes that sentence's day."""
+    days: dict[date, tuple[list[str], list[int]]] = {}
+    last: tuple[int, date | None] = (0, None)
+    for text, published, n in sentences:
+        stated = sentence_date(text, parse_iso(published))
+        day = stated or (last[1] if last[0] == n else None) or parse_iso(published)
+        last = (n, day)
+        if day is None:
+            continue
+        texts, numbers = days.setdefault(day, ([], []))
+        texts.append(" ".join(text.split()))
+        if n not in numbers:
+            numbers.append(n)
+    return tuple(TimelinePoint(str(day), " ".join(texts), tuple(numbers))
+                 for day, (texts, numbers) in sorted(days.items()))
 
 ROLES = frozenset("""mayor governor president minister spokesman spokeswoman spokesperson official officials chief
 head commander secretary director master ambassador chancellor leader adviser advisor general prosecutor

@@ -81,6 +81,18 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class TimelinePoint:
+    """One day of a timeline answer: what the cited sentences say happened then."""
+
+    date: str  # ISO YYYY-MM-DD: stated in the sentence ("on Tuesday", resolved) or the article's publication
+    text: str
+    citations: tuple[int, ...] = ()  # the `n` of the citations quoting `text`
+
+    def to_dict(self) -> dict:
+        return {"date": self.date, "text": self.text, "citations": list(self.citations)}
+
+
+@dataclass(frozen=True)
 class QuestionDates:
     """The dates a question's time words ("this week", "in March 2022") were read as, and against what."""
 
@@ -117,6 +129,8 @@ class Answer:
     notice: str = ""
     # the date filter read from the question's own words ("this week"), when the caller gave none
     dates: QuestionDates | None = None
+    # for questions about change over time ("what happened in X?"): the cited sentences by date, oldest first
+    timeline: tuple[TimelinePoint, ...] = ()
 
     def to_dict(self) -> dict:
         """The `rag ask --json` shape (with "notice" and "dates" only when there are some)."""
@@ -125,6 +139,7 @@ class Answer:
             "answer": self.text,
             "abstained": self.abstained,
             "citations": [c.to_dict() for c in self.citations],
+            "timeline": [p.to_dict() for p in self.timeline],
         }
         if self.notice:
             out["notice"] = self.notice

@@ -109,7 +109,7 @@ def test_openai_answer_keeps_supported_sentences_with_exact_quotes(store, embedd
     assert first.quote.startswith("The Brightwater dam in Velmora failed") and "412 homes" in first.quote
     assert second.quote == "Rescue teams evacuated 1,300 residents by boat."
     assert first.title == "Brightwater dam fails in Velmora" and first.article_id == second.article_id
-    assert set(answer.to_dict()) == {"question", "answer", "abstained", "citations"}
+    assert set(answer.to_dict()) == {"question", "answer", "abstained", "citations", "timeline"}
 
 
 def test_openai_stream_tokens_then_checked_answer_without_remote_image(store, embedder, settings):

@@ -177,3 +177,37 @@ def test_unattributed_claims_get_no_attribution(news):
     answer = news.ask("How many residents did the floodwater force from their homes in Dovrin?")
     cited = [c for c in answer.citations if "600 residents" in c.quote]
     assert cited and all(c.attribution == "" for c in cited)
+
+
+# --- timelines --------------------------------------------------------------------------------------
+
+def test_a_story_over_three_articles_gives_a_dated_timeline_in_order(news):
+    answer = news.ask("what happened in Dovrin?")
+    assert not answer.abstained
+    points = answer.timeline
+    dates = [p.date for p in points]
+    assert dates == sorted(dates) and len(points) >= 3
+    # "on Monday" in an article of Tuesday 2022-03-01, "on Wednesday" on 2022-03-03, "on Saturday" on 2022-03-06
+    by_date = {p.date: p for p in points}
+    assert "600 residents" in by_date["2022-02-28"].text
+    assert "bridge in Dovrin collapsed" in by_date["2022-03-02"].text
+    assert "clearing mud" in by_date["2022-03-05"].text
+    assert "Nobody was on the bridge" in by_date["2022-03-02"].text  # continues the sentence before it
+    for p in points:  # every point is cited, and its text is quoted by those citations
+        assert p.citations
+        assert all(any(part in answer.citations[n - 1].quote for n in p.citations) for part in p.text.split(". "))
+    # the answer itself reads in order too
+    assert answer.text.index("600 residents") < answer.text.index("bridge in Dovrin") < answer.text.index("mud")
+    assert answer.to_dict()["timeline"][0] == {"date": points[0].date, "text": points[0].text,
+                                              "citations": list(points[0].citations)}
+    _check_quotes(news, answer)
+
+
+def test_questions_not_about_change_over_time_have_no_timeline(news):
+    answer = news.ask("How many residents did the floodwater force from their homes in Dovrin?")
+    assert answer.timeline == () and answer.to_dict()["timeline"] == []
+
+
+def test_no_timeline_when_no_dates_are_known(news):
+    answer = news.ask("what happened in Mariupol?")  # the seed article has no publication date
+    assert not answer.abstained and answer.timeline == ()
