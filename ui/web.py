@@ -63,11 +63,15 @@ def safe_url(url: str) -> str:
     return url if _URL.fullmatch(url) else ""
 
 
-def answer_html(text: str, turn: int, numbers: set[int], abstained: bool = False, note: str = "") -> str:
-    """Answer text escaped, its [n] markers made into links to the source cards of `turn`."""
+def answer_html(text: str, turn: int, numbers: set[int], abstained: bool = False, note: str = "",
+                done: bool = True) -> str:
+    """Answer text escaped, its [n] markers made into links to the source cards of `turn`.
+
+    The complete answer carries the class `rag-done` (a partial, streaming one does not).
+    """
     if abstained:
         extra = f'<div class="rag-note">{esc(note)}</div>' if note else ""
-        return (f'<div class="rag-abstain" data-abstained="true"><strong>Not found in the articles.</strong> '
+        return (f'<div class="rag-abstain rag-done" data-abstained="true"><strong>Not found in the articles.</strong> '
                 f'{esc(_strip_prefix(text))}{extra}</div>')
     parts: list[str] = []
     last = 0
@@ -81,7 +85,7 @@ def answer_html(text: str, turn: int, numbers: set[int], abstained: bool = False
         last = match.end()
     parts.append(esc(text[last:]))
     extra = f'<div class="rag-note">{esc(note)}</div>' if note else ""
-    return f'<div class="rag-answer">{"".join(parts).strip()}</div>{extra}'
+    return f'<div class="rag-answer{" rag-done" if done else ""}">{"".join(parts).strip()}</div>{extra}'
 
 
 def _strip_prefix(text: str) -> str:
@@ -227,6 +231,8 @@ _STOP = {
     "watch", "opinion", "analysis", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
     "january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
     "november", "december", "mr", "mrs", "ms", "dr", "but", "not", "no", "he", "she", "they", "we", "i", "you",
+    "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "today", "yesterday",
+    "here", "there", "his", "her", "their", "our", "my", "your", "all", "one", "two", "first", "last",
 }
 _NAME = re.compile(r"\b([A-Z][a-z]+(?:[- ][A-Z][a-z]+){0,2})\b")
 
@@ -360,7 +366,7 @@ def allowed_upload(name: str) -> bool:
 # ---------------------------------------------------------------- the page
 
 CSS = """
-#rag-sources { max-height: 72vh; overflow-y: auto; }
+#rag-sources { max-height: 72vh !important; overflow-y: auto !important; }
 .rag-status { font-size: 0.9em; opacity: 0.85; }
 .rag-answer a.rag-cite, a.rag-cite { font-weight: 600; text-decoration: none; padding: 0 1px; cursor: pointer; }
 .rag-abstain { border-left: 4px solid #d97706; padding: 6px 10px; background: rgba(217, 119, 6, 0.08); }
@@ -425,6 +431,13 @@ def theme():
     )
 
 
+def _keep() -> Any:
+    """gradio's "leave this output as it is"."""
+    import gradio as gr
+
+    return gr.skip()
+
+
 def new_session() -> dict:
     return {"messages": [], "view": [], "sections": []}
 
@@ -441,8 +454,14 @@ class WebChat:
 
     # ---- chat
     def respond(self, question: str, session: dict, sources: list[str] | None, since: Any, until: Any):
-        """Generator: show the question, then the answer as it streams, then its source cards."""
+        """Generator: show the question, then the answer as it streams, then its source cards.
+
+        Only the first update clears the question box: later ones leave it alone, so
+        typing the next question while an answer streams is not wiped out.
+        """
         from rag.api import QuestionError
+
+        keep = _keep()
 
         session = session or new_session()
         view = list(session["view"])
@@ -460,16 +479,16 @@ class WebChat:
             messages = [Message(role, content) for role, content in session["messages"]]
             stream = self.assistant.stream_chat([*messages, Message("user", question)], filters)
         except (QuestionError, ValueError) as exc:
-            view[-1] = {"role": "assistant", "content": notice_html(f"Cannot ask this: {exc}")}
-            yield "", view, session, panel_html(session["sections"])
+            view = [*view[:-1], {"role": "assistant", "content": notice_html(f"Cannot ask this: {exc}")}]
+            yield keep, view, session, panel_html(session["sections"])
             return
         drafted = stream.answer is None  # an LLM writes it: show its draft as it comes, the checked answer after
         if drafted:
             shown = ""
             for piece in stream:
                 shown += piece
-                view[-1] = {"role": "assistant", "content": draft_html(shown)}
-                yield "", view, session, panel_html(session["sections"])
+                view = [*view[:-1], {"role": "assistant", "content": draft_html(shown)}]
+                yield keep, view, session, panel_html(session["sections"])
         answer = stream.result()
         seconds = time.perf_counter() - started
         turn = len(session["sections"]) + 1
@@ -479,21 +498,21 @@ class WebChat:
         hint = f"{note}: clearing the filters may find more." if note and answer.abstained else note
         hint = " ".join(x for x in (answer.notice, hint) if x)  # the LLM failed: say the answer is extractive
         if answer.abstained:
-            view[-1] = {"role": "assistant", "content": answer_html(answer.text, turn, numbers, True, hint)}
-            yield "", view, session, panel_html(sections)
+            view = [*view[:-1], {"role": "assistant", "content": answer_html(answer.text, turn, numbers, True, hint)}]
+            yield keep, view, session, panel_html(sections)
         else:
             shown = ""
             for piece in [] if drafted else pieces(answer.text):
                 shown += piece
-                view[-1] = {"role": "assistant", "content": answer_html(shown, turn, numbers)}
-                yield "", view, session, panel_html(sections)
-            view[-1] = {"role": "assistant", "content": answer_html(answer.text, turn, numbers, note=hint)}
+                view = [*view[:-1], {"role": "assistant", "content": answer_html(shown, turn, numbers, done=False)}]
+                yield keep, view, session, panel_html(sections)
+            view = [*view[:-1], {"role": "assistant", "content": answer_html(answer.text, turn, numbers, note=hint)}]
         session = {
             "messages": [*session["messages"], ("user", question), ("assistant", answer.text)],
             "view": view,
             "sections": sections,
         }
-        yield "", view, session, panel_html(sections)
+        yield keep, view, session, panel_html(sections)
 
     def _section(self, turn: int, question: str, answer: Answer, seconds: float, note: str) -> dict:
         cards = []
