@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from rag.chunk import sentence_spans
-from rag.news import attribution, event_date, is_timeline_question, timeline
+from rag.news import attribution, event_date, figures, is_timeline_question, timeline
 from rag.types import Answer, Citation, Hit
 
 NOT_FOUND = "Not found in the articles: none of the indexed articles answers this question."
@@ -66,10 +66,15 @@ class Extractive:
             chosen = self._choose(sentences, weights)
         if not chosen:
             return Answer(question=question, text=NOT_FOUND, abstained=True, hits=tuple(hits))
+        differ: list[tuple[str, list[_Sentence]]] = []
+        if not focus and chosen[0].terms:
+            chosen, differ = _conflicts(chosen, sentences, max(self.threshold, max(s.score for s in sentences) * 0.5))
         points: tuple = ()
         if is_timeline_question(question):
             chosen = _chronological(chosen)
         text, citations = cite(chosen)
+        if differ:
+            text += " " + _differ_note(differ, chosen, citations)
         if is_timeline_question(question):
             numbered = [(s.hit.article.text[s.start:s.end], s.hit.article.published, n)
                         for n, run in enumerate(_runs(chosen), 1) for s in run]
@@ -129,6 +134,55 @@ class Extractive:
                 chosen.append(sentence)
         chosen += _paragraph_neighbours(chosen, sentences)
         return sorted(chosen, key=lambda s: (s.article_rank, s.start))
+
+
+def _conflicts(chosen: list[_Sentence], pool: list[_Sentence], floor: float
+               ) -> tuple[list[_Sentence], list[tuple[str, list[_Sentence]]]]:
+    """Chosen sentences plus relevant ones of other articles giving a different figure for the same thing
+    ("at least 128 injured" vs "at least 150 injured"), and the disagreements: (what is counted, sentences)."""
+    relevant = [s for s in pool if s.score >= floor]
+    found: list[tuple[str, list[_Sentence]]] = []
+    chosen = list(chosen)
+    for c in list(chosen):
+        text = c.hit.article.text[c.start:c.end]
+        for value, what in figures(text):
+            if any(what == w for w, _ in found):
+                continue
+            others: dict[int, _Sentence] = {}
+            for s in sorted(relevant, key=lambda s: -s.score):
+                if s.hit.article.id == c.hit.article.id:
+                    continue
+                shared = len((s.terms & c.terms) - {str(value)}) / max(min(len(s.terms), len(c.terms)), 1)
+                if shared < 0.3:
+                    continue  # about something else
+                for other, other_what in figures(s.hit.article.text[s.start:s.end]):
+                    if other_what == what and other != value and other not in others:
+                        others[other] = s
+            if others:
+                group = [c, *others.values()]
+                found.append((what, group))
+                for s in group:
+                    if not any(x.hit.article.id == s.hit.article.id and x.start == s.start for x in chosen):
+                        chosen.append(s)
+    return sorted(chosen, key=lambda s: (s.article_rank, s.start)), found
+
+
+def _differ_note(differ: list[tuple[str, list[_Sentence]]], chosen: list[_Sentence],
+                 citations: list[Citation]) -> str:
+    """Our sentence (not a quote) saying the sources disagree, each figure with its source, date and citation."""
+    number = {(s.hit.article.id, s.start): n for n, run in enumerate(_runs(chosen), 1) for s in run}
+    notes = []
+    for what, group in differ:
+        parts = []
+        for s in group:
+            n = number[(s.hit.article.id, s.start)]
+            value = next(v for v, w in figures(s.hit.article.text[s.start:s.end]) if w == what)
+            c = citations[n - 1]
+            who = ", ".join(x for x in (c.source or c.title, c.published) if x)
+            said = attribution(s.hit.article.text[s.start:s.end])
+            parts.append(f"{value:,} {what} in {who}" + (f", citing {said}" if said else "") + f" [{n}]")
+        notes.append(f"the reports differ on the number {what}: " + "; ".join(parts))
+    return "(Note, not a quote: " + "; ".join(notes) + ".)"
 
 
 def _chronological(chosen: list[_Sentence]) -> list[_Sentence]:

@@ -23,6 +23,35 @@ _TIMELINE = re.compile(r"\b(?:what\s+(?:has\s+|have\s+|had\s+)?(?:happened|happe
                        r"latest\s+on|what'?s\s+new|developments?|unfolded|events?\s+in)\b", re.I)
 
 
+_FIGURE = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+|\d+)(?![\w.,]\d)(?:\s+(?:people|persons|civilians|residents|"
+                     r"soldiers|troops|children|others))?(?:\s+(?:were|have\s+been|had\s+been|are|was))?"
+                     r"\s+([a-z]+)", re.I)
+# what a figure counts, normalised: "128 people were injured" and "128 persons wounded" are both "injured"
+_COUNTED = {"injured": "injured", "wounded": "injured", "hurt": "injured", "injuries": "injured",
+            "killed": "killed", "dead": "killed", "died": "killed", "deaths": "killed", "lives": "killed",
+            "missing": "missing", "evacuated": "evacuated", "displaced": "displaced", "arrested": "arrested",
+            "detained": "arrested", "rescued": "rescued"}
+
+
+def figures(sentence: str) -> list[tuple[int, str]]:
+    """(value, what it counts) of the counts a sentence gives: "at least 128 people were injured" -> (128, "injured").
+
+    Only counts of people (casualties, evacuations, arrests) and of a noun right after the number ("412 homes");
+    years and dates are not figures."""
+    out = []
+    for m in _FIGURE.finditer(sentence):
+        value = int(m.group(1).replace(",", ""))
+        word = m.group(2).lower()
+        if 1900 <= value <= 2100 and "," not in m.group(1):
+            continue  # a year
+        what = _COUNTED.get(word)
+        if what is None and re.fullmatch(r"[a-z]{3,}s", word) and m.group(0).split()[1].lower() == word:
+            what = word  # "412 homes"
+        if what:
+            out.append((value, what))
+    return out
+
+
 def is_timeline_question(question: str) -> bool:
     return bool(_TIMELINE.search(question))
 

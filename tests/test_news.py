@@ -10,7 +10,7 @@ import pytest
 
 from rag import Assistant, Filters
 from rag.dates import find_range, sentence_date, without_phrase
-from rag.news import attribution
+from rag.news import attribution, figures
 from rag.store import Store
 from tests.conftest import MARIUPOL_SEED
 
@@ -211,3 +211,35 @@ def test_questions_not_about_change_over_time_have_no_timeline(news):
 def test_no_timeline_when_no_dates_are_known(news):
     answer = news.ask("what happened in Mariupol?")  # the seed article has no publication date
     assert not answer.abstained and answer.timeline == ()
+
+
+# --- conflicting reports ----------------------------------------------------------------------------
+
+def test_two_casualty_figures_for_one_shelling_are_both_given_with_sources(news):
+    answer = news.ask("How many people were injured in the shelling of Harkavy?")
+    assert not answer.abstained
+    assert "128 people were injured" in answer.text and "150 people were injured" in answer.text
+    by_source = {c.source: c for c in answer.citations}
+    assert "128" in by_source["Kestrel Wire"].quote and "150" in by_source["Valley Post"].quote
+    note = answer.text[answer.text.index("(Note, not a quote:"):]
+    assert "differ" in note
+    assert f"128 injured in Kestrel Wire, 2022-03-04, citing Oleh Marchuk, regional governor " \
+           f"[{by_source['Kestrel Wire'].n}]" in note
+    assert f"150 injured in Valley Post, 2022-03-05, citing health ministry [{by_source['Valley Post'].n}]" in note
+    _check_quotes(news, answer)
+
+
+def test_agreeing_or_single_reports_get_no_note(news):
+    for question in ("what happened in Mariupol?", "How many residents did the floodwater force from their homes?"):
+        answer = news.ask(question)
+        assert not answer.abstained and "Note, not a quote" not in answer.text
+
+
+@pytest.mark.parametrize("sentence, found", [
+    ("At least 128 persons were injured in the shelling.", [(128, "injured")]),
+    ("Three soldiers and 12 civilians were killed.", [(12, "killed")]),
+    ("The dam failed, flooding 412 homes.", [(412, "homes")]),
+    ("In 2022 the town had a festival.", []),
+])
+def test_figures_are_read_from_sentences(sentence, found):
+    assert figures(sentence) == found
