@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from rag.chunk import sentence_spans
-from rag.news import attribution, event_date, figures, is_timeline_question, timeline
+from rag.news import attribution, copies, event_date, figures, is_timeline_question, outlet, timeline
 from rag.types import Answer, Citation, Hit
 
 NOT_FOUND = "Not found in the articles: none of the indexed articles answers this question."
@@ -59,27 +59,35 @@ class Extractive:
         """An answer to `question` from `hits`; `focus` (a follow-up) must be covered too."""
         terms = self._question_terms(question)
         weights = self.idf(terms)
+        everything, repeats = hits, copies([h.article for h in hits])
+        dropped = {a.id for group in repeats.values() for a in group}
+        hits = [h for h in hits if h.article.id not in dropped]  # a syndicated story is quoted from one copy
         if hits and not focus and not any(t not in QUESTION_WORDS for t in self.tokens([question])[0]):
             chosen = self._leads(hits)  # "what happened?" (its date words taken as a filter): the stories found
         else:
             sentences = self._score(hits[:8], weights, self._question_terms(focus) if focus else [])
             chosen = self._choose(sentences, weights)
         if not chosen:
-            return Answer(question=question, text=NOT_FOUND, abstained=True, hits=tuple(hits))
+            return Answer(question=question, text=NOT_FOUND, abstained=True, hits=tuple(everything))
         differ: list[tuple[str, list[_Sentence]]] = []
         if not focus and chosen[0].terms:
             chosen, differ = _conflicts(chosen, sentences, max(self.threshold, max(s.score for s in sentences) * 0.5))
         points: tuple = ()
         if is_timeline_question(question):
             chosen = _chronological(chosen)
-        text, citations = cite(chosen)
+        text, citations = cite(chosen, repeats)
         if differ:
             text += " " + _differ_note(differ, chosen, citations)
+        also = [f"[{c.n}] was also reported by {', '.join(c.also_reported_by)}"
+                for c in citations if c.also_reported_by]
+        if also:
+            text += " (Note, not a quote: the same story " + "; ".join(also) + ".)"
         if is_timeline_question(question):
             numbered = [(s.hit.article.text[s.start:s.end], s.hit.article.published, n)
                         for n, run in enumerate(_runs(chosen), 1) for s in run]
             points = timeline(numbered)
-        return Answer(question=question, text=text, citations=tuple(citations), hits=tuple(hits), timeline=points)
+        return Answer(question=question, text=text, citations=tuple(citations), hits=tuple(everything),
+                      timeline=points)
 
     def _leads(self, hits: list[Hit]) -> list[_Sentence]:
         """The opening sentence of each article found, newest last: an answer to a question with no topic."""
@@ -227,8 +235,9 @@ def _paragraph_neighbours(chosen: list[_Sentence], pool: list[_Sentence]) -> lis
     return extra
 
 
-def cite(chosen: list[_Sentence]) -> tuple[str, list[Citation]]:
-    """Answer text with [n] after each sentence; one citation per run of adjacent sentences."""
+def cite(chosen: list[_Sentence], repeats: dict[str, list] | None = None) -> tuple[str, list[Citation]]:
+    """Answer text with [n] after each sentence; one citation per run of adjacent sentences (with the outlets of
+    the article's syndicated copies, `repeats`)."""
     citations: list[Citation] = []
     parts: list[str] = []
     for run in _runs(chosen):
@@ -239,6 +248,8 @@ def cite(chosen: list[_Sentence]) -> tuple[str, list[Citation]]:
             n=n, article_id=article.id, title=article.title, source=article.source,
             published=article.published, url=article.url, path=article.path,
             quote=article.text[start:end], start=start, end=end, attribution=attribution(article.text[start:end]),
+            also_reported_by=tuple(dict.fromkeys(outlet(a) for a in (repeats or {}).get(article.id, ())
+                                                 if outlet(a) != outlet(article))),
         ))
         parts += [f"{_one_line(article.text[s.start:s.end])} [{n}]" for s in run]
     return " ".join(parts), citations

@@ -20,6 +20,7 @@ from rag.dates import find_range, without_phrase
 from rag.embed import Embedder, make_embedder
 from rag.index import Indexer, Progress
 from rag.llm import AnswerStream, make_answerer
+from rag.news import copies
 from rag.retrieve import Retriever, lexical_tokens
 from rag.store import ChromaServer, IndexError_, Store
 from rag.types import Answer, Article, Filters, Hit, IndexReport, Message, QuestionDates
@@ -93,11 +94,18 @@ class Assistant:
                 self._generation = self.store.generation()
         return True
 
-    def search(self, question: str, k: int | None = None, filters: Filters | None = None) -> list[Hit]:
-        """The best passages for a question, grouped by article, best first."""
+    def search(self, question: str, k: int | None = None, filters: Filters | None = None,
+               one_copy: bool = True) -> list[Hit]:
+        """The best passages for a question, grouped by article, best first; with `one_copy`, a story
+        republished by several outlets (near-duplicate text) fills one place, its best-ranked copy's."""
         question = self._checked(question)
         self.refresh()
-        return self.retriever.search(question, k or self.settings.top_k, filters)
+        k = k or self.settings.top_k
+        if not one_copy:
+            return self.retriever.search(question, k, filters)
+        hits = self.retriever.search(question, 2 * k, filters)
+        dropped = {a.id for group in copies([h.article for h in hits]).values() for a in group}
+        return [h for h in hits if h.article.id not in dropped][:k]
 
     def ask(self, question: str, filters: Filters | None = None, k: int | None = None,
             use_llm: bool = True, dates: bool = True) -> Answer:

@@ -16,7 +16,7 @@ from datetime import date
 
 from rag.chunk import sentence_spans
 from rag.dates import parse_iso, sentence_date
-from rag.types import TimelinePoint
+from rag.types import Article, TimelinePoint
 
 _TIMELINE = re.compile(r"\b(?:what\s+(?:has\s+|have\s+|had\s+)?(?:happened|happens|is\s+happening|"
                        r"has\s+been\s+happening|went\s+on|is\s+going\s+on)|timeline|chronolog\w*|over\s+time|"
@@ -50,6 +50,47 @@ def figures(sentence: str) -> list[tuple[int, str]]:
         if what:
             out.append((value, what))
     return out
+
+
+def shingles(text: str, k: int = 4) -> frozenset[int]:
+    """Hashes of the article's k-word runs (lower-cased words): what near-duplicate texts share."""
+    words = re.findall(r"\w+", text.lower())
+    return frozenset(hash(" ".join(words[i:i + k])) for i in range(max(len(words) - k + 1, 1)))
+
+
+def same_story(a: frozenset[int], b: frozenset[int], threshold: float = 0.6) -> bool:
+    """Near-duplicates: most of the shorter text's shingles are in the other (a republished wire story, edited,
+    retitled or cut short)."""
+    if len(a) < 8 or len(b) < 8:
+        return a == b
+    return len(a & b) / min(len(a), len(b)) >= threshold
+
+
+def copies(articles: list[Article]) -> dict[str, list[Article]]:
+    """Syndicated copies among `articles` (best first): {kept article id: [its copies]}; each copy is grouped
+    with the first article it repeats, and only articles with copies are keys."""
+    kept: list[tuple[Article, frozenset[int]]] = []
+    out: dict[str, list[Article]] = {}
+    seen: set[str] = set()
+    for article in articles:
+        if article.id in seen:
+            continue
+        seen.add(article.id)
+        marks = shingles(article.text)
+        first = next((k for k, m in kept if same_story(m, marks)), None)
+        if first is None:
+            kept.append((article, marks))
+        else:
+            out.setdefault(first.id, []).append(article)
+    return out
+
+
+def outlet(article: Article) -> str:
+    """How a reader knows the outlet: its source, else its url's host, else its title."""
+    if article.source:
+        return article.source
+    host = re.match(r"https?://(?:www\.)?([^/:]+)", article.url or "")
+    return host.group(1) if host else article.title
 
 
 def is_timeline_question(question: str) -> bool:

@@ -75,9 +75,11 @@ class Citation:
     end: int
     # who the quote attributes its claim to ("Vadym Boychenko, mayor of Mariupol", "CNN"); "" when nobody
     attribution: str = ""
+    # outlets that published a copy of the same (syndicated) story, which is cited once
+    also_reported_by: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "also_reported_by": list(self.also_reported_by)}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,10 @@ from rag.news import attribution, figures
 from rag.store import Store
 from tests.conftest import MARIUPOL_SEED
 
+ARDELL = ("A passenger ferry sank on Lake Ardell on Wednesday morning. All 48 passengers were rescued by fishing "
+          "boats, the coast guard said. The ferry Marisol had been in service for 31 years. Investigators are "
+          "examining whether a cracked hull caused the sinking.")
+
 # a three-article sequence about one town, two outlets disagreeing on one shelling, and an older story
 NEWS = [
     {"title": "Floods reach Dovrin", "source": "River Times", "published": "2022-03-01",
@@ -36,6 +40,14 @@ NEWS = [
      "url": "https://valley.example/harkavy",
      "text": "At least 150 people were injured when shelling struck Harkavy overnight, the health ministry said. "
              "Schools in the town were closed."},
+    # one wire story republished by three outlets, edited a little
+    {"title": "Ferry sinks on Lake Ardell", "source": "Kestrel Wire", "published": "2022-03-02",
+     "url": "https://kestrel.example/ardell-ferry", "text": ARDELL},
+    {"title": "All 48 rescued as the Marisol sinks", "source": "Valley Post", "published": "2022-03-02",
+     "url": "https://valley.example/marisol", "text": ARDELL + " The Valley Post contributed to this report."},
+    {"title": "Lake Ardell ferry lost", "source": "Quill Herald", "published": "2022-03-03",
+     "url": "https://quill.example/ardell", "text": "A PASSENGER ferry sank on Lake Ardell on Wednesday morning, "
+     "officials said." + ARDELL[ARDELL.index(" All 48"):]},
     {"title": "Quarrow wins the cup", "source": "Sport Daily", "published": "2022-02-10",
      "url": "https://sport.example/quarrow",
      "text": "Quarrow Rovers won the regional cup final 2-1 in extra time. Their coach said the win was for the town."},
@@ -243,3 +255,38 @@ def test_agreeing_or_single_reports_get_no_note(news):
 ])
 def test_figures_are_read_from_sentences(sentence, found):
     assert figures(sentence) == found
+
+
+# --- syndicated copies ------------------------------------------------------------------------------
+
+def test_copies_of_one_story_are_cited_once_and_named(news):
+    answer = news.ask("How many passengers were rescued when the ferry Marisol sank on Lake Ardell?")
+    assert not answer.abstained and "48 passengers" in answer.text
+    ardell = [c for c in answer.citations if "Ardell" in c.quote or "Marisol" in c.quote or "48" in c.quote]
+    assert len({c.article_id for c in ardell}) == 1  # one copy quoted
+    outlets = {"Kestrel Wire", "Valley Post", "Quill Herald"}
+    cited = ardell[0]
+    assert set(cited.also_reported_by) == outlets - {cited.source}
+    assert "also reported by" in answer.text
+    assert answer.to_dict()["citations"][cited.n - 1]["also_reported_by"] == list(cited.also_reported_by)
+    _check_quotes(news, answer)
+
+
+def test_search_does_not_fill_its_top_results_with_copies(news):
+    stories = [h.article.id for h in news.search("ferry Marisol sank on Lake Ardell", k=4)]
+    copies = [h.article.id for h in news.search("ferry Marisol sank on Lake Ardell", k=4, one_copy=False)]
+    ardell = {a.id for a in (h.article for h in news.search("ferry Marisol", k=20, one_copy=False))
+              if "Ardell" in a.text}
+    assert len(ardell) == 3
+    assert len(set(copies[:4]) & ardell) >= 2  # without grouping, copies crowd the top
+    assert len(set(stories) & ardell) == 1
+
+
+def test_near_duplicates_are_grouped_and_different_stories_are_not():
+    from rag.news import same_story, shingles
+
+    a = shingles(ARDELL)
+    assert same_story(a, shingles(ARDELL + " The Valley Post contributed to this report."))
+    assert same_story(a, shingles("A PASSENGER ferry sank on Lake Ardell on Wednesday morning, officials said."
+                                  + ARDELL[ARDELL.index(" All 48"):]))
+    assert not same_story(a, shingles(NEWS[0]["text"] * 2))
