@@ -18,6 +18,7 @@ from rag.chunk import Chunker
 from rag.config import Settings
 from rag.dates import find_range, without_phrase
 from rag.embed import Embedder, make_embedder
+from rag.feeds import fetch_articles, is_url
 from rag.index import Indexer, Progress
 from rag.llm import AnswerStream, make_answerer
 from rag.news import copies
@@ -66,10 +67,23 @@ class Assistant:
 
     def index(self, paths: list[Path | str], prune: bool = False, progress: bool = False,
               on_progress: Progress | None = None) -> IndexReport:
-        """Index files and folders; only new or changed articles are embedded."""
+        """Index files and folders, and http(s) urls of RSS/Atom feeds or article pages (fetched into the index
+        folder's `fetched/`, see `rag.feeds`); only new or changed articles are embedded."""
+        files, failed = [], []
+        for p in paths:
+            if is_url(str(p)):
+                written, skipped = fetch_articles(str(p), self.store.dir / "fetched")
+                files += written
+                failed += skipped
+            else:
+                files.append(Path(p))
+        if failed and not files:
+            return IndexReport(skipped=tuple(failed))
         indexer = Indexer(self.store, self.embedder, self.chunker, self.settings.index_batch_chunks)
         try:
-            report = indexer.run([Path(p) for p in paths], prune=prune, progress=progress, on_progress=on_progress)
+            report = indexer.run(files, prune=prune, progress=progress, on_progress=on_progress)
+            if failed:
+                report = replace(report, skipped=tuple(failed) + report.skipped)
         finally:
             with self._refresh_lock:
                 self.retriever.reload()

@@ -45,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rag", description="Ask questions about news articles, with cited passages.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("index", help="index files and folders (default: seeds/)")
+    s = sub.add_parser("index", help="index files and folders, or http(s) urls of RSS/Atom feeds and article pages "
+                                     "(default: seeds/)")
     s.add_argument("paths", nargs="*", default=["seeds"])
     s.add_argument("--prune", action="store_true", help="remove articles whose files are gone")
     s.add_argument("--rebuild", action="store_true", help="delete the index and build it again")
@@ -167,10 +168,11 @@ def open_assistant(settings: Settings, must_exist: bool = True):
 
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.feeds import is_url
     from rag.ingest import InputError
     from rag.store import IndexError_
 
-    missing = [p for p in args.paths if not Path(p).exists()]
+    missing = [p for p in args.paths if not is_url(p) and not Path(p).exists()]
     if missing:
         raise UserError(f"{missing[0]}: no such file or folder")
     if args.rebuild:
