@@ -71,11 +71,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_show)
 
+    s = sub.add_parser("watch", help="keep feeds indexed: fetch them again every interval (Ctrl-C stops)")
+    s.add_argument("urls", nargs="+", metavar="FEED_URL")
+    s.add_argument("--every", default="15m", help="interval: 90s, 15m, 1h (default 15m)")
+    s.add_argument("--times", type=int, default=0, help=argparse.SUPPRESS)  # rounds, then stop (tests)
+    s.set_defaults(func=cmd_watch)
+
     s = sub.add_parser("stats", help="what the index holds")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_stats)
 
-    for name in ("index", "ask", "chat", "show", "stats"):
+    for name in ("index", "ask", "chat", "show", "stats", "watch"):
         sub.choices[name].add_argument("--index", metavar="DIR", help="index folder (default: index/, RAG_INDEX_DIR)")
     _add_optional_commands(sub)
     for name in ("ask", "chat", "web", "slack"):
@@ -287,6 +293,35 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
+    import re
+    import time
+
+    from rag.feeds import is_url
+
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smh]?)", args.every.strip().lower())
+    if not match:
+        raise UserError(f"--every {args.every}: give an interval such as 90s, 15m or 1h")
+    seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    bad = [u for u in args.urls if not is_url(u) or not u.lower().startswith(("http://", "https://"))]
+    if bad:
+        raise UserError(f"{bad[0]}: not an http(s) url")
+    assistant = open_assistant(settings, must_exist=False)
+    rounds = 0
+    try:
+        while True:
+            report = assistant.index(args.urls)
+            for skipped in report.skipped:
+                print(f"skipped {skipped}", file=sys.stderr)
+            print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {report.summary()}", flush=True)
+            rounds += 1
+            if args.times and rounds >= args.times:
+                return 0
+            time.sleep(seconds)
+    finally:
+        assistant.close()
+
+
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     stats = open_assistant(settings).stats()
     if args.json:
@@ -300,7 +335,9 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
 def format_answer(answer: Answer) -> str:
     """Answer text, then the numbered sources with their quotes."""
     sources = format_sources(answer)
-    return textwrap.fill(answer.text, 100) + ("\n\n" + sources if sources else "")
+    timeline = "\n".join(["Timeline:"] + [f"  {p.date}  {_short(p.text, 160)} {''.join(f'[{n}]' for n in p.citations)}"
+                                          for p in answer.timeline]) if answer.timeline else ""
+    return "\n\n".join(x for x in (textwrap.fill(answer.text, 100), timeline, sources) if x)
 
 
 def format_sources(answer: Answer) -> str:

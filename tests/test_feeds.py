@@ -147,3 +147,22 @@ def test_rag_index_url_on_the_command_line(server, tmp_path, capsys, monkeypatch
     assert main(["index", "ftp://example.com/feed.xml"]) == 0
     captured = capsys.readouterr()
     assert "only http and https" in captured.err and "0 indexed" in captured.out
+
+
+def test_rag_watch_fetches_again_every_interval(server, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAG_INDEX_DIR", str(tmp_path / "index"))
+    assert main(["watch", f"{server}/atom.xml", "--every", "0.1s", "--times", "2"]) == 0
+    first, second = capsys.readouterr().out.strip().splitlines()
+    assert "1 indexed" in first and "0 indexed" in second and "1 unchanged" in second
+    assert main(["watch", "ftp://example.com/feed", "--times", "1"]) == 2
+    assert main(["watch", f"{server}/atom.xml", "--every", "soon"]) == 2
+
+
+def test_rag_ask_prints_the_timeline(server, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAG_INDEX_DIR", str(tmp_path / "index"))
+    assert main(["index", f"{server}/feed.xml"]) == 0
+    capsys.readouterr()
+    assert main(["ask", "what happened in Tessel?"]) == 0
+    out = capsys.readouterr().out
+    timeline = out[out.index("Timeline:\n  2022-04-03  "):out.index("Sources:")]
+    assert "A fire destroyed 140 apple trees" in timeline
