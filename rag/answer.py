@@ -55,14 +55,16 @@ class Extractive:
         self.max_sentences = max_sentences
         self.threshold = threshold
 
-    def answer(self, question: str, hits: list[Hit], focus: str = "") -> Answer:
-        """An answer to `question` from `hits`; `focus` (a follow-up) must be covered too."""
+    def answer(self, question: str, hits: list[Hit], focus: str = "", dated: bool = False) -> Answer:
+        """An answer to `question` from `hits`; `focus` (a follow-up) must be covered too. `dated`: the hits
+        were filtered by the question's own time words, so a question with nothing else ("what happened this
+        week?") is answered with the opening sentence of each story found."""
         terms = self._question_terms(question)
         weights = self.idf(terms)
         everything, repeats = hits, copies([h.article for h in hits])
         dropped = {a.id for group in repeats.values() for a in group}
         hits = [h for h in hits if h.article.id not in dropped]  # a syndicated story is quoted from one copy
-        if hits and not focus and not any(t not in QUESTION_WORDS for t in self.tokens([question])[0]):
+        if dated and hits and not focus and not any(t not in QUESTION_WORDS for t in self.tokens([question])[0]):
             chosen = self._leads(hits)  # "what happened?" (its date words taken as a filter): the stories found
         else:
             sentences = self._score(hits[:8], weights, self._question_terms(focus) if focus else [])

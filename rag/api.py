@@ -133,7 +133,7 @@ class Assistant:
         if self.llm is not None and use_llm:
             answer = self.llm.answer(searched, hits)
         else:
-            answer = self.answerer.answer(searched, hits)
+            answer = self.answerer.answer(searched, hits, dated=asked is not None)
         return _dated(replace(answer, question=question), asked)
 
     def chat(self, messages: list[Message], filters: Filters | None = None, dates: bool = True) -> Answer:
@@ -142,7 +142,7 @@ class Assistant:
         if self.llm is not None:
             answer = self.llm.answer(standalone, hits, focus, failure)
         else:
-            answer = self.answerer.answer(standalone, hits, focus=focus)
+            answer = self.answerer.answer(standalone, hits, focus=focus, dated=asked is not None)
         return _dated(replace(answer, question=question), asked)
 
     def stream(self, question: str, filters: Filters | None = None, k: int | None = None,
@@ -155,7 +155,8 @@ class Assistant:
         hits = self.retriever.search(searched, k or self.settings.top_k, filters)
         if self.llm is not None:
             return _dated_stream(self.llm.stream(searched, hits).asked(question), asked)
-        return AnswerStream.of(_dated(replace(self.answerer.answer(searched, hits), question=question), asked))
+        answer = self.answerer.answer(searched, hits, dated=asked is not None)
+        return AnswerStream.of(_dated(replace(answer, question=question), asked))
 
     def stream_chat(self, messages: list[Message], filters: Filters | None = None,
                     dates: bool = True) -> AnswerStream:
@@ -163,7 +164,8 @@ class Assistant:
         question, standalone, focus, failure, hits, asked = self._follow_up(messages, filters, dates)
         if self.llm is not None:
             return _dated_stream(self.llm.stream(standalone, hits, focus, failure).asked(question), asked)
-        answer = replace(self.answerer.answer(standalone, hits, focus=focus), question=question)
+        answer = replace(self.answerer.answer(standalone, hits, focus=focus, dated=asked is not None),
+                         question=question)
         return AnswerStream.of(_dated(answer, asked))
 
     def newest_published(self) -> date | None:

@@ -150,6 +150,11 @@ def test_in_month_year_is_absolute(news):
     assert "Harkavy" in answer.text
 
 
+def test_a_question_with_no_topic_and_no_time_still_abstains(news):
+    answer = news.ask("what happened?")
+    assert answer.dates is None and answer.abstained
+
+
 def test_dates_can_be_turned_off(news):
     assert news.ask("what happened this week?", dates=False).dates is None
 
