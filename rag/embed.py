@@ -15,6 +15,7 @@ elsewhere. It does not chunk: callers keep texts within `max_tokens`, and
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from contextlib import nullcontext
@@ -71,36 +72,74 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model, batched, bf16 where the CPU supports it."""
 
     def __init__(self, model: str = DEFAULT_MODEL, precision: str = "auto", batch_size: int = 64) -> None:
-        from sentence_transformers import SentenceTransformer
-
         self.name = f"sentence-transformers:{model}"
-        self.model = SentenceTransformer(resolve_model(model), device="cpu")
-        self.dim = int(self.model.get_embedding_dimension()
-                       if hasattr(self.model, "get_embedding_dimension")
-                       else self.model.get_sentence_embedding_dimension())
-        self.max_tokens = int(self.model.max_seq_length)
+        self.path = resolve_model(model)
         self.bf16 = precision == "bf16" or (precision == "auto" and cpu_has_bf16())
         self.batch_size = batch_size
         # one tokenizer and model shared by threads: HF fast tokenizers are not re-entrant
         self._lock = threading.Lock()
+        self._model = None
+        # a local model folder says its dimension and window, so an index run with nothing new
+        # (or `rag stats`) need not load torch and the weights: that is most of their time
+        self._dim, self._max_tokens = _local_model_shape(Path(self.path))
+
+    @property
+    def model(self):  # SentenceTransformer, loaded on first use
+        with self._lock:
+            if self._model is None:
+                from sentence_transformers import SentenceTransformer
+
+                self._model = SentenceTransformer(self.path, device="cpu")
+            return self._model
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            model = self.model
+            self._dim = int(model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension")
+                            else model.get_sentence_embedding_dimension())
+        return self._dim
+
+    @property
+    def max_tokens(self) -> int:
+        if self._max_tokens is None:
+            self._max_tokens = int(self.model.max_seq_length)
+        return self._max_tokens
 
     def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         import torch
 
+        model = self.model
         autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext()
         with self._lock, torch.inference_mode(), autocast:
-            vectors = self.model.encode(
+            vectors = model.encode(
                 texts, batch_size=self.batch_size, show_progress_bar=progress,
                 normalize_embeddings=True, convert_to_numpy=True,
             )
         return np.asarray(vectors, dtype=np.float32)
 
     def token_counts(self, texts: list[str]) -> list[int]:
+        tokenizer = self.model.tokenizer
         with self._lock:
-            encoded = self.model.tokenizer(texts, add_special_tokens=True, truncation=False)
+            encoded = tokenizer(texts, add_special_tokens=True, truncation=False)
         return [len(ids) for ids in encoded["input_ids"]]
+
+
+def _local_model_shape(folder: Path) -> tuple[int | None, int | None]:
+    """(dimension, window) read from a plain Transformer + Pooling model folder; None when unsure."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+        kinds = {m["type"].rsplit(".", 1)[-1] for m in modules}
+        if not kinds <= {"Transformer", "Pooling", "Normalize"}:
+            return None, None  # a Dense layer (or anything else) may change the dimension
+        pooling = next(m["path"] for m in modules if m["type"].endswith("Pooling"))
+        dim = int(json.loads((folder / pooling / "config.json").read_text())["word_embedding_dimension"])
+        window = json.loads((folder / "sentence_bert_config.json").read_text()).get("max_seq_length")
+        return dim, int(window) if window else None
+    except (OSError, ValueError, KeyError, StopIteration, TypeError):
+        return None, None
 
 
 class StaticEmbedder:
