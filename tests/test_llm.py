@@ -304,7 +304,7 @@ def test_web_chat_and_slack_show_the_notice(store, embedder, settings):
             contents.append(view[-1]["content"])  # the view is updated in place: copy what each update shows
             panels.append(panel)
     assert any("rag-draft" in c for c in contents)  # the draft streamed
-    assert contents[-1] == ('<div class="rag-answer">The dam flooded 412 homes '
+    assert contents[-1] == ('<div class="rag-answer rag-done">The dam flooded 412 homes '
                             '<a class="rag-cite" href="#src-1-1" title="show source 1">[1]</a>.</div>')
     assert 'id="src-1-1"' in panels[-1]
 
