@@ -295,3 +295,16 @@ def test_near_duplicates_are_grouped_and_different_stories_are_not():
     assert same_story(a, shingles("A PASSENGER ferry sank on Lake Ardell on Wednesday morning, officials said."
                                   + ARDELL[ARDELL.index(" All 48"):]))
     assert not same_story(a, shingles(NEWS[0]["text"] * 2))
+
+
+def test_chat_and_stream_read_time_words_too(news):
+    from rag import Message
+
+    chat = news.chat([Message("user", "what happened in Harkavy in March 2022?")])
+    assert chat.dates is not None and chat.dates.since == "2022-03-01" and "Harkavy" in chat.text
+    streamed = news.stream("what happened this week?").result()
+    assert streamed.dates is not None and streamed.dates.reference_kind == "newest article"
+    assert streamed.question == "what happened this week?" and "this week" in streamed.notice
+    follow = news.stream_chat([Message("user", "what happened in Dovrin?"), Message("assistant", "..."),
+                               Message("user", "and in Harkavy last week?")]).result()
+    assert follow.dates is not None and follow.dates.phrase == "last week"
