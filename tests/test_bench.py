@@ -74,3 +74,18 @@ def test_bench_slice_of_shared_benchmark(tmp_path, settings):
     assert result["corpus"]["articles"] == 12 and result["corpus"]["questions"] >= 3
     assert ours["hit@10"] >= ours["hit@5"] >= ours["hit@1"] > 0
     assert ours["chunks"] > 12 and ours["chunks_per_s"] > 0 and ours["peak_rss_mb"] > 100
+
+
+def test_scale_benchmark_corpus_is_deterministic_and_new(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from scale import synthetic
+
+    bench = write_bench(tmp_path / "bench")
+    first, second = tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz"
+    assert synthetic(bench / "articles.jsonl.gz", first, factor=3) == 15
+    synthetic(bench / "articles.jsonl.gz", second, factor=3)
+    assert gzip.decompress(first.read_bytes()) == gzip.decompress(second.read_bytes())
+    urls = [json.loads(line)["url"] for line in gzip.decompress(first.read_bytes()).decode().splitlines()]
+    assert len(set(urls)) == 15
