@@ -222,6 +222,14 @@ class Assistant:
     def article(self, article_id: str) -> Article | None:
         return self.store.article(article_id)
 
+    def article_ids(self) -> list[str]:
+        """Ids of every indexed article, sorted."""
+        return self.store.article_ids()
+
+    def sources(self) -> list[str]:
+        """Sources of the indexed articles, most articles first."""
+        return self.store.sources()
+
     def stats(self) -> dict:
         articles, chunks = self.store.counts()
         return {

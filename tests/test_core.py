@@ -121,6 +121,8 @@ def test_metadata_is_normalised(built):
 
 def test_filters_restrict_sources_and_dates(built):
     assistant, _, _ = built
+    assert {"Orrin Gazette", "Tech Ledger", "quillon.news"} <= set(assistant.sources())
+    assert len(assistant.article_ids()) == assistant.stats()["articles"]
     only = assistant.search("library books", k=8, filters=Filters(sources=("Orrin Gazette",)))
     assert only and {h.article.source for h in only} == {"Orrin Gazette"}
     may = assistant.search("new", k=20, filters=Filters(since=date(2022, 5, 1), until=date(2022, 5, 31)))

@@ -292,14 +292,13 @@ def answerable_examples(assistant: Assistant, limit: int = EXAMPLES) -> list[str
 
 
 def collection_sources(assistant: Assistant) -> list[str]:
-    """Sources in the index, most articles first (an Assistant method when it has one)."""
-    method = getattr(assistant, "sources", None)
-    return list(method()) if callable(method) else list(assistant.store.sources())
+    """Sources in the index, most articles first."""
+    return list(assistant.sources())
 
 
 def sample_titles(assistant: Assistant, limit: int = 24) -> list[str]:
     """Titles of a spread of articles (evenly over ids, so the sample does not depend on file order)."""
-    ids = list(assistant.store.article_ids())
+    ids = list(assistant.article_ids())
     if len(ids) > limit:
         step = len(ids) / limit
         ids = [ids[int(i * step)] for i in range(limit)]
