@@ -244,15 +244,7 @@ def _read_json(text: str, shown: str, whole: bool) -> Iterator[Article | Skipped
             for i, item in enumerate(items, 1):
                 yield _json_article(item, shown, i, f"{shown}#{i}")
             return
-    for lineno, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield Skipped(shown, f"malformed JSON: {exc.msg}", line=lineno)
-            continue
-        yield _json_article(item, shown, lineno, f"{shown}#{lineno}")
+    yield from _read_json_lines(text.encode("utf-8"), shown)
 
 
 def _read_json_lines(raw: bytes, shown: str) -> Iterator[Article | Skipped]:
