@@ -22,7 +22,7 @@ from rag.feeds import fetch_articles, is_url
 from rag.index import Indexer, Progress
 from rag.llm import AnswerStream, make_answerer
 from rag.news import copies
-from rag.retrieve import Retriever, lexical_tokens
+from rag.retrieve import Retriever
 from rag.store import ChromaServer, IndexError_, Store
 from rag.types import Answer, Article, Filters, Hit, IndexReport, Message, QuestionDates
 
@@ -48,7 +48,7 @@ class Assistant:
             raise IndexError_(f"the lexical index in {store.dir} cannot be read ({type(exc).__name__}: {exc}); "
                               f"rebuild it: `rag index --rebuild PATH... --index {store.dir}`") from None
         self.answerer = Extractive(
-            tokens=lambda texts: lexical_tokens(texts, self.retriever.lexical.words),
+            tokens=lambda texts: self.retriever.lexical.words.tokens(texts),
             idf=lambda terms: self.retriever.lexical.idf(terms),
             max_sentences=settings.answer_sentences, threshold=settings.abstain_threshold,
         )

@@ -66,11 +66,6 @@ class Words:
             return [[stems[w] for w in words] for words in found]
 
 
-def lexical_tokens(texts: list[str], words: Words) -> list[list[str]]:
-    """Token lists of `texts` in the BM25 vocabulary."""
-    return words.tokens(texts)
-
-
 def lexical_query(question: str) -> str:
     """The question without words that only shape it."""
     kept = [w for w in re.findall(r"\w[\w'\u2019-]*", question) if w.lower() not in QUERY_NOISE]

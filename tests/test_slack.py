@@ -23,34 +23,19 @@ import pytest
 pytest.importorskip("slack_bolt")
 
 from rag.config import Settings  # noqa: E402
+from tests.slack_fake import (  # noqa: E402
+    BOT_ID,
+    BOT_USER,
+    FakeSlack,
+    block_action,
+    event_callback,
+    mention_event,
+    message_event,
+    post,
+    sign,
+    slash_command,
+)
 from ui.slack import HttpServer, SlackBot, format_reply, split_message  # noqa: E402
-
-try:
-    from slack_fake import (
-        BOT_ID,
-        BOT_USER,
-        FakeSlack,
-        block_action,
-        event_callback,
-        mention_event,
-        message_event,
-        post,
-        sign,
-        slash_command,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests.slack_fake import (
-        BOT_ID,
-        BOT_USER,
-        FakeSlack,
-        block_action,
-        event_callback,
-        mention_event,
-        message_event,
-        post,
-        sign,
-        slash_command,
-    )
 
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
