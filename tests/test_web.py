@@ -22,7 +22,7 @@ import pytest
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from rag.types import Citation, IndexReport, Skipped  # noqa: E402
+from rag.types import Answer, Citation, IndexReport, QuestionDates, Skipped, TimelinePoint  # noqa: E402
 from ui import web  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +46,21 @@ DATED = (
     "The port of Velmora reopened on Wednesday after six weeks of repairs to its main quay, "
     "the harbour master said. Ferries to the islands resume on Friday.\n"
 )
+# a story over three articles (as in tests/test_news.py): "what happened in Dovrin?" gets a timeline
+DOVRIN = [
+    {"title": "Floods reach Dovrin", "source": "River Times", "published": "2022-03-01",
+     "url": "https://river.example/dovrin-floods",
+     "text": "Floodwater reached the town of Dovrin on Monday, forcing 600 residents from their homes. "
+             "The river rose two metres in a day."},
+    {"title": "Dovrin bridge collapses", "source": "River Times", "published": "2022-03-03",
+     "url": "https://river.example/dovrin-bridge",
+     "text": "The old stone bridge in Dovrin collapsed on Wednesday after days of flooding, officials said. "
+             "Nobody was on the bridge when it fell."},
+    {"title": "Dovrin starts to rebuild", "source": "Valley Post", "published": "2022-03-06",
+     "url": "https://valley.example/dovrin-rebuild",
+     "text": "Residents of Dovrin began clearing mud from the streets on Saturday as the water receded, "
+             "according to Dovrin mayor Lena Ostrova."},
+]
 UPLOADED = (
     "---\ntitle: Observatory counts penguins\nsource: Polar Notes\npublished: 2024-01-15\n---\n"
     "The Ostrava glacier observatory counted 3,917 emperor penguins on the ice shelf this winter, "
@@ -139,6 +154,58 @@ def test_example_questions_from_titles():
     assert web.example_questions(["Observatory counts penguins."]) == ["What happened: Observatory counts penguins?"]
 
 
+def _news_answer(**kw) -> Answer:
+    """An answer with everything issue 8 adds: a timeline, an attribution, syndicated copies, a dates notice."""
+    cites = (_citation(n=1, title="Floods <b>", attribution="Lena <i>Ostrova</i>, mayor of Dovrin"),
+             _citation(n=2, article_id="a2", also_reported_by=("Valley Post", "Quill <Herald>")))
+    dates = QuestionDates("this week", "2022-03-01", "2022-03-07", "2022-03-07", "newest article")
+    base = dict(question="what happened in Dovrin this week?", text="Floods came. [1] The bridge fell. [2]",
+                citations=cites, dates=dates, notice=dates.note(),
+                timeline=(TimelinePoint("2022-02-28", "Floods <script>x</script> came.", (1,)),
+                          TimelinePoint("2022-03-02", "The bridge fell.", (1, 2, 9))))
+    base.update(kw)
+    return Answer(**base)
+
+
+def test_timeline_block_under_the_answer():
+    answer = _news_answer()
+    html = web.answer_html(answer.text, 4, {1, 2}, note=answer.notice, timeline=answer.timeline)
+    answer_end, timeline, note = html.index("</div>"), html.index('class="rag-timeline"'), html.index("rag-note")
+    assert answer_end < timeline < note  # under the answer, above the note
+    assert '<div class="rag-tl-head">Timeline</div>' in html and html.count('<li class="rag-tl-row">') == 2
+    rows = html[timeline:note].split('<li class="rag-tl-row">')[1:]
+    assert '<time class="rag-tl-date" datetime="2022-02-28">2022-02-28</time>' in rows[0]
+    assert "Floods &lt;script&gt;x&lt;/script&gt; came." in rows[0] and "<script>" not in html
+    assert rows[0].count('class="rag-cite"') == 1 and 'href="#src-4-1"' in rows[0]
+    # the same [n] links as the answer's; a number with no citation stays text
+    assert 'href="#src-4-1"' in rows[1] and 'href="#src-4-2"' in rows[1] and "[9]</a>" not in rows[1]
+    assert "[9]" in rows[1]
+    assert web.timeline_html((), 1, {1}) == ""
+    assert "rag-timeline" not in web.answer_html(answer.text, 4, {1, 2})  # no timeline: no block
+    # an abstention shows no timeline even if one were given
+    assert "rag-timeline" not in web.answer_html("Not found", 1, set(), abstained=True, timeline=answer.timeline)
+
+
+def test_question_dates_notice_is_shown_in_the_note():
+    answer = _news_answer()
+    assert answer.notice == ("Articles dated 2022-03-01 to 2022-03-07 (\u201cthis week\u201d, counted from 2022-03-07: "
+                             "the newest article's date, as no article is that recent).")
+    html = web.answer_html(answer.text, 1, {1, 2}, note=answer.notice)
+    assert f'<div class="rag-note">{web.esc(answer.notice)}</div>' in html
+    abstained = web.answer_html("Not found in the articles.", 1, set(), abstained=True, note=answer.notice)
+    assert "Articles dated 2022-03-01 to 2022-03-07" in abstained
+
+
+def test_cards_show_attribution_and_other_outlets():
+    first, second = _news_answer().citations
+    card = web.card_html(1, first, ("", first.quote, ""))
+    assert "according to Lena &lt;i&gt;Ostrova&lt;/i&gt;, mayor of Dovrin" in card and "<i>" not in card
+    assert "also reported by" not in card
+    other = web.card_html(1, second, ("", second.quote, ""))
+    assert '<span class="rag-also">also reported by Valley Post, Quill &lt;Herald&gt;</span>' in other
+    assert "according to" not in other
+
+
 def test_module_import_is_cheap():
     import subprocess
     import sys
@@ -169,10 +236,11 @@ def served(tmp_path_factory, settings, embedder):
     articles.mkdir()
     (articles / "lighthouse.md").write_text(MALICIOUS, encoding="utf-8")
     (articles / "velmora.md").write_text(DATED, encoding="utf-8")
+    (articles / "dovrin.jsonl").write_text("\n".join(json.dumps(a) for a in DOVRIN) + "\n", encoding="utf-8")
     settings = settings.model_copy(update={"index_dir": base / "index"})
     assistant = Assistant.open(settings.index_dir, settings, embedder=embedder)
     report = assistant.index([SEEDS, articles])
-    assert len(report.indexed) == 3, report.summary()
+    assert len(report.indexed) == 6, report.summary()
     web.warm_up(assistant)
     demo = web.build_app(assistant, settings)
     port = _free_port()
@@ -310,6 +378,30 @@ def test_ask_follow_up_and_sources(page, served, tmp_path):
     assert not page.watch.errors and not page.watch.remote
 
 
+def test_timeline_question_shows_a_timeline_block_and_the_dates_note(page, tmp_path):
+    ask(page, "what happened in Dovrin in March 2022?")
+    block = page.locator("#rag-chat .rag-timeline").last
+    assert block.locator(".rag-tl-head").inner_text() == "Timeline"
+    rows = block.locator(".rag-tl-row")
+    dates = [rows.nth(i).locator(".rag-tl-date").inner_text() for i in range(rows.count())]
+    assert dates == ["2022-02-28", "2022-03-02", "2022-03-05"]  # the days the sentences say, oldest first
+    assert "600 residents" in rows.nth(0).inner_text() and "clearing mud" in rows.nth(2).inner_text()
+    note = page.locator("#rag-chat .rag-note").last.inner_text()
+    assert note.startswith("Articles dated 2022-03-01 to 2022-03-31 (\u201cin March 2022\u201d")
+    page.locator("#rag-sources details[open]").wait_for()
+    cards = page.locator("#rag-sources details[open] .rag-card")
+    assert "according to Lena Ostrova, mayor of Dovrin" in cards.last.inner_text()
+    # a timeline's [n] is the answer's: it brings the same source card into view
+    link = rows.nth(1).locator("a.rag-cite").first
+    target = link.get_attribute("href")
+    assert page.locator(f"#rag-chat .rag-answer a.rag-cite[href='{target}']").count() >= 1
+    link.click()
+    page.wait_for_function(f"document.querySelector('{target}').classList.contains('rag-flash')")
+    assert "bridge in Dovrin collapsed" in page.locator(f"{target} mark").inner_text()
+    page.screenshot(path=str(tmp_path / "timeline.png"))
+    assert not page.watch.errors and not page.watch.remote
+
+
 def test_example_question_asks_it(page):
     example = page.locator("#rag-examples button", has_text="Kharkiv").first
     example.click()
@@ -374,7 +466,7 @@ def test_upload_then_ask(page, served, tmp_path):
     assert "penguins.md" in rows and "1 indexed" in rows
     assert "notes.json" in rows and "malformed JSON" in rows
     assert (served["settings"].index_dir / "uploads" / "penguins.md").exists()
-    page.wait_for_function("document.querySelector('#rag-status').innerText.includes('4 articles')")
+    page.wait_for_function("document.querySelector('#rag-status').innerText.includes('7 articles')")
     report.scroll_into_view_if_needed()
     page.screenshot(path=str(tmp_path / "uploaded.png"))
     result = ask(page, "How many emperor penguins did the Ostrava observatory count?")

@@ -28,7 +28,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rag.types import Answer, Citation, Filters, IndexReport, Message
+from rag.types import Answer, Citation, Filters, IndexReport, Message, TimelinePoint
 
 if TYPE_CHECKING:
     import argparse
@@ -63,29 +63,49 @@ def safe_url(url: str) -> str:
     return url if _URL.fullmatch(url) else ""
 
 
-def answer_html(text: str, turn: int, numbers: set[int], abstained: bool = False, note: str = "",
-                done: bool = True) -> str:
-    """Answer text escaped, its [n] markers made into links to the source cards of `turn`.
+def cite_link(n: int, turn: int) -> str:
+    """An [n] marker linking to source card n of `turn`."""
+    return f'<a class="rag-cite" href="#src-{turn}-{n}" title="show source {n}">[{n}]</a>'
 
-    The complete answer carries the class `rag-done` (a partial, streaming one does not).
-    """
-    if abstained:
-        extra = f'<div class="rag-note">{esc(note)}</div>' if note else ""
-        return (f'<div class="rag-abstain rag-done" data-abstained="true"><strong>Not found in the articles.</strong> '
-                f'{esc(_strip_prefix(text))}{extra}</div>')
+
+def cited_html(text: str, turn: int, numbers: set[int]) -> str:
+    """Text escaped, its [n] markers (for n in `numbers`) made into links to the source cards of `turn`."""
     parts: list[str] = []
     last = 0
     for match in _MARKER.finditer(text):
         parts.append(esc(text[last:match.start()]))
         n = int(match.group(1))
-        if n in numbers:
-            parts.append(f'<a class="rag-cite" href="#src-{turn}-{n}" title="show source {n}">[{n}]</a>')
-        else:
-            parts.append(esc(match.group(0)))
+        parts.append(cite_link(n, turn) if n in numbers else esc(match.group(0)))
         last = match.end()
     parts.append(esc(text[last:]))
+    return "".join(parts).strip()
+
+
+def answer_html(text: str, turn: int, numbers: set[int], abstained: bool = False, note: str = "",
+                done: bool = True, timeline: tuple[TimelinePoint, ...] = ()) -> str:
+    """Answer text escaped, its [n] markers made into links to the source cards of `turn`,
+    then its timeline (when it has one) and the note.
+
+    The complete answer carries the class `rag-done` (a partial, streaming one does not).
+    """
     extra = f'<div class="rag-note">{esc(note)}</div>' if note else ""
-    return f'<div class="rag-answer{" rag-done" if done else ""}">{"".join(parts).strip()}</div>{extra}'
+    if abstained:
+        return (f'<div class="rag-abstain rag-done" data-abstained="true"><strong>Not found in the articles.</strong> '
+                f'{esc(_strip_prefix(text))}{extra}</div>')
+    body = f'<div class="rag-answer{" rag-done" if done else ""}">{cited_html(text, turn, numbers)}</div>'
+    return f"{body}{timeline_html(timeline, turn, numbers)}{extra}"
+
+
+def timeline_html(points: tuple[TimelinePoint, ...], turn: int, numbers: set[int]) -> str:
+    """The "Timeline" block under an answer: one row per date (ISO date, what happened, [n] links); "" if none."""
+    if not points:
+        return ""
+    rows = "".join(
+        f'<li class="rag-tl-row"><time class="rag-tl-date" datetime="{esc(p.date)}">{esc(p.date)}</time> '
+        f'<span class="rag-tl-text">{esc(p.text)}</span>'
+        f'{"".join(" " + (cite_link(n, turn) if n in numbers else esc(f"[{n}]")) for n in p.citations)}</li>'
+        for p in points)
+    return f'<div class="rag-timeline"><div class="rag-tl-head">Timeline</div><ol class="rag-tl">{rows}</ol></div>'
 
 
 def _strip_prefix(text: str) -> str:
@@ -129,8 +149,10 @@ def card_html(turn: int, citation: Citation, context: tuple[str, str, str]) -> s
     if url:
         title = f'<a href="{esc(url)}" target="_blank" rel="noopener noreferrer nofollow">{title}</a>'
     meta = [esc(x) for x in (c.source, c.published) if x]
-    if getattr(c, "attribution", ""):
+    if c.attribution:
         meta.append(f"according to {esc(c.attribution)}")
+    if c.also_reported_by:
+        meta.append(f'<span class="rag-also">also reported by {esc(", ".join(c.also_reported_by))}</span>')
     where = c.url if c.url and not url else ("" if url else c.path)
     if where:
         meta.append(f'<span class="rag-path">{esc(where)}</span>')
@@ -386,6 +408,12 @@ CSS = """
 .rag-path { font-family: var(--font-mono); }
 .rag-quote { font-size: 0.92em; line-height: 1.45; white-space: pre-wrap; }
 .rag-quote mark { background: #fde68a; color: #111; padding: 0 1px; border-radius: 2px; }
+.rag-timeline { margin-top: 8px; border-left: 3px solid var(--color-accent); padding: 2px 0 2px 10px; }
+.rag-tl-head { font-weight: 600; margin-bottom: 2px; }
+.rag-timeline ol.rag-tl { list-style: none; margin: 0; padding: 0; }
+.rag-tl-row { margin: 3px 0; line-height: 1.4; }
+.rag-tl-date { font-family: var(--font-mono); font-weight: 600; margin-right: 6px; white-space: nowrap; }
+.rag-also { font-style: italic; }
 .rag-empty, .rag-panel-empty { opacity: 0.75; font-style: italic; padding: 6px 0; }
 .rag-report { width: 100%; font-size: 0.9em; border-collapse: collapse; }
 .rag-report td, .rag-report th { text-align: left; padding: 3px 6px; vertical-align: top;
@@ -505,7 +533,8 @@ class WebChat:
                 shown += piece
                 view = [*view[:-1], {"role": "assistant", "content": answer_html(shown, turn, numbers, done=False)}]
                 yield keep, view, session, panel_html(sections)
-            view = [*view[:-1], {"role": "assistant", "content": answer_html(answer.text, turn, numbers, note=hint)}]
+            final = answer_html(answer.text, turn, numbers, note=hint, timeline=answer.timeline)
+            view = [*view[:-1], {"role": "assistant", "content": final}]
         session = {
             "messages": [*session["messages"], ("user", question), ("assistant", answer.text)],
             "view": view,
