@@ -23,6 +23,7 @@ import pytest
 pytest.importorskip("slack_bolt")
 
 from rag.config import Settings  # noqa: E402
+from rag.types import Answer, Citation, QuestionDates, TimelinePoint  # noqa: E402
 from tests.slack_fake import (  # noqa: E402
     BOT_ID,
     BOT_USER,
@@ -35,7 +36,7 @@ from tests.slack_fake import (  # noqa: E402
     sign,
     slash_command,
 )
-from ui.slack import HttpServer, SlackBot, format_reply, split_message  # noqa: E402
+from ui.slack import HttpServer, SlackBot, answer_blocks, format_reply, split_message  # noqa: E402
 
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -58,6 +59,22 @@ The council notice announcing the Portvale bridge reopening began with <!channel
 
 Ferry services across the harbour will stop running at the end of the month.
 """
+
+# a story over three articles (as in tests/test_news.py): "what happened in Dovrin?" gets a timeline
+DOVRIN = [
+    {"title": "Floods reach Dovrin", "source": "River Times", "published": "2022-03-01",
+     "url": "https://river.example/dovrin-floods",
+     "text": "Floodwater reached the town of Dovrin on Monday, forcing 600 residents from their homes. "
+             "The river rose two metres in a day."},
+    {"title": "Dovrin bridge collapses", "source": "River Times", "published": "2022-03-03",
+     "url": "https://river.example/dovrin-bridge",
+     "text": "The old stone bridge in Dovrin collapsed on Wednesday after days of flooding, officials said. "
+             "Nobody was on the bridge when it fell."},
+    {"title": "Dovrin starts to rebuild", "source": "Valley Post", "published": "2022-03-06",
+     "url": "https://valley.example/dovrin-rebuild",
+     "text": "Residents of Dovrin began clearing mud from the streets on Saturday as the water receded, "
+             "according to Dovrin mayor Lena Ostrova."},
+]
 
 WORDS = (
     "anchor barrel candle ladder mirror pillow rocket saddle tunnel wallet basket bottle bucket carpet castle cherry "
@@ -139,6 +156,7 @@ def slack(tmp_path_factory):
     (articles / "portvale.md").write_text(PORTVALE, encoding="utf-8")
     for name, text in veldmark_articles().items():
         (articles / name).write_text(text, encoding="utf-8")
+    (articles / "dovrin.jsonl").write_text("\n".join(json.dumps(a) for a in DOVRIN) + "\n", encoding="utf-8")
     with ExitStack() as stack:
         fake = FakeSlack()
         stack.callback(fake.stop)
@@ -180,7 +198,9 @@ def test_mention_gets_one_threaded_reply_citing_the_seed(s):
     assert "*Sources*" in text and SEED_TITLE in text
     assert "\n> According to Mariupol mayor Vadym Boychenko, at least 128 persons were injured" in text
     assert reply["unfurl_links"] is False and reply["unfurl_media"] is False
-    assert reply["blocks"][0]["text"] == {"type": "mrkdwn", "text": text}
+    sections = [b["text"] for b in reply["blocks"] if b["type"] == "section"]
+    assert all(t["type"] == "mrkdwn" for t in sections) and len(sections) == 2  # the answer, its sources
+    assert "\n\n".join(t["text"] for t in sections) == text and sections[1]["text"].startswith("*Sources*\n")
     buttons = [e["action_id"] for b in reply["blocks"] if b["type"] == "actions" for e in b["elements"]]
     assert buttons == ["rag_feedback_up", "rag_feedback_down"]
 
@@ -336,6 +356,28 @@ def test_long_answer_is_split_within_slack_limits(s):
     assert whole.count("The Veldmark glacier survey catalogued") == 8  # four sentences, and their quotes
 
 
+def test_timeline_question_gets_a_timeline_section_and_the_dates_note(s):
+    message = s.mention("what happened in Dovrin in March 2022?")
+    s.fake.wait_for("chat.postMessage", thread_ts=message["ts"])
+    s.idle()
+    replies = s.replies(message["ts"])
+    assert len(replies) == 1
+    sections = [b["text"]["text"] for b in replies[0]["blocks"] if b["type"] == "section"]
+    assert len(sections) == 3 and "\n\n".join(sections) == replies[0]["text"]
+    answer, timeline, sources = sections
+    assert "_Articles dated 2022-03-01 to 2022-03-31 (\u201cin March 2022\u201d)._" in answer
+    rows = timeline.split("\n")
+    assert rows[0] == "*Timeline*" and len(rows) == 4
+    assert [row.split("*")[1] for row in rows[1:]] == ["2022-02-28", "2022-03-02", "2022-03-05"]
+    assert rows[1].startswith("*2022-02-28*  Floodwater reached the town of Dovrin on Monday")
+    assert all(re.search(r" \[\d\]$", row) for row in rows[1:])
+    for row in rows[1:]:  # each [n] of the timeline is a source listed below, whose quote has the row's text
+        n = int(row[-2])
+        cited = sources.split(f"*[{n}]*", 1)[1].split("\n*[", 1)[0]
+        assert row.split("*  ", 1)[1][:40] in cited
+    assert "according to Lena Ostrova, mayor of Dovrin" in sources
+
+
 def test_rate_limited_call_is_retried_after_the_wait(s):
     s.fake.script("chat.postMessage", {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": "1"})
     message = s.mention(MARIUPOL)
@@ -443,8 +485,6 @@ def test_feedback_buttons_append_to_a_json_lines_file(s):
 
 
 def test_reply_format_and_splitting_units():
-    from rag.types import Answer, Citation
-
     quote = "A <b> & " + "word " * 900
     citation = Citation(1, "abc", "T <x>", "Src", "2024-01-02", "https://e.x/a?b=1&c=2", "p", quote, 0, len(quote))
     pieces = format_reply(Answer("q?", "Answer & <!here> [1]", (citation,)), asked_by="U1")
@@ -457,6 +497,57 @@ def test_reply_format_and_splitting_units():
     link = "<https://example.com/x|a title with spaces>"
     for piece in split_message(("word " * 30 + link + " ") * 20, 120):
         assert len(piece) <= 120 and piece.count("<") == piece.count(">")
+
+
+def _news_answer(**kw) -> Answer:
+    """An answer with everything issue 8 adds: a timeline, an attribution, syndicated copies, a dates notice."""
+    cites = (Citation(1, "a1", "Floods", "River Times", "2022-03-01", "", "p", "Floodwater rose.", 0, 16,
+                      attribution="Lena <!here> Ostrova, mayor of Dovrin"),
+             Citation(2, "a2", "Ferry", "Kestrel Wire", "2022-03-02", "", "p", "The ferry sank.", 0, 15,
+                      also_reported_by=("Valley Post", "Quill <Herald> & Co")))
+    dates = QuestionDates("this week", "2022-03-01", "2022-03-07", "2022-03-07", "newest article")
+    base = dict(question="what happened in Dovrin this week?", text="Floodwater rose. [1] The ferry sank. [2]",
+                citations=cites, dates=dates, notice=dates.note(),
+                timeline=(TimelinePoint("2022-02-28", "Floodwater <@U1> rose & fell.", (1,)),
+                          TimelinePoint("2022-03-02", "The ferry sank.", (1, 2))))
+    base.update(kw)
+    return Answer(**base)
+
+
+def test_reply_has_timeline_attribution_copies_and_dates_note():
+    (text,) = format_reply(_news_answer())
+    answer, notice, timeline, sources = text.split("\n\n")
+    assert answer == "Floodwater rose. [1] The ferry sank. [2]"
+    assert notice == ("_Articles dated 2022-03-01 to 2022-03-07 (\u201cthis week\u201d, counted from 2022-03-07: "
+                      "the newest article's date, as no article is that recent)._")
+    assert timeline == ("*Timeline*\n*2022-02-28*  Floodwater &lt;@U1&gt; rose &amp; fell. [1]\n"
+                        "*2022-03-02*  The ferry sank. [1] [2]")
+    assert sources.startswith("*Sources*\n*[1]* Floods · River Times · 2022-03-01 · "
+                              "according to Lena &lt;!here&gt; Ostrova, mayor of Dovrin\n> Floodwater rose.")
+    assert "*[2]* Ferry · Kestrel Wire · 2022-03-02 · also reported by Valley Post, Quill &lt;Herald&gt; &amp; Co\n" \
+        in sources
+    assert "according to" not in sources.split("*[2]*")[1] and "also reported by" not in sources.split("*[2]*")[0]
+    blocks = answer_blocks(text, "v")
+    assert [b["text"]["text"] for b in blocks if b["type"] == "section"] == [f"{answer}\n\n{notice}", timeline, sources]
+    assert blocks[-1]["type"] == "actions"
+    # no timeline: no timeline section; an abstention keeps its dates note and shows no timeline
+    (plain,) = format_reply(_news_answer(timeline=()))
+    assert "*Timeline*" not in plain and len(answer_blocks(plain, None)) == 2
+    (abstained,) = format_reply(_news_answer(abstained=True, citations=()))
+    assert "*Timeline*" not in abstained and "Articles dated 2022-03-01 to 2022-03-07" in abstained
+
+
+def test_long_timeline_is_cut_within_slack_limits():
+    points = tuple(TimelinePoint(f"2022-{1 + i // 28:02d}-{1 + i % 28:02d}", "flood " * 200, (1,)) for i in range(60))
+    pieces = format_reply(_news_answer(timeline=points))
+    whole = "\n".join(pieces)
+    rows = [line for line in whole.split("\n") if line.startswith("*2022-")]
+    assert len(rows) == 20 and "_\u2026 and 40 more dates_" in whole
+    assert all(len(row) < 700 and row.endswith("\u2026 [1]") for row in rows)  # a long row is cut at a word
+    for piece in pieces:
+        blocks = answer_blocks(piece, "v")
+        assert len(piece) <= 2900 and len(blocks) <= 50
+        assert all(0 < len(b["text"]["text"]) <= 3000 for b in blocks if b["type"] == "section")
 
 
 def test_event_ids_are_remembered_for_at_least_ten_minutes():

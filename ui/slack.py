@@ -41,15 +41,19 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
 from rag.config import Settings
-from rag.types import Answer, Citation, Message
+from rag.types import Answer, Citation, Message, TimelinePoint
 
 log = logging.getLogger("rag.slack")
 
 EVENTS_PATH = "/slack/events"
 FEEDBACK_FILE = "slack_feedback.jsonl"
 WORKING_REACTION = "hourglass_flowing_sand"
-# a section block's text holds at most 3000 characters; one message is one section (plus the buttons)
+# a section block's text holds at most 3000 characters; a message's text is cut to MAX_MESSAGE_CHARS, then into
+# sections (answer, timeline, sources: each no longer than the message), plus the buttons
 MAX_MESSAGE_CHARS = 2900
+MAX_BLOCKS = 50  # per message (the buttons take one)
+MAX_TIMELINE_POINTS = 20  # timeline rows shown; the rest are counted
+MAX_TIMELINE_ROW_CHARS = 600  # a row's text is cut (at a word) beyond this
 DEDUPE_SECONDS = 3600  # Slack retries for a few minutes; keep event ids well past that (at least 10 minutes)
 THREAD_MEMORY_SECONDS = 7 * 24 * 3600
 DM_CONTEXT_SECONDS = 3600  # earlier DMs within this window are the chat context of a DM
@@ -89,22 +93,44 @@ def _link(url: str, label: str) -> str:
 
 
 def format_source(c: Citation) -> str:
-    """`[n]` title (linked), source and date, then the quoted passage."""
+    """`[n]` title (linked), source and date, who said it, other outlets, then the quoted passage."""
     head = " · ".join([f"*[{c.n}]* {_link(c.url, c.title or c.article_id)}"]
                       + [escape(x) for x in (c.source, c.published) if x]
-                      + ([f"according to {escape(c.attribution)}"] if getattr(c, "attribution", "") else []))
+                      + ([f"according to {escape(c.attribution)}"] if c.attribution else [])
+                      + ([f"also reported by {escape(', '.join(c.also_reported_by))}"] if c.also_reported_by else []))
     quote = " ".join(c.quote.split())
     return f"{head}\n> {escape(quote)}" if quote else head
 
 
+def format_timeline(points: tuple[TimelinePoint, ...], limit: int = MAX_TIMELINE_POINTS) -> str:
+    """`*Timeline*` then one line per date, `*2022-03-01*  what happened [n]`; "" when there is none.
+
+    At most `limit` rows (then a line counting the rest); a long row is cut at a word."""
+    if not points:
+        return ""
+    lines = ["*Timeline*"]
+    for p in points[:limit]:
+        text = " ".join(p.text.split())
+        if len(text) > MAX_TIMELINE_ROW_CHARS:
+            text = text[:MAX_TIMELINE_ROW_CHARS].rsplit(" ", 1)[0] + "\u2026"
+        marks = "".join(f" [{n}]" for n in p.citations)
+        lines.append(f"*{escape(p.date)}*  {escape(text)}{marks}")
+    if len(points) > limit:
+        lines.append(f"_\u2026 and {len(points) - limit} more dates_")
+    return "\n".join(lines)
+
+
 def format_reply(answer: Answer, asked_by: str = "", limit: int = MAX_MESSAGE_CHARS) -> list[str]:
-    """The reply as mrkdwn messages of at most `limit` characters each."""
+    """The reply as mrkdwn messages of at most `limit` characters each: the answer, its notice
+    (dates read from the question, or an LLM failure), its timeline, its sources."""
     parts = []
     if asked_by:
         parts.append(f"<@{asked_by}> asked:\n> {escape(answer.question)}")
     parts.append(ABSTAIN_TEXT if answer.abstained else escape(answer.text))
-    if answer.notice:  # the LLM failed and this answer is extractive
+    if answer.notice:
         parts.append(f"_{escape(answer.notice)}_")
+    if answer.timeline and not answer.abstained:
+        parts.append(format_timeline(answer.timeline))
     if answer.citations:
         parts.append("*Sources*\n" + "\n".join(format_source(c) for c in answer.citations))
     return split_message("\n\n".join(parts), limit)
@@ -168,8 +194,14 @@ def _safe_cut(token: str, room: int) -> int:
     return amp if amp > 0 and ";" in token[amp:amp + 6] else max(room, 1)
 
 
+_HEADING = re.compile(r"\n\n(?=\*(?:Timeline|Sources)\*\n)")
+
+
 def answer_blocks(text: str, feedback_value: str | None) -> list[dict]:
-    blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    """One message's blocks: a section for the answer, one for its timeline and one for its sources
+    (as far as they are in this piece of the reply), then the feedback buttons."""
+    sections = [part for part in _HEADING.split(text) if part.strip()][:MAX_BLOCKS - 1] or [text]
+    blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": part}} for part in sections]
     if feedback_value is not None:
         blocks.append({
             "type": "actions", "block_id": "rag_feedback",
