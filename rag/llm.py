@@ -20,6 +20,26 @@ the articles". What the model writes is then checked (`check`):
   passage that best cover the claim; citations are numbered by first use;
 - when nothing supported remains, the answer abstains like the extractive one.
 
+The checked answer is then read as news, like the extractive one
+(`differing_figures`, `cited_timeline`):
+
+- when retrieved passages of different articles give different figures for
+  the same counted thing ("128 injured" / "150 injured": same kind of count,
+  sentences sharing at least 0.3 of their terms, the other one naming a word
+  of the question) and the answer cites one of
+  those sentences or states one of those figures, the other side(s) are cited
+  too (exact sentence spans, numbered after the model's citations) and a note
+  of ours, marked "(Note, not a quote: ...)", gives each figure with its
+  source, date, attribution and citation number;
+- for a timeline question (`rag.news.is_timeline_question`), `Answer.timeline`
+  groups the cited quotes' sentences by the day they happened (a date the
+  sentence states, else the cited article's publication date), oldest first.
+  The answer text stays in the model's order.
+
+Both apply to `answer()` and to the final `Answer` of `stream()` (the streamed
+draft is the model's text as written). Syndicated copies
+(`Citation.also_reported_by`) are left to the caller (`rag.api`).
+
 When the server cannot be reached, times out or fails, the extractive answer
 is given instead with a one-line `Answer.notice`; nothing is raised.
 """
@@ -29,14 +49,14 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from rag.answer import NOT_FOUND, Extractive
+from rag.answer import NOT_FOUND, QUESTION_WORDS, Extractive
 from rag.chunk import sentence_spans
-from rag.news import attribution
-from rag.types import Answer, Citation, Hit, Message
+from rag.news import attribution, figures, is_timeline_question, timeline
+from rag.types import Answer, Article, Citation, Hit, Message, TimelinePoint
 
 if TYPE_CHECKING:
     from llama_index.core.llms import LLM
@@ -241,10 +261,14 @@ class LLMAnswerer:
         return rewritten, "", None
 
     def check(self, question: str, raw: str, hits: list[Hit]) -> Answer:
+        """The checked answer: supported sentences with exact citations, the other side of any figure the
+        passages disagree on (cited, and named in a note), and a timeline for a timeline question."""
         text, citations = check(raw, hits, self.tokens, self.idf, self.min_support)
         if not citations:
             return Answer(question=question, text=NOT_FOUND, abstained=True, hits=tuple(hits))
-        return Answer(question=question, text=text, citations=tuple(citations), hits=tuple(hits))
+        text, citations = differing_figures(question, text, citations, hits, self.tokens)
+        return Answer(question=question, text=text, citations=tuple(citations), hits=tuple(hits),
+                      timeline=cited_timeline(question, citations))
 
     def _chat(self, messages: list[Any]) -> str:
         response = self.llm.chat(messages)
@@ -505,7 +529,109 @@ class _Quotes:
         return spans[lo][0], spans[hi][1], score
 
 
+# ---------------------------------------------------------------- news: timelines and differing figures
+
+
+def cited_timeline(question: str, citations: list[Citation]) -> tuple[TimelinePoint, ...]:
+    """For a timeline question, the cited sentences by day (each quote's sentences with its article's date and
+    its citation number); () for other questions."""
+    if not is_timeline_question(question):
+        return ()
+    return timeline([(c.quote[a:b], c.published, c.n) for c in citations for a, b in sentence_spans(c.quote)])
+
+
+@dataclass(frozen=True)
+class _Figure:
+    """A sentence of a retrieved passage that gives counts ("at least 128 people were injured")."""
+
+    article: Article
+    start: int
+    end: int
+    terms: frozenset[str]
+    figures: tuple[tuple[int, str], ...]
+
+    @property
+    def text(self) -> str:
+        return self.article.text[self.start:self.end]
+
+
+def differing_figures(question: str, text: str, citations: list[Citation], hits: list[Hit], tokens: Tokens
+                      ) -> tuple[str, list[Citation]]:
+    """(text, citations) showing both sides when retrieved passages of different articles give different
+    figures for what the answer counts (the extractive answer's rule: same kind of count, different value,
+    sentences sharing at least 0.3 of their terms; the other sentence must also contain a content word of the
+    question, as the extractive rule needs it relevant): a figure sentence the answer cites, or whose figure it
+    states, is set against the others; the sentences not cited yet get citations (numbered after the
+    existing ones) and a note of ours, marked as not a quote, names each figure with its source and citation."""
+    pool = _figure_sentences(hits, tokens)
+    if len(pool) < 2:
+        return text, citations
+    stated = set(figures(_MARKERS.sub("", text)))
+    anchors = [s for s in pool if _cited(s, citations) is not None or stated & set(s.figures)]
+    asked = {t for t in tokens([question])[0] if t not in QUESTION_WORDS}
+    differ: list[tuple[str, list[tuple[_Figure, int]]]] = []
+    for anchor in anchors:
+        for value, what in anchor.figures:
+            if any(w == what for w, _ in differ):
+                continue
+            others: dict[int, _Figure] = {}
+            for s in pool:
+                if s.article.id == anchor.article.id or (asked and not asked & s.terms):
+                    continue  # the same article, or not about the question
+                shared = len((s.terms & anchor.terms) - {str(value)}) / max(min(len(s.terms), len(anchor.terms)), 1)
+                if shared < 0.3:
+                    continue  # a count of something else
+                for other, other_what in s.figures:
+                    if other_what == what and other != value and other not in others:
+                        others[other] = s
+            if others:
+                differ.append((what, [(anchor, value), *((s, v) for v, s in others.items())]))
+    if not differ:
+        return text, citations
+    citations = list(citations)
+    notes = []
+    for what, sides in differ:
+        parts = []
+        for s, value in sides:
+            c = _cited(s, citations)
+            if c is None:
+                quote = s.text
+                c = Citation(n=len(citations) + 1, article_id=s.article.id, title=s.article.title,
+                             source=s.article.source, published=s.article.published, url=s.article.url,
+                             path=s.article.path, quote=quote, start=s.start, end=s.end,
+                             attribution=attribution(quote))
+                citations.append(c)
+            who = ", ".join(x for x in (c.source or c.title, c.published) if x)
+            said = attribution(s.text)
+            parts.append(f"{value:,} {what} in {who}" + (f", citing {said}" if said else "") + f" [{c.n}]")
+        notes.append(f"the reports differ on the number {what}: " + "; ".join(parts))
+    return f"{text} (Note, not a quote: " + "; ".join(notes) + ".)", citations
+
+
+def _figure_sentences(hits: list[Hit], tokens: Tokens) -> list[_Figure]:
+    """The sentences of the retrieved passages that give counts, in retrieval order, each once."""
+    found: list[tuple[Article, int, int, tuple[tuple[int, str], ...]]] = []
+    seen: set[tuple[str, int]] = set()
+    for hit in hits:
+        text = hit.article.text
+        for a, b in sentence_spans(text, hit.chunk.start, hit.chunk.end):
+            if (hit.article.id, a) in seen:
+                continue
+            seen.add((hit.article.id, a))
+            counts = tuple(figures(text[a:b]))
+            if counts:
+                found.append((hit.article, a, b, counts))
+    terms = tokens([article.text[a:b] for article, a, b, _ in found]) if found else []
+    return [_Figure(article, a, b, frozenset(t), counts) for (article, a, b, counts), t in zip(found, terms)]
+
+
+def _cited(s: _Figure, citations: list[Citation]) -> Citation | None:
+    """The citation whose quote contains sentence `s`, if any."""
+    return next((c for c in citations if c.article_id == s.article.id and c.start <= s.start and s.end <= c.end),
+                None)
+
+
 __all__ = [
-    "AnswerStream", "LLMAnswerer", "LLMConfigError", "check", "make_answerer", "make_llm", "ollama_url",
-    "parse_spec", "prompt_messages", "split_sentences", "strip_markup",
+    "AnswerStream", "LLMAnswerer", "LLMConfigError", "check", "cited_timeline", "differing_figures",
+    "make_answerer", "make_llm", "ollama_url", "parse_spec", "prompt_messages", "split_sentences", "strip_markup",
 ]

@@ -323,3 +323,162 @@ def test_readme_documents_each_backend():
     section = readme.split("## LLM answers", 1)[1].split("\n## ", 1)[0]
     for needle in ("RAG_LLM=openai:", "OPENAI_BASE_URL=", "RAG_LLM=ollama:", "OLLAMA_HOST", "--llm", "--stream"):
         assert needle in section, needle
+
+
+# --- news-aware LLM answers: timelines and differing figures ----------------------------------------
+
+# from tests/test_news.py: a three-article sequence about one town, and two outlets disagreeing on one shelling
+DATED_NEWS = [
+    {"title": "Floods reach Dovrin", "source": "River Times", "published": "2022-03-01",
+     "url": "https://river.example/dovrin-floods",
+     "text": "Floodwater reached the town of Dovrin on Monday, forcing 600 residents from their homes. "
+             "The river rose two metres in a day."},
+    {"title": "Dovrin bridge collapses", "source": "River Times", "published": "2022-03-03",
+     "url": "https://river.example/dovrin-bridge",
+     "text": "The old stone bridge in Dovrin collapsed on Wednesday after days of flooding, officials said. "
+             "Nobody was on the bridge when it fell."},
+    {"title": "Dovrin starts to rebuild", "source": "Valley Post", "published": "2022-03-06",
+     "url": "https://valley.example/dovrin-rebuild",
+     "text": "Residents of Dovrin began clearing mud from the streets on Saturday as the water receded, "
+             "according to Dovrin mayor Lena Ostrova."},
+    {"title": "Shelling hits Harkavy", "source": "Kestrel Wire", "published": "2022-03-04",
+     "url": "https://kestrel.example/harkavy",
+     "text": "Shelling hit the town of Harkavy overnight. At least 128 people were injured in the shelling "
+             "of Harkavy, according to regional governor Oleh Marchuk."},
+    {"title": "Harkavy shelled overnight", "source": "Valley Post", "published": "2022-03-05",
+     "url": "https://valley.example/harkavy",
+     "text": "At least 150 people were injured when shelling struck Harkavy overnight, the health ministry said. "
+             "Schools in the town were closed."},
+]
+HARKAVY_Q = "How many people were injured in the shelling of Harkavy?"
+NOTE = "(Note, not a quote:"
+
+
+@pytest.fixture(scope="module")
+def news_store(tmp_path_factory, settings, embedder):
+    from rag.store import Store
+
+    work = tmp_path_factory.mktemp("llm-news")
+    articles = work / "articles"
+    articles.mkdir()
+    (articles / "news.jsonl").write_text("\n".join(json.dumps(a) for a in DATED_NEWS) + "\n", encoding="utf-8")
+    store = Store(work / "index")
+    Assistant(store, embedder, settings).index([articles])
+    yield store
+    store.close()
+
+
+def dovrin_reply(body: dict) -> str:
+    """The three Dovrin events, written out of order, each citing its passage."""
+    prompt = user_prompt(body)
+    flood, bridge, mud = (passage_number(prompt, p) for p in ("Floodwater reached", "stone bridge", "clearing mud"))
+    return (f"The old stone bridge in Dovrin collapsed on Wednesday after days of flooding [{bridge}]. "
+            f"Earlier, on Monday, floodwater reached Dovrin and forced 600 residents from their homes [{flood}]. "
+            f"On Saturday residents began clearing mud from the streets as the water receded [{mud}].")
+
+
+@pytest.mark.parametrize("protocol, streamed", [("openai", False), ("ollama", True)])
+def test_llm_timeline_question_gets_a_dated_timeline_from_its_citations(news_store, embedder, settings,
+                                                                        protocol, streamed):
+    with ScriptedLLM(protocol, [dovrin_reply]) as server:
+        assistant = assistant_for(news_store, embedder, settings, f"{protocol}:m", server)
+        if streamed:
+            stream = assistant.stream("what happened in Dovrin?")
+            pieces = list(stream)
+            answer = stream.answer
+            assert "".join(pieces) == dovrin_reply(server.requests[0])  # the draft is the model's text
+        else:
+            answer = assistant.ask("what happened in Dovrin?")
+    assert not answer.abstained and not answer.notice and NOTE not in answer.text
+    check_quotes(assistant, answer)
+    by_title = {c.title: c.n for c in answer.citations}
+    assert set(by_title) == {"Floods reach Dovrin", "Dovrin bridge collapses", "Dovrin starts to rebuild"}
+    # Monday of 2022-03-01, Wednesday of 2022-03-03, Saturday of 2022-03-06: oldest first, not in the model's order
+    assert [p.date for p in answer.timeline] == ["2022-02-28", "2022-03-02", "2022-03-05"]
+    flood, bridge, mud = answer.timeline
+    assert flood.citations == (by_title["Floods reach Dovrin"],) and "600 residents" in flood.text
+    assert bridge.citations == (by_title["Dovrin bridge collapses"],) and "bridge in Dovrin collapsed" in bridge.text
+    assert mud.citations == (by_title["Dovrin starts to rebuild"],) and "clearing mud" in mud.text
+    for point in answer.timeline:  # the text of each point is what its citations quote
+        quotes = " ".join(answer.citations[n - 1].quote for n in point.citations)
+        assert point.text in " ".join(quotes.split())
+    assert answer.to_dict()["timeline"][1] == {"date": "2022-03-02", "text": bridge.text,
+                                              "citations": [by_title["Dovrin bridge collapses"]]}
+
+
+def harkavy_128_reply(body: dict) -> str:
+    """Cites only the Kestrel Wire passage (128 injured)."""
+    n = passage_number(user_prompt(body), "At least 128 people")
+    return f"At least 128 people were injured in the shelling of Harkavy, according to the regional governor [{n}]."
+
+
+HARKAVY_TEXT = ("At least 128 people were injured in the shelling of Harkavy, according to the regional governor [1]. "
+                "(Note, not a quote: the reports differ on the number injured: 128 injured in Kestrel Wire, "
+                "2022-03-04, citing Oleh Marchuk, regional governor [1]; 150 injured in Valley Post, 2022-03-05, "
+                "citing health ministry [2].)")
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_llm_citing_one_figure_gets_the_other_side_cited_and_a_note(news_store, embedder, settings, streamed):
+    with ScriptedLLM("openai", [harkavy_128_reply]) as server:
+        assistant = assistant_for(news_store, embedder, settings, "openai:m", server)
+        if streamed:
+            stream = assistant.stream(HARKAVY_Q)
+            draft = "".join(stream)
+            answer = stream.answer
+            assert draft == harkavy_128_reply(server.requests[0]) and NOTE not in draft
+        else:
+            answer = assistant.ask(HARKAVY_Q)
+    assert not answer.abstained and not answer.notice
+    assert answer.text == HARKAVY_TEXT
+    check_quotes(assistant, answer)
+    kestrel, valley = answer.citations
+    assert (kestrel.source, kestrel.published) == ("Kestrel Wire", "2022-03-04")
+    assert kestrel.quote == ("At least 128 people were injured in the shelling of Harkavy, according to regional "
+                             "governor Oleh Marchuk.")
+    assert (valley.source, valley.published, valley.title) == ("Valley Post", "2022-03-05", "Harkavy shelled overnight")
+    assert valley.quote == ("At least 150 people were injured when shelling struck Harkavy overnight, "
+                            "the health ministry said.")
+    assert valley.attribution == "health ministry" and kestrel.attribution == "Oleh Marchuk, regional governor"
+    assert answer.timeline == ()  # "how many" is not a timeline question
+
+
+def test_differing_figures_when_the_answer_states_a_figure_its_quote_lacks(news_store, embedder, settings):
+    from rag.llm import differing_figures
+    from rag.types import Citation
+
+    assistant = Assistant(news_store, embedder, settings)
+    hits = assistant.search(HARKAVY_Q)
+    kestrel = next(h.article for h in hits if h.article.source == "Kestrel Wire")
+    end = kestrel.text.index("overnight.") + len("overnight.")
+    opening = Citation(n=1, article_id=kestrel.id, title=kestrel.title, source=kestrel.source,
+                       published=kestrel.published, url=kestrel.url, path=kestrel.path,
+                       quote=kestrel.text[:end], start=0, end=end)
+    tokens = assistant.answerer.tokens
+    text, citations = differing_figures(HARKAVY_Q, "Shelling hit Harkavy and 128 people were injured [1].",
+                                        [opening], hits, tokens)
+    assert [c.n for c in citations] == [1, 2, 3] and citations[0] is opening
+    assert "128 people" in citations[1].quote and citations[1].article_id == kestrel.id
+    assert "150 people" in citations[2].quote and citations[2].source == "Valley Post"
+    assert text.endswith("128 injured in Kestrel Wire, 2022-03-04, citing Oleh Marchuk, regional governor [2]; "
+                         "150 injured in Valley Post, 2022-03-05, citing health ministry [3].)")
+    check_quotes(assistant, Answer("q", text, tuple(citations)))
+    # the same figure cited alone, but for a question about something else: no note
+    assert differing_figures("What did the mayor of Dovrin say?", "128 people were injured [1].", [opening],
+                             hits, tokens) == ("128 people were injured [1].", [opening])
+
+
+def test_llm_answer_without_timeline_or_differing_figures(news_store, embedder, settings):
+    def reply(body: dict) -> str:
+        n = passage_number(user_prompt(body), "Floodwater reached")
+        return f"Floodwater forced 600 residents of Dovrin from their homes [{n}]."
+
+    question = "How many residents did the floodwater force from their homes in Dovrin?"
+    with ScriptedLLM("openai", [reply]) as server:
+        assistant = assistant_for(news_store, embedder, settings, "openai:m", server)
+        answer = assistant.ask(question)
+    assert any("Harkavy" in h.article.text for h in answer.hits)  # the disagreeing pair was retrieved too
+    assert answer.text == "Floodwater forced 600 residents of Dovrin from their homes [1]."
+    assert [c.title for c in answer.citations] == ["Floods reach Dovrin"]
+    assert answer.timeline == () and answer.to_dict()["timeline"] == []
+    check_quotes(assistant, answer)
