@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 from rag.chunk import sentence_spans
-from rag.news import attribution, copies, event_date, figures, is_timeline_question, outlet, timeline
-from rag.types import Answer, Citation, Hit
+from rag.news import attribution, event_date, figures, is_timeline_question, outlet, timeline
+from rag.types import Answer, Article, Citation, Hit
 
 NOT_FOUND = "Not found in the articles: none of the indexed articles answers this question."
 # words that say what kind of answer is wanted, not what it is about
@@ -61,9 +61,7 @@ class Extractive:
         week?") is answered with the opening sentence of each story found."""
         terms = self._question_terms(question)
         weights = self.idf(terms)
-        everything, repeats = hits, copies([h.article for h in hits])
-        dropped = {a.id for group in repeats.values() for a in group}
-        hits = [h for h in hits if h.article.id not in dropped]  # a syndicated story is quoted from one copy
+        everything = hits
         if dated and hits and not focus and not any(t not in QUESTION_WORDS for t in self.tokens([question])[0]):
             chosen = self._leads(hits)  # "what happened?" (its date words taken as a filter): the stories found
         else:
@@ -77,19 +75,15 @@ class Extractive:
         points: tuple = ()
         if is_timeline_question(question):
             chosen = _chronological(chosen)
-        text, citations = cite(chosen, repeats)
+        text, citations = cite(chosen)
         if differ:
             text += " " + _differ_note(differ, chosen, citations)
-        also = [f"[{c.n}] was also reported by {', '.join(c.also_reported_by)}"
-                for c in citations if c.also_reported_by]
-        if also:
-            text += " (Note, not a quote: the same story " + "; ".join(also) + ".)"
         if is_timeline_question(question):
             numbered = [(s.hit.article.text[s.start:s.end], s.hit.article.published, n)
                         for n, run in enumerate(_runs(chosen), 1) for s in run]
             points = timeline(numbered)
-        return Answer(question=question, text=text, citations=tuple(citations), hits=tuple(everything),
-                      timeline=points)
+        return with_copies(Answer(question=question, text=text, citations=tuple(citations), hits=tuple(everything),
+                                  timeline=points))
 
     def _leads(self, hits: list[Hit]) -> list[_Sentence]:
         """The opening sentence of each article found, newest last: an answer to a question with no topic."""
@@ -237,9 +231,27 @@ def _paragraph_neighbours(chosen: list[_Sentence], pool: list[_Sentence]) -> lis
     return extra
 
 
-def cite(chosen: list[_Sentence], repeats: dict[str, list] | None = None) -> tuple[str, list[Citation]]:
-    """Answer text with [n] after each sentence; one citation per run of adjacent sentences (with the outlets of
-    the article's syndicated copies, `repeats`)."""
+def with_copies(answer: Answer) -> Answer:
+    """The answer naming, for each cited syndicated story, the other outlets that published it (from the copies
+    its hits carry): in `Citation.also_reported_by` and in a note after the text."""
+    copies = {h.article.id: h.copies for h in answer.hits if h.copies}
+    if answer.abstained or not copies or any(c.also_reported_by for c in answer.citations):
+        return answer  # nothing to add, or added already
+    citations = tuple(replace(c, also_reported_by=tuple(dict.fromkeys(
+        outlet(a) for a in copies.get(c.article_id, ()) if outlet(a) != outlet_of(c))))
+        for c in answer.citations)
+    also = [f"[{c.n}] was also reported by {', '.join(c.also_reported_by)}" for c in citations if c.also_reported_by]
+    text = answer.text + (" (Note, not a quote: the same story " + "; ".join(also) + ".)" if also else "")
+    return replace(answer, text=text, citations=citations)
+
+
+def outlet_of(citation: Citation) -> str:
+    """The cited article's outlet (see `rag.news.outlet`)."""
+    return outlet(Article(citation.article_id, citation.title, "", citation.source, url=citation.url))
+
+
+def cite(chosen: list[_Sentence]) -> tuple[str, list[Citation]]:
+    """Answer text with [n] after each sentence; one citation per run of adjacent sentences."""
     citations: list[Citation] = []
     parts: list[str] = []
     for run in _runs(chosen):
@@ -250,8 +262,6 @@ def cite(chosen: list[_Sentence], repeats: dict[str, list] | None = None) -> tup
             n=n, article_id=article.id, title=article.title, source=article.source,
             published=article.published, url=article.url, path=article.path,
             quote=article.text[start:end], start=start, end=end, attribution=attribution(article.text[start:end]),
-            also_reported_by=tuple(dict.fromkeys(outlet(a) for a in (repeats or {}).get(article.id, ())
-                                                 if outlet(a) != outlet(article))),
         ))
         parts += [f"{_one_line(article.text[s.start:s.end])} [{n}]" for s in run]
     return " ".join(parts), citations

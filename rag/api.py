@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-from rag.answer import Extractive
+from rag.answer import Extractive, with_copies
 from rag.chunk import Chunker
 from rag.config import Settings
 from rag.dates import find_range, without_phrase
@@ -21,7 +21,6 @@ from rag.embed import Embedder, make_embedder
 from rag.feeds import fetch_articles, is_url
 from rag.index import Indexer, Progress
 from rag.llm import AnswerStream, make_answerer
-from rag.news import copies
 from rag.retrieve import Retriever
 from rag.store import ChromaServer, IndexError_, Store
 from rag.types import Answer, Article, Filters, Hit, IndexReport, Message, QuestionDates
@@ -114,12 +113,7 @@ class Assistant:
         republished by several outlets (near-duplicate text) fills one place, its best-ranked copy's."""
         question = self._checked(question)
         self.refresh()
-        k = k or self.settings.top_k
-        if not one_copy:
-            return self.retriever.search(question, k, filters)
-        hits = self.retriever.search(question, 2 * k, filters)
-        dropped = {a.id for group in copies([h.article for h in hits]).values() for a in group}
-        return [h for h in hits if h.article.id not in dropped][:k]
+        return self.retriever.search(question, k or self.settings.top_k, filters, one_copy=one_copy)
 
     def ask(self, question: str, filters: Filters | None = None, k: int | None = None,
             use_llm: bool = True, dates: bool = True) -> Answer:
@@ -231,9 +225,14 @@ class Assistant:
         return self.store.sources()
 
     def stats(self) -> dict:
+        """Counts and settings of the index; `story_groups`: stories found in more than one article (a wire
+        story and its syndicated copies), `syndicated_copies`: the articles beyond the first of each."""
         articles, chunks = self.store.counts()
+        stories = self.store.stories()
+        groups = len(set(stories.values()))
         return {
-            "articles": articles, "chunks": chunks, "embedder": self.embedder.name,
+            "articles": articles, "chunks": chunks, "story_groups": groups,
+            "syndicated_copies": len(stories) - groups, "embedder": self.embedder.name,
             "dim": self.embedder.dim, "index_dir": str(self.store.dir),
             "sources": len(self.store.sources()), "last_indexed": self.store.meta("last_indexed"),
         }
@@ -263,16 +262,15 @@ def dense_weight_for(embedder: str, configured: float | None) -> float:
 
 
 def _dated(answer: Answer, asked: QuestionDates | None) -> Answer:
-    """The answer saying which dates its question's time words were read as."""
+    """The answer saying which dates its question's time words were read as, and which outlets also
+    published the stories it cites (an LLM's answer gets that here; `with_copies` does it once)."""
+    answer = with_copies(answer)
     if asked is None:
         return answer
     return replace(answer, dates=asked, notice=" ".join(x for x in (asked.note(), answer.notice) if x))
 
 
 def _dated_stream(stream: AnswerStream, asked: QuestionDates | None) -> AnswerStream:
-    if asked is None:
-        return stream
-
     def pieces():
         answer = yield from stream
         return _dated(answer if answer is not None else stream.answer, asked)

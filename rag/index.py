@@ -4,7 +4,8 @@ A file whose size and mtime match the last run is not even parsed. An article
 whose content hash matches is left alone; a changed one is chunked, embedded
 and stored under new chunk ids before its old chunks are removed; the same
 text under a second id is stored once. `prune` drops articles whose files are
-gone. The lexical index is rebuilt when anything changed.
+gone. The lexical index and the groups of syndicated copies (`rag.news.story_groups`)
+are rebuilt when anything changed.
 
 Crash safety: vectors are stored before the SQLite commit that marks their
 article indexed, old vectors are removed after it, and the run sets the
@@ -30,6 +31,7 @@ import shutil
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +40,9 @@ from tqdm import tqdm
 from rag.chunk import Chunker
 from rag.embed import Embedder
 from rag.ingest import display_path, find_files, read_file
+from rag.news import story_groups
 from rag.retrieve import build_lexical
-from rag.store import IndexError_, Store, storage_error
+from rag.store import MARKS_VERSION, IndexError_, Store, storage_error
 from rag.types import Article, Chunk, IndexReport, Skipped
 
 BATCH_CHUNKS = 512  # chunks embedded and stored together
@@ -111,6 +114,8 @@ class Indexer:
             changed = bool(interrupted or run.indexed or run.replaced or run.pruned)
             if changed or self._lexical_missing():
                 self._build_lexical()
+            if changed or store.meta("marks") != MARKS_VERSION:
+                self.group_stories()
             if changed or store.dirty():
                 store.finish_run()
             else:
@@ -118,6 +123,20 @@ class Indexer:
         finally:
             store.release_writer()
         return run.report()
+
+    def group_stories(self) -> int:
+        """Find the syndicated copies among all articles and store their groups; returns the number of groups.
+
+        Earliest published first: a story's id is its earliest copy's."""
+        store = self.store
+        if store.meta("marks") != MARKS_VERSION:
+            store.mark_all()
+        published = dict(store.published_dates())
+        order = sorted(published, key=lambda a: (published[a] or "9999", a))
+        article = lru_cache(maxsize=256)(store.article)
+        stories = story_groups(store.marks(), order, lambda a: article(a) or Article(a, "", ""))
+        store.save_stories(stories)
+        return len(set(stories.values()))
 
     def repair(self, run: _Run | None = None) -> int:
         """Make the vectors exactly the chunks SQLite lists (after an interrupted run).

@@ -7,11 +7,19 @@ attributes nothing gets "". It only reads the passage: pronouns ("he said") are 
 
 `is_timeline_question` tells questions about change over time ("what happened in Mariupol?", "what has
 happened to Kherson since March?") and `timeline` groups dated sentences into `TimelinePoint`s.
+
+`marks` and `story_groups` find syndicated copies (one wire story republished by several outlets, edited
+or cut short) among a whole collection at index time: sampled shingles propose candidates, `copy_of`
+confirms them. It does not find the same event told in different words: that is two stories.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from datetime import date
 from functools import lru_cache
 
@@ -71,23 +79,74 @@ def same_story(a: frozenset, b: frozenset, threshold: float = 0.85) -> bool:
     return len(a & b) / min(len(a), len(b)) >= threshold
 
 
-def copies(articles: list[Article]) -> dict[str, list[Article]]:
-    """Syndicated copies among `articles` (best first): {kept article id: [its copies]}; each copy is grouped
-    with the first article it repeats, and only articles with copies are keys."""
-    kept: list[tuple[Article, frozenset]] = []
-    out: dict[str, list[Article]] = {}
-    seen: set[str] = set()
-    for article in articles:
-        if article.id in seen:
+MARK_EVERY = 8  # one shingle in 8 is kept as a mark (by hash, so copies keep the same ones)
+COMMON_MARK = 20  # a mark in more articles than this is a template (a sign-up form, a video player), not a story
+
+
+def marks(text: str) -> list[int]:
+    """The sampled shingle hashes an article is found by: every shingle whose hash is a multiple of
+    `MARK_EVERY`, plus the 4 lowest (so a short text has some). A copy keeps most of its original's marks."""
+    hashes = sorted({zlib.crc32(" ".join(s).encode()) for s in shingles(text)})
+    return sorted(set(hashes[:4]) | {h for h in hashes if h % MARK_EVERY == 0})
+
+
+def story_groups(article_marks: dict[str, list[int]], order: list[str],
+                 article: Callable[[str], Article]) -> dict[str, str]:
+    """{article id: story id} for every article with a syndicated copy in the collection; the story id is the
+    id of the group's first article in `order` (say, the earliest published). Candidates share most of their
+    marks; each pair is then confirmed by `copy_of` (`article(id)` loads one). Articles without copies
+    are left out. Runs in time close to linear in the number of marks, not in pairs of articles."""
+    by_mark: dict[int, list[str]] = defaultdict(list)
+    for article_id, hashes in article_marks.items():
+        for h in hashes:
+            by_mark[h].append(article_id)
+    shared: Counter[tuple[str, str]] = Counter()
+    for ids in by_mark.values():
+        if 1 < len(ids) <= COMMON_MARK:
+            shared.update(itertools.combinations(sorted(ids), 2))
+    parent: dict[str, str] = {}
+
+    def root(a: str) -> str:
+        while parent.get(a, a) != a:
+            a = parent[a]
+        return a
+    rank = {a: i for i, a in enumerate(order)}
+    for (a, b), n in shared.items():
+        # sampled containment well below the 0.85 that `same_story` asks: a generous filter, confirmed below
+        if n < 0.5 * min(len(article_marks[a]), len(article_marks[b])) or root(a) == root(b):
             continue
-        seen.add(article.id)
-        marks = shingles(article.text)
-        first = next((k for k, m in kept if same_story(m, marks)), None)
-        if first is None:
-            kept.append((article, marks))
-        else:
-            out.setdefault(first.id, []).append(article)
-    return out
+        if copy_of(article(a), article(b)):
+            ra, rb = sorted((root(a), root(b)), key=lambda x: (rank.get(x, len(rank)), x))
+            parent[rb] = ra
+    return {a: root(a) for a in set(parent) | set(parent.values())}  # each has a parent or a child
+
+
+def copy_of(a: Article, b: Article) -> bool:
+    """The same story: near-duplicate texts, from different outlets or under similar titles. One outlet's
+    pages sharing a text under unrelated titles share a template (a sign-up form, a video player), not a story."""
+    if not same_story(shingles(a.text), shingles(b.text)):
+        return False
+    return outlet(a) != outlet(b) or similar_titles(a.title, b.title)
+
+
+def similar_titles(a: str, b: str) -> bool:
+    """The titles share half the content words of the shorter one, and two of them when it has two (the
+    outlet's " | The Week UK" tail left out); two empty titles count as similar."""
+    wa, wb = title_words(a), title_words(b)
+    if not wa or not wb:
+        return wa == wb
+    shortest = min(len(wa), len(wb))
+    return len(wa & wb) >= max(min(2, shortest), shortest / 2)
+
+
+_TITLE_TAIL = re.compile(r"\s+[|\u2013\u2014-]\s+[^|\u2013\u2014-]{1,40}$")
+_TITLE_STOP = frozenset("the and for with from that this are was were has have its into over after about will "
+                        "what why how who not but you your our new".split())
+
+
+def title_words(title: str) -> set[str]:
+    title = _TITLE_TAIL.sub("", title.strip())
+    return {w for w in re.findall(r"[a-z0-9]{3,}", title.lower()) if w not in _TITLE_STOP}
 
 
 def outlet(article: Article) -> str:

@@ -4,7 +4,8 @@ Articles are ranked by fusing two normalised scores: BM25 over the whole
 article (title + text) and the best dense (Chroma, cosine) similarity among
 the article's chunks. Within each ranked article, its passages are ranked by
 dense similarity fused with chunk-level BM25, and at most `per_article` are
-returned, so ten passages of one long article cannot crowd out the rest.
+returned, so ten passages of one long article cannot crowd out the rest; a
+story syndicated by several outlets (grouped at index time) takes one place.
 Filters (sources, date range) apply to every side.
 
 Question phrasing that says what kind of answer is wanted ("which", "recently",
@@ -154,18 +155,24 @@ class _Snapshot:
     lexical: Lexical
     doc_lexical: Lexical
     article: Callable[[str], Article | None]
+    story: dict[str, str]  # article id -> story id, for articles with syndicated copies
+    members: dict[str, tuple[str, ...]]  # story id -> its articles
 
     @classmethod
     def of(cls, store: Store) -> _Snapshot:
         table = store.chunk_table()
         articles = list(dict.fromkeys(table.article_ids))
         first = {a: i for i, a in reversed(list(enumerate(table.article_ids)))}
+        story = store.stories()
+        members: dict[str, tuple[str, ...]] = {}
+        for article_id, story_id in sorted(story.items()):
+            members[story_id] = (*members.get(story_id, ()), article_id)
         return cls(
             table=table, row={cid: i for i, cid in enumerate(table.ids)}, article_ids=articles,
             article_pos={a: i for i, a in enumerate(articles)},
             first_row=np.array([first[a] for a in articles] + [len(table.ids)], dtype=np.int64),
             lexical=Lexical(store.dir / "bm25"), doc_lexical=Lexical(store.dir / "bm25_articles"),
-            article=lru_cache(maxsize=1024)(store.article),
+            article=lru_cache(maxsize=1024)(store.article), story=story, members=members,
         )
 
 
@@ -191,7 +198,10 @@ class Retriever:
         """The passage-level BM25 index (its `words` and `idf` serve answer scoring)."""
         return self._snap.lexical
 
-    def search(self, query: str, k: int = 8, filters: Filters | None = None, per_article: int = 2) -> list[Hit]:
+    def search(self, query: str, k: int = 8, filters: Filters | None = None, per_article: int = 2,
+               one_copy: bool = True) -> list[Hit]:
+        """Up to `k` passages, at most `per_article` of each article; with `one_copy` a syndicated story
+        takes one place (its best-ranked copy, with the others in `Hit.copies`)."""
         filters = filters or Filters()
         snap = self._snap  # one consistent view, even if a reload swaps it meanwhile
         table = snap.table
@@ -206,7 +216,7 @@ class Retriever:
         doc_lex = doc_lexical.scores(words) if doc_lexical.ids == snap.article_ids else np.zeros(len(snap.article_ids))
         doc_lex = np.where(mask[snap.first_row[:-1]], doc_lex, 0.0)
         ranked = self._rank_articles(snap, dense, doc_lex)
-        return self._hits(snap, ranked, dense, chunk_lex, k, per_article)
+        return self._hits(snap, ranked, dense, chunk_lex, k, per_article, one_copy)
 
     def _mask(self, table: ChunkTable, filters: Filters) -> np.ndarray:
         mask = np.ones(len(table.ids), dtype=bool)
@@ -239,14 +249,21 @@ class Retriever:
         return [(int(candidates[i]), float(fused[i])) for i in order]
 
     def _hits(self, snap: _Snapshot, ranked: list[tuple[int, float]], dense: dict[str, float],
-              chunk_lex: np.ndarray, k: int, per_article: int) -> list[Hit]:
+              chunk_lex: np.ndarray, k: int, per_article: int, one_copy: bool) -> list[Hit]:
         table, first_row = snap.table, snap.first_row
         lex_max = max(float(chunk_lex.max()), 1e-6) if chunk_lex.size else 1.0
         hits: list[Hit] = []
+        told: set[str] = set()  # stories already given a place
         for pos, article_score in ranked:
             article = snap.article(snap.article_ids[pos])
             if article is None:
                 continue
+            story = snap.story.get(article.id, article.id)
+            if one_copy and story in told:
+                continue
+            told.add(story)
+            copies = tuple(a for a in map(snap.article, snap.members.get(story, ()))
+                           if a is not None and a.id != article.id)
             rows = range(int(first_row[pos]), int(first_row[pos + 1]))
             scored = sorted(
                 ((self.dense_weight * dense.get(table.ids[i], 0.0) + (1 - self.dense_weight) * chunk_lex[i] / lex_max,
@@ -256,7 +273,8 @@ class Retriever:
             for _, i in scored[:per_article]:
                 start, end = int(table.starts[i]), int(table.ends[i])
                 chunk = Chunk(table.ids[i], article.id, start, end, article.text[start:end])
-                hits.append(Hit(chunk, article, article_score, dense.get(table.ids[i], 0.0), float(chunk_lex[i])))
+                hits.append(Hit(chunk, article, article_score, dense.get(table.ids[i], 0.0), float(chunk_lex[i]),
+                                copies))
             if len(hits) >= k:
                 break
         return hits[:k]

@@ -2,7 +2,8 @@
 
 Layout of the index folder:
 - `articles.sqlite`: articles (full text, metadata, content hash), chunk
-  offsets, seen files, and index metadata (embedder name and dimension).
+  offsets, seen files, index metadata (embedder name and dimension), and the
+  syndicated-story groups with the sampled shingle marks they are found by.
 - `chroma/`: a Chroma PersistentClient holding one vector per chunk, with
   `article_id`, `source` and `published_ord` metadata for filtered search.
 - `bm25/`: the bm25s lexical index over chunk texts, rebuilt after changes.
@@ -39,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.news import marks as story_marks
 from rag.types import Article, Chunk, Filters
 
 SCHEMA = """
@@ -51,10 +53,14 @@ CREATE TABLE IF NOT EXISTS chunks (
     id TEXT PRIMARY KEY, article_id TEXT NOT NULL, seq INTEGER, start INTEGER, "end" INTEGER);
 CREATE INDEX IF NOT EXISTS chunks_article ON chunks(article_id);
 CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, article_ids TEXT);
+CREATE TABLE IF NOT EXISTS marks (article_id TEXT NOT NULL, hash INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS marks_article ON marks(article_id);
+CREATE TABLE IF NOT EXISTS stories (article_id TEXT PRIMARY KEY, story TEXT NOT NULL);
 """
 
 
 DEFAULT_COLLECTION = "chunks"
+MARKS_VERSION = "1"  # bump when `rag.news.marks` changes: the next index run recomputes them all
 WRITER_WAIT = 5.0  # seconds a writer waits for a reader that is briefly reopening the index
 
 
@@ -446,6 +452,36 @@ class Store:
                     'INSERT INTO chunks VALUES (?, ?, ?, ?, ?)',
                     [(c.id, c.article_id, i, c.start, c.end) for i, c in enumerate(chunks)],
                 )
+                self._save_marks(article)
+
+    def _save_marks(self, article: Article) -> None:
+        self.db.execute("DELETE FROM marks WHERE article_id = ?", (article.id,))
+        self.db.executemany("INSERT INTO marks VALUES (?, ?)", [(article.id, h) for h in story_marks(article.text)])
+
+    def mark_all(self) -> None:
+        """Compute the story marks of every article (an index made before they were kept)."""
+        with self._locked(write=True):
+            for article in list(self.iter_articles()):
+                self._save_marks(article)
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('marks', ?)", (MARKS_VERSION,))
+
+    def marks(self) -> dict[str, list[int]]:
+        """{article id: its story marks} (see `rag.news.marks`)."""
+        out: dict[str, list[int]] = {}
+        with self._locked() as db:
+            for article_id, h in db.execute("SELECT article_id, hash FROM marks"):
+                out.setdefault(article_id, []).append(h)
+        return out
+
+    def save_stories(self, stories: dict[str, str]) -> None:
+        """Replace the story groups: {article id: story id} for articles with syndicated copies."""
+        with self._locked(write=True) as db:
+            db.execute("DELETE FROM stories")
+            db.executemany("INSERT INTO stories VALUES (?, ?)", sorted(stories.items()))
+
+    def stories(self) -> dict[str, str]:
+        with self._locked() as db:
+            return dict(db.execute("SELECT article_id, story FROM stories"))
 
     def delete_article(self, article_id: str) -> None:
         """SQLite first, then the vectors: a crash in between leaves orphan vectors, which the
@@ -454,6 +490,7 @@ class Store:
         with self._locked(write=True) as db:
             db.execute("DELETE FROM chunks WHERE article_id = ?", (article_id,))
             db.execute("DELETE FROM articles WHERE id = ?", (article_id,))
+            db.execute("DELETE FROM marks WHERE article_id = ?", (article_id,))
         self.delete_vectors(chunk_ids)
 
     def chunks_by_id(self, chunk_ids: list[str]) -> list[tuple[str, str, int, int]]:
@@ -484,6 +521,11 @@ class Store:
     def article_ids(self) -> list[str]:
         with self._locked():
             return [r[0] for r in self.db.execute("SELECT id FROM articles ORDER BY id")]
+
+    def published_dates(self) -> list[tuple[str, str]]:
+        """(article id, ISO publication date or "") of every article."""
+        with self._locked() as db:
+            return db.execute("SELECT id, published FROM articles").fetchall()
 
     def counts(self) -> tuple[int, int]:
         with self._locked():

@@ -57,6 +57,8 @@ class Hit:
     score: float  # fused, normalised per query: comparable within one search only
     dense: float = 0.0  # cosine similarity of the chunk to the question
     lexical: float = 0.0  # raw BM25 score of the chunk
+    # the other copies of a syndicated story (grouped at index time), which the search leaves out
+    copies: tuple[Article, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)

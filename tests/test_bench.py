@@ -13,7 +13,8 @@ from rag.cli import main
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench" / "rtqa2022"
 KEYS = {"index_s", "reindex_s", "articles", "chunks", "chunks_per_s", "peak_rss_mb", "hit@1", "hit@5", "hit@10",
-        "mrr@10", "answer_correct", "answer_wrong", "ask_p50_ms", "ask_p95_ms", "dated"}
+        "mrr@10", "answer_correct", "answer_wrong", "ask_p50_ms", "ask_p95_ms", "dated",
+        "story_groups"}
 
 ARTICLES = [
     ("a1", "Velmora dam fails", "2022/06/01", "The Brightwater dam in Velmora failed on Tuesday, flooding 412 homes."),
@@ -48,6 +49,14 @@ def test_answer_check_is_case_and_quote_insensitive():
     assert check_answer("They said \u201cSquid Game\u201d returns.", ["\u201cSquid Game\u201d"],
                         ["\u201cSquid Game\u201d", "\u201cFriends\u201d"]) == (True, False)
     assert check_answer("friends and squid game", ["Squid Game"], ["Squid Game", "Friends"]) == (True, True)
+
+
+def test_a_syndicated_copy_of_the_gold_article_counts_as_gold():
+    from rag.bench import with_copies
+
+    questions = [{"question": "q", "gold_ids": ["a"]}, {"question": "r", "gold_ids": ["x"]}]
+    stories = {"a": "a", "b": "a", "c": "c", "d": "c"}
+    assert [q["gold_ids"] for q in with_copies(questions, stories)] == [["a", "b"], ["x"]]
 
 
 def test_bench_json_on_tiny_benchmark(tmp_path, capsys, monkeypatch):

@@ -287,6 +287,86 @@ def test_search_does_not_fill_its_top_results_with_copies(news):
     assert len(set(stories) & ardell) == 1
 
 
+def test_copies_are_grouped_at_index_time_and_counted(news):
+    ardell = {a for a in news.article_ids() if "Ardell" in news.article(a).text}
+    stories = news.store.stories()
+    assert set(stories) == ardell and len(set(stories.values())) == 1
+    # the story is named after its earliest copy
+    earliest = min(ardell, key=lambda a: (news.article(a).published, a))
+    assert set(stories.values()) == {earliest}
+    stats = news.stats()
+    assert (stats["story_groups"], stats["syndicated_copies"]) == (1, 2)
+    top = news.search("ferry Marisol sank on Lake Ardell", k=4)[0]
+    assert top.article.id in ardell and {a.id for a in top.copies} == ardell - {top.article.id}
+
+
+def test_regrouping_follows_edits_prunes_and_old_indexes(tmp_path, settings, embedder):
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    wire = [a for a in NEWS if "Ardell" in a["text"]]
+    for i, a in enumerate(wire):
+        (folder / f"copy{i}.json").write_text(json.dumps(a), encoding="utf-8")
+    assistant = Assistant(Store(tmp_path / "index"), embedder, settings)
+    try:
+        assistant.index([folder])
+        assert assistant.stats()["syndicated_copies"] == 2
+        # one outlet rewrites its version into another story: it leaves the group
+        (folder / "copy2.json").write_text(json.dumps({**wire[2], "text": NEWS[-1]["text"]}), encoding="utf-8")
+        assistant.index([folder])
+        assert (assistant.stats()["story_groups"], assistant.stats()["syndicated_copies"]) == (1, 1)
+        (folder / "copy1.json").unlink()
+        assistant.index([folder], prune=True)
+        assert assistant.stats()["story_groups"] == 0 and assistant.store.stories() == {}
+        # an index written before story marks were kept gets them on its next run, with nothing re-embedded
+        (folder / "copy1.json").write_text(json.dumps(wire[1]), encoding="utf-8")
+        assistant.index([folder])
+        with assistant.store.db as db:
+            db.execute("DELETE FROM marks")
+            db.execute("DELETE FROM stories")
+            db.execute("DELETE FROM meta WHERE key = 'marks'")
+        report = assistant.index([folder])
+        assert report.chunks_embedded == 0 and assistant.stats()["story_groups"] == 1
+    finally:
+        assistant.close()
+
+
+def test_one_outlets_template_pages_are_not_one_story():
+    """Scraped pages whose text is only a sign-up form or a video player share it word for word, under
+    unrelated titles: they are not copies of one story. The same text from two outlets, or under one
+    title, is."""
+    from rag.news import marks, story_groups
+    from rag.types import Article
+
+    form = ("We will use the details you have shared to manage your registration. You agree to the processing, "
+            "storage, sharing and use of this information for the purposes described in the privacy notice. "
+            "You can unsubscribe at any time using the link in any newsletter.")
+    pages = [Article("a", "Rides continue at Shanghai Disney | The Week UK", form, "theweek.co.uk"),
+             Article("b", "Will Omicron trigger a lockdown? | The Week UK", form, "theweek.co.uk"),
+             Article("c", "Rides continue at Shanghai Disney - The Week", form, "theweek.co.uk"),
+             Article("d", "Ferry sinks on Lake Ardell", ARDELL, "Kestrel Wire"),
+             Article("e", "All 48 rescued as the Marisol sinks", ARDELL, "Valley Post"),
+             Article("f", "Quarrow wins the cup", NEWS[-1]["text"], "Sport Daily")]
+    by_id = {a.id: a for a in pages}
+    groups = story_groups({a.id: marks(a.text) for a in pages}, list(by_id), by_id.__getitem__)
+    assert groups == {"a": "a", "c": "a", "d": "d", "e": "d"}
+
+
+def test_llm_answers_name_the_other_outlets_too():
+    from rag.answer import with_copies
+    from rag.types import Answer, Article, Chunk, Citation, Hit
+
+    wire = [Article(f"w{i}", a["title"], a["text"], a["source"], a["published"], a["url"])
+            for i, a in enumerate(a for a in NEWS if "Ardell" in a["text"])]
+    hit = Hit(Chunk("c", "w0", 0, 40, wire[0].text[:40]), wire[0], 1.0, copies=tuple(wire[1:]))
+    cited = Citation(1, "w0", wire[0].title, wire[0].source, wire[0].published, wire[0].url, "",
+                     wire[0].text[:40], 0, 40)
+    answer = with_copies(Answer("q", "A passenger ferry sank on Lake Ardell [1].", (cited,), hits=(hit,)))
+    assert answer.citations[0].also_reported_by == ("Valley Post", "Quill Herald")
+    assert answer.text.endswith("(Note, not a quote: the same story [1] was also reported by Valley Post, "
+                                "Quill Herald.)")
+    assert with_copies(answer) == answer  # once
+
+
 def test_near_duplicates_are_grouped_and_different_stories_are_not():
     from rag.news import same_story, shingles
 
