@@ -19,6 +19,34 @@ ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
 MARIUPOL_SEED = SEEDS / "000_6deafd6307c91394.txt"
 
+
+# news fixtures (tests/test_news.py and the web, Slack and LLM tests): a three-article sequence about one town
+DOVRIN = [
+    {"title": "Floods reach Dovrin", "source": "River Times", "published": "2022-03-01",
+     "url": "https://river.example/dovrin-floods",
+     "text": "Floodwater reached the town of Dovrin on Monday, forcing 600 residents from their homes. "
+             "The river rose two metres in a day."},
+    {"title": "Dovrin bridge collapses", "source": "River Times", "published": "2022-03-03",
+     "url": "https://river.example/dovrin-bridge",
+     "text": "The old stone bridge in Dovrin collapsed on Wednesday after days of flooding, officials said. "
+             "Nobody was on the bridge when it fell."},
+    {"title": "Dovrin starts to rebuild", "source": "Valley Post", "published": "2022-03-06",
+     "url": "https://valley.example/dovrin-rebuild",
+     "text": "Residents of Dovrin began clearing mud from the streets on Saturday as the water receded, "
+             "according to Dovrin mayor Lena Ostrova."},
+]
+# two outlets disagreeing on the injured of one shelling
+HARKAVY = [
+    {"title": "Shelling hits Harkavy", "source": "Kestrel Wire", "published": "2022-03-04",
+     "url": "https://kestrel.example/harkavy",
+     "text": "Shelling hit the town of Harkavy overnight. At least 128 people were injured in the shelling "
+             "of Harkavy, according to regional governor Oleh Marchuk."},
+    {"title": "Harkavy shelled overnight", "source": "Valley Post", "published": "2022-03-05",
+     "url": "https://valley.example/harkavy",
+     "text": "At least 150 people were injured when shelling struck Harkavy overnight, the health ministry said. "
+             "Schools in the town were closed."},
+]
+
 DAM = (
     "Brightwater dam fails in Velmora\n\n"
     "The Brightwater dam in Velmora failed early on Tuesday, flooding 412 homes in the valley below. "

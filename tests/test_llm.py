@@ -14,7 +14,7 @@ from rag.answer import NOT_FOUND
 from rag.api import Assistant
 from rag.llm import AnswerStream, LLMConfigError, check, ollama_url, parse_spec, split_sentences, strip_markup
 from rag.types import Answer, Message
-from tests.conftest import DAM, FERRY_MD
+from tests.conftest import DAM, DOVRIN, FERRY_MD, HARKAVY
 from tests.llm_servers import ScriptedLLM, closed_port
 
 INJECTED = (
@@ -327,29 +327,7 @@ def test_readme_documents_each_backend():
 
 # --- news-aware LLM answers: timelines and differing figures ----------------------------------------
 
-# from tests/test_news.py: a three-article sequence about one town, and two outlets disagreeing on one shelling
-DATED_NEWS = [
-    {"title": "Floods reach Dovrin", "source": "River Times", "published": "2022-03-01",
-     "url": "https://river.example/dovrin-floods",
-     "text": "Floodwater reached the town of Dovrin on Monday, forcing 600 residents from their homes. "
-             "The river rose two metres in a day."},
-    {"title": "Dovrin bridge collapses", "source": "River Times", "published": "2022-03-03",
-     "url": "https://river.example/dovrin-bridge",
-     "text": "The old stone bridge in Dovrin collapsed on Wednesday after days of flooding, officials said. "
-             "Nobody was on the bridge when it fell."},
-    {"title": "Dovrin starts to rebuild", "source": "Valley Post", "published": "2022-03-06",
-     "url": "https://valley.example/dovrin-rebuild",
-     "text": "Residents of Dovrin began clearing mud from the streets on Saturday as the water receded, "
-             "according to Dovrin mayor Lena Ostrova."},
-    {"title": "Shelling hits Harkavy", "source": "Kestrel Wire", "published": "2022-03-04",
-     "url": "https://kestrel.example/harkavy",
-     "text": "Shelling hit the town of Harkavy overnight. At least 128 people were injured in the shelling "
-             "of Harkavy, according to regional governor Oleh Marchuk."},
-    {"title": "Harkavy shelled overnight", "source": "Valley Post", "published": "2022-03-05",
-     "url": "https://valley.example/harkavy",
-     "text": "At least 150 people were injured when shelling struck Harkavy overnight, the health ministry said. "
-             "Schools in the town were closed."},
-]
+DATED_NEWS = [*DOVRIN, *HARKAVY]  # a dated story over three articles, and two reports differing on a figure
 HARKAVY_Q = "How many people were injured in the shelling of Harkavy?"
 NOTE = "(Note, not a quote:"
 

@@ -12,7 +12,7 @@ from rag import Assistant, Filters
 from rag.dates import find_range, sentence_date, without_phrase
 from rag.news import attribution, figures
 from rag.store import Store
-from tests.conftest import MARIUPOL_SEED
+from tests.conftest import DOVRIN, HARKAVY, MARIUPOL_SEED
 
 ARDELL = ("A passenger ferry sank on Lake Ardell on Wednesday morning. All 48 passengers were rescued by fishing "
           "boats, the coast guard said. The ferry Marisol had been in service for 31 years. Investigators are "
@@ -20,26 +20,8 @@ ARDELL = ("A passenger ferry sank on Lake Ardell on Wednesday morning. All 48 pa
 
 # a three-article sequence about one town, two outlets disagreeing on one shelling, and an older story
 NEWS = [
-    {"title": "Floods reach Dovrin", "source": "River Times", "published": "2022-03-01",
-     "url": "https://river.example/dovrin-floods",
-     "text": "Floodwater reached the town of Dovrin on Monday, forcing 600 residents from their homes. "
-             "The river rose two metres in a day."},
-    {"title": "Dovrin bridge collapses", "source": "River Times", "published": "2022-03-03",
-     "url": "https://river.example/dovrin-bridge",
-     "text": "The old stone bridge in Dovrin collapsed on Wednesday after days of flooding, officials said. "
-             "Nobody was on the bridge when it fell."},
-    {"title": "Dovrin starts to rebuild", "source": "Valley Post", "published": "2022-03-06",
-     "url": "https://valley.example/dovrin-rebuild",
-     "text": "Residents of Dovrin began clearing mud from the streets on Saturday as the water receded, "
-             "according to Dovrin mayor Lena Ostrova."},
-    {"title": "Shelling hits Harkavy", "source": "Kestrel Wire", "published": "2022-03-04",
-     "url": "https://kestrel.example/harkavy",
-     "text": "Shelling hit the town of Harkavy overnight. At least 128 people were injured in the shelling "
-             "of Harkavy, according to regional governor Oleh Marchuk."},
-    {"title": "Harkavy shelled overnight", "source": "Valley Post", "published": "2022-03-05",
-     "url": "https://valley.example/harkavy",
-     "text": "At least 150 people were injured when shelling struck Harkavy overnight, the health ministry said. "
-             "Schools in the town were closed."},
+    *DOVRIN,
+    *HARKAVY,
     # one wire story republished by three outlets, edited a little
     {"title": "Ferry sinks on Lake Ardell", "source": "Kestrel Wire", "published": "2022-03-02",
      "url": "https://kestrel.example/ardell-ferry", "text": ARDELL},

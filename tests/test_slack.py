@@ -24,6 +24,7 @@ pytest.importorskip("slack_bolt")
 
 from rag.config import Settings  # noqa: E402
 from rag.types import Answer, Citation, QuestionDates, TimelinePoint  # noqa: E402
+from tests.conftest import DOVRIN  # noqa: E402
 from tests.slack_fake import (  # noqa: E402
     BOT_ID,
     BOT_USER,
@@ -60,21 +61,6 @@ The council notice announcing the Portvale bridge reopening began with <!channel
 Ferry services across the harbour will stop running at the end of the month.
 """
 
-# a story over three articles (as in tests/test_news.py): "what happened in Dovrin?" gets a timeline
-DOVRIN = [
-    {"title": "Floods reach Dovrin", "source": "River Times", "published": "2022-03-01",
-     "url": "https://river.example/dovrin-floods",
-     "text": "Floodwater reached the town of Dovrin on Monday, forcing 600 residents from their homes. "
-             "The river rose two metres in a day."},
-    {"title": "Dovrin bridge collapses", "source": "River Times", "published": "2022-03-03",
-     "url": "https://river.example/dovrin-bridge",
-     "text": "The old stone bridge in Dovrin collapsed on Wednesday after days of flooding, officials said. "
-             "Nobody was on the bridge when it fell."},
-    {"title": "Dovrin starts to rebuild", "source": "Valley Post", "published": "2022-03-06",
-     "url": "https://valley.example/dovrin-rebuild",
-     "text": "Residents of Dovrin began clearing mud from the streets on Saturday as the water receded, "
-             "according to Dovrin mayor Lena Ostrova."},
-]
 
 WORDS = (
     "anchor barrel candle ladder mirror pillow rocket saddle tunnel wallet basket bottle bucket carpet castle cherry "

@@ -23,6 +23,7 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from rag.types import Answer, Citation, IndexReport, QuestionDates, Skipped, TimelinePoint  # noqa: E402
+from tests.conftest import DOVRIN  # noqa: E402
 from ui import web  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,21 +47,6 @@ DATED = (
     "The port of Velmora reopened on Wednesday after six weeks of repairs to its main quay, "
     "the harbour master said. Ferries to the islands resume on Friday.\n"
 )
-# a story over three articles (as in tests/test_news.py): "what happened in Dovrin?" gets a timeline
-DOVRIN = [
-    {"title": "Floods reach Dovrin", "source": "River Times", "published": "2022-03-01",
-     "url": "https://river.example/dovrin-floods",
-     "text": "Floodwater reached the town of Dovrin on Monday, forcing 600 residents from their homes. "
-             "The river rose two metres in a day."},
-    {"title": "Dovrin bridge collapses", "source": "River Times", "published": "2022-03-03",
-     "url": "https://river.example/dovrin-bridge",
-     "text": "The old stone bridge in Dovrin collapsed on Wednesday after days of flooding, officials said. "
-             "Nobody was on the bridge when it fell."},
-    {"title": "Dovrin starts to rebuild", "source": "Valley Post", "published": "2022-03-06",
-     "url": "https://valley.example/dovrin-rebuild",
-     "text": "Residents of Dovrin began clearing mud from the streets on Saturday as the water receded, "
-             "according to Dovrin mayor Lena Ostrova."},
-]
 UPLOADED = (
     "---\ntitle: Observatory counts penguins\nsource: Polar Notes\npublished: 2024-01-15\n---\n"
     "The Ostrava glacier observatory counted 3,917 emperor penguins on the ice shelf this winter, "
