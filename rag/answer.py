@@ -5,7 +5,9 @@ weighted vocabulary it covers (IDF over the whole index), blended with how well
 its passage matched. Keeps the best sentences, drops near-duplicates, adds the
 rest of a paragraph that is mostly on topic, orders them by article then
 position, and cites each run of adjacent sentences with its exact span.
-Abstains ("not found in the articles") when the best evidence is too weak.
+Abstains ("not found in the articles") when the best evidence is too weak, or
+when no retrieved article mentions all the names and numbers the question
+gives ("Kestrelmouth", "1954"); only articles that do are quoted.
 
 It does not paraphrase or summarise: every word of the answer body is quoted.
 """
@@ -28,7 +30,10 @@ QUESTION_WORDS = {
     "happening", "latest", "news", "tell", "know", "recent", "recently", "report", "reported",
     "say", "said", "week", "year", "day", "today", "new",
 }
-_NAME = re.compile(r"\b[A-Z][a-z]+")
+# names and numbers in a question ("Kestrelmouth", "1954"): capitalised words (not the first) and words with digits
+_KEY = re.compile(r"(?<=\s)[A-Z][\w'\u2019-]*|(?<![\w.])\w*\d[\w-]*")
+_NOT_NAMES = frozenset("""monday tuesday wednesday thursday friday saturday sunday january february march april may
+june july august september october november december i""".split())
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,9 @@ class Extractive:
         terms = self._question_terms(question)
         weights = self.idf(terms)
         everything = hits
+        missing, hits = self._naming(question, hits)
+        if missing:
+            return Answer(question=question, text=_not_named(missing), abstained=True, hits=tuple(hits))
         if dated and hits and not focus and not any(t not in QUESTION_WORDS for t in self.tokens([question])[0]):
             chosen = self._leads(hits)  # "what happened?" (its date words taken as a filter): the stories found
         else:
@@ -84,6 +92,24 @@ class Extractive:
             points = timeline(numbered)
         return with_copies(Answer(question=question, text=text, citations=tuple(citations), hits=tuple(everything),
                                   timeline=points))
+
+    def _naming(self, question: str, hits: list[Hit]) -> tuple[list[str], list[Hit]]:
+        """(names and numbers of the question that no retrieved article has, the hits of the articles that have
+        them all). A passage about another place or year does not answer: "the 1954 contest" is not "the 2022
+        contest"."""
+        words = [w for w in _KEY.findall(question) if w.lower() not in _NOT_NAMES]
+        keys = {stem: word for word in words for stem in self.tokens([word])[0] if stem not in QUESTION_WORDS}
+        if not keys or not hits:
+            return [], hits
+        has: dict[str, set[str]] = {}
+        for h in hits:
+            if h.article.id not in has:
+                has[h.article.id] = set(self.tokens([f"{h.article.title}\n{h.article.text}"])[0]) & set(keys)
+        kept = [h for h in hits if len(has[h.article.id]) == len(keys)]
+        if kept:
+            return [], kept
+        best = max(has.values(), key=len)
+        return [keys[k] for k in keys if k not in best], hits
 
     def _leads(self, hits: list[Hit]) -> list[_Sentence]:
         """The opening sentence of each article found, newest last: an answer to a question with no topic."""
@@ -138,6 +164,11 @@ class Extractive:
                 chosen.append(sentence)
         chosen += _paragraph_neighbours(chosen, sentences)
         return sorted(chosen, key=lambda s: (s.article_rank, s.start))
+
+
+def _not_named(missing: list[str]) -> str:
+    """The abstention naming what the articles found do not mention."""
+    return f"Not found in the articles: none of the articles found mentions {' or '.join(dict.fromkeys(missing))}."
 
 
 def _conflicts(chosen: list[_Sentence], pool: list[_Sentence], floor: float

@@ -99,6 +99,18 @@ def test_unanswerable_questions_abstain(built, question):
     assert "not found in the articles" in answer.text.lower()
 
 
+@pytest.mark.parametrize("question, missing", [
+    # the rest of each question matches an article of the collection well; its name or year does not
+    ("How many homes were flooded when the Kettering dam failed?", "Kettering"),
+    ("Who won the 1987 Fenwick marathon?", "1987"),
+    ("How many people were injured in the shelling of Portvale?", "Portvale"),
+])
+def test_questions_about_another_place_or_year_abstain_and_say_why(built, question, missing):
+    answer = built[0].ask(question)
+    assert answer.abstained and answer.citations == ()
+    assert answer.text == f"Not found in the articles: none of the articles found mentions {missing}."
+
+
 def test_metadata_is_normalised(built):
     assistant, _, _ = built
     hits = assistant.search("Kestrel drone Zentrix", k=1)
