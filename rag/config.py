@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     llm: str = "extractive"
     llm_timeout: float = Field(default=60.0, gt=0)  # seconds to wait for the server (connect, and between tokens)
     llm_max_retries: int = Field(default=1, ge=0)  # retries of a failed request (OpenAI-compatible servers)
+    # after the LLM fails, seconds it is not asked (extractive answers at once, with a notice), doubled for each
+    # failure in a row up to 10 minutes and forgotten at the first success; 0: every question tries it
+    # (RAG_LLM_RETRY_AFTER)
+    llm_retry_after: float = Field(default=30.0, ge=0)
     llm_temperature: float = Field(default=0.1, ge=0.0)
     llm_max_tokens: int = Field(default=600, gt=0)  # longest answer generated
     # a citation is kept only when its quote covers this share of the cited claim's (IDF-weighted) words

@@ -42,12 +42,25 @@ draft is the model's text as written). Syndicated copies
 
 When the server cannot be reached, times out or fails, the extractive answer
 is given instead with a one-line `Answer.notice`; nothing is raised.
+
+A failed server is then left alone for a while (`Backoff`, one per
+`LLMAnswerer`, thread-safe): for `retry_after` seconds (`RAG_LLM_RETRY_AFTER`,
+default 30) `answer`, `stream` and `standalone` do not call it and give the
+extractive answer at once, with a notice saying when it failed, why, and when
+it is tried again. The wait doubles with each failure in a row (30 s, 60 s,
+120 s, ... at most 10 minutes, or `retry_after` when that is longer) and is
+forgotten at the first success. When it is over, one question at a time tries
+the server (the others keep the extractive answer until it has answered).
+Calls already under way when a failure is recorded do not lengthen the wait.
+`retry_after=0` turns this off: every question tries the server.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+import threading
+import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -67,6 +80,7 @@ PROVIDERS = ("openai", "ollama")
 OLLAMA_PORT = 11434
 MAX_QUOTE_SENTENCES = 3  # sentences of a passage one citation may quote
 EXTEND_GAIN = 0.15  # a neighbouring sentence joins a quote when it covers this much more of the claim
+MAX_RETRY_AFTER = 600.0  # longest wait before a failed server is tried again (unless retry_after is longer)
 
 Tokens = Callable[[list[str]], list[list[str]]]
 Idf = Callable[[list[str]], dict[str, float]]
@@ -151,7 +165,7 @@ def make_answerer(settings: Settings, fallback: Extractive, tokens: Tokens, idf:
     if llm is None:
         return None
     return LLMAnswerer(llm, settings.llm, fallback, tokens, idf, min_support=settings.llm_min_support,
-                       max_sentences=max(settings.answer_sentences, 4))
+                       max_sentences=max(settings.answer_sentences, 4), retry_after=settings.llm_retry_after)
 
 
 # ---------------------------------------------------------------- streaming
@@ -203,11 +217,107 @@ class AnswerStream:
 # ---------------------------------------------------------------- the answerer
 
 
+class LLMBackoff(Exception):
+    """The LLM is not asked: it failed recently (see `Backoff`). Its message is the notice to show."""
+
+
+class Backoff:
+    """When to leave a failing LLM server alone (a circuit breaker; thread-safe, one per answerer).
+
+    `admit()` before a call, then exactly one of `succeeded`, `failed` or `release` with what it returned.
+    After a failure `admit()` raises `LLMBackoff` for `retry_after` seconds, doubled for each further
+    failure in a row (at most `MAX_RETRY_AFTER`, or `retry_after` when that is longer); then it lets one
+    caller through to try again (the probe) and raises for the others until that call ends. A success
+    forgets the failures. A call admitted before a failure was recorded does not count it again when it
+    fails too. `retry_after=0` admits every call.
+    """
+
+    def __init__(self, name: str, retry_after: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.retry_after = max(retry_after, 0.0)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.failures = 0  # failures in a row
+        self._failed_at = 0.0
+        self._until = 0.0
+        self._reason: Exception | None = None
+        self._probing = False
+
+    def wait(self, failures: int) -> float:
+        """Seconds the server is left alone after `failures` failures in a row."""
+        longest = max(MAX_RETRY_AFTER, self.retry_after)
+        return min(self.retry_after * 2 ** min(failures - 1, 32), longest)
+
+    def blocked(self) -> LLMBackoff | None:
+        """What `admit()` would raise now (without claiming the retry), else None."""
+        with self._lock:
+            return self._blocked(self.clock())
+
+    def admit(self) -> tuple[int, bool]:
+        """(failures seen, whether this call is the retry); raises `LLMBackoff` when the server is left alone."""
+        with self._lock:
+            now = self.clock()
+            skip = self._blocked(now)
+            if skip is not None:
+                raise skip
+            probe = self.failures > 0
+            if probe:
+                self._probing = True
+            return self.failures, probe
+
+    def succeeded(self, ticket: tuple[int, bool]) -> None:
+        with self._lock:
+            self.failures, self._reason, self._probing = 0, None, False
+
+    def failed(self, ticket: tuple[int, bool], failure: Exception) -> None:
+        if not self.retry_after:
+            return
+        seen, probe = ticket
+        with self._lock:
+            if probe:
+                self._probing = False
+            elif seen != self.failures:
+                return  # started before a failure was recorded (or a success): that one counts
+            now = self.clock()
+            self.failures += 1
+            self._failed_at, self._until, self._reason = now, now + self.wait(self.failures), failure
+
+    def release(self, ticket: tuple[int, bool]) -> None:
+        """The call ended without telling (an abandoned stream): another caller may try."""
+        if ticket[1]:
+            with self._lock:
+                self._probing = False
+
+    def _blocked(self, now: float) -> LLMBackoff | None:
+        if not self.retry_after or not self.failures or self._reason is None:
+            return None
+        ago = f"The LLM ({self.name}) failed {_seconds(now - self._failed_at)} ago ({_reason(self._reason)})"
+        if now < self._until:
+            return LLMBackoff(f"{ago}; this is an extractive answer, without asking it again until it is "
+                              f"retried in {_seconds(self._until - now)}.")
+        if self._probing:
+            return LLMBackoff(f"{ago}; this is an extractive answer while another question retries it.")
+        return None
+
+
+def _seconds(x: float) -> str:
+    """"0.4 s", "12 s", "4 min 10 s" (a duration for a notice)."""
+    x = max(x, 0.0)
+    if x < 10:
+        return f"{x:.1f} s"
+    if x < 120:
+        return f"{x:.0f} s"
+    minutes, seconds = divmod(round(x), 60)
+    return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
+
+
 class LLMAnswerer:
-    """Answers with an LLM over numbered passages; checks and cites what it wrote; falls back to `fallback`."""
+    """Answers with an LLM over numbered passages; checks and cites what it wrote; falls back to `fallback`.
+
+    After a failure the LLM is left alone for a while (`backoff`, see `Backoff`; `retry_after=0`: never)."""
 
     def __init__(self, llm: LLM, name: str, fallback: Extractive, tokens: Tokens, idf: Idf,
-                 min_support: float = 0.2, max_sentences: int = 5) -> None:
+                 min_support: float = 0.2, max_sentences: int = 5, retry_after: float = 30.0) -> None:
         self.llm = llm
         self.name = name
         self.fallback = fallback
@@ -215,13 +325,15 @@ class LLMAnswerer:
         self.idf = idf
         self.min_support = min_support
         self.max_sentences = max_sentences
+        self.backoff = Backoff(name, retry_after)
 
     def answer(self, question: str, hits: list[Hit], focus: str = "", failure: Exception | None = None) -> Answer:
-        """The checked LLM answer; the extractive one with a notice when the LLM fails (or failed: `failure`)."""
+        """The checked LLM answer; the extractive one with a notice when the LLM fails (or failed: `failure`,
+        or is left alone after a recent failure)."""
         if failure is None:
             try:
                 raw = self._chat(prompt_messages(question, hits, self.max_sentences))
-            except Exception as exc:  # unreachable, timeout, HTTP error, bad reply: never a crash
+            except Exception as exc:  # unreachable, timeout, HTTP error, bad reply, backing off: never a crash
                 failure = exc
             else:
                 return self.check(question, raw, hits)
@@ -230,10 +342,16 @@ class LLMAnswerer:
     def stream(self, question: str, hits: list[Hit], focus: str = "", failure: Exception | None = None
                ) -> AnswerStream:
         """The model's tokens as they come; the checked answer (or the extractive fallback) at the end."""
+        if failure is None:
+            failure = self.backoff.blocked()  # backing off: the extractive answer at once, not as a draft
         if failure is not None:
             return AnswerStream.of(self._fallback(question, hits, focus, failure))
 
         def pieces() -> Generator[str, None, Answer]:
+            try:  # here, not in stream(): a stream never iterated never holds the retry
+                ticket = self.backoff.admit()
+            except LLMBackoff as skip:  # another question took the retry meanwhile
+                return self._fallback(question, hits, focus, skip)
             parts: list[str] = []
             try:
                 for response in self.llm.stream_chat(prompt_messages(question, hits, self.max_sentences)):
@@ -241,7 +359,12 @@ class LLMAnswerer:
                         parts.append(response.delta)
                         yield response.delta
             except Exception as exc:  # mid-stream too: the draft shown so far is replaced by the fallback
+                self.backoff.failed(ticket, exc)
                 return self._fallback(question, hits, focus, exc)
+            except BaseException:  # closed before the end (GeneratorExit): it neither failed nor answered
+                self.backoff.release(ticket)
+                raise
+            self.backoff.succeeded(ticket)
             return self.check(question, "".join(parts), hits)
 
         return AnswerStream(pieces(), draft=True)
@@ -249,8 +372,8 @@ class LLMAnswerer:
     def standalone(self, messages: list[Message], question: str, heuristic: tuple[str, str]
                    ) -> tuple[str, str, Exception | None]:
         """(search question, focus, failure): the follow-up `question` rewritten by the LLM using the
-        conversation before it; on failure the `heuristic` rewrite and the error (so the answer does not
-        wait for the same dead server again)."""
+        conversation before it; on failure (or while backing off) the `heuristic` rewrite and the error (so
+        the answer does not wait for the same dead server again)."""
         try:
             raw = self._chat(rewrite_messages(messages, question))
         except Exception as exc:
@@ -271,7 +394,18 @@ class LLMAnswerer:
                       timeline=cited_timeline(question, citations))
 
     def _chat(self, messages: list[Any]) -> str:
-        response = self.llm.chat(messages)
+        """The model's reply; raises `LLMBackoff` without calling it while backing off, and records the
+        outcome of the call."""
+        ticket = self.backoff.admit()
+        try:
+            response = self.llm.chat(messages)
+        except Exception as exc:
+            self.backoff.failed(ticket, exc)
+            raise
+        except BaseException:
+            self.backoff.release(ticket)
+            raise
+        self.backoff.succeeded(ticket)
         return response.message.content or ""
 
     def _fallback(self, question: str, hits: list[Hit], focus: str, failure: Exception) -> Answer:
@@ -280,11 +414,18 @@ class LLMAnswerer:
 
 
 def failure_notice(name: str, failure: Exception) -> str:
-    """One line: which LLM failed, why, and that the answer is extractive instead."""
+    """One line: which LLM failed, why, and that the answer is extractive instead (`LLMBackoff`: its own)."""
+    if isinstance(failure, LLMBackoff):
+        return str(failure)
+    return f"The LLM ({name}) could not answer ({_reason(failure)}); this is an extractive answer."
+
+
+def _reason(failure: Exception) -> str:
+    """"ReadTimeout: timed out": the error's type and message on one line, at most 120 characters of it."""
     reason = " ".join(str(failure).split()) or type(failure).__name__
     if len(reason) > 120:
         reason = reason[:119] + "\u2026"
-    return f"The LLM ({name}) could not answer ({type(failure).__name__}: {reason}); this is an extractive answer."
+    return f"{type(failure).__name__}: {reason}"
 
 
 # ---------------------------------------------------------------- prompts
@@ -632,6 +773,7 @@ def _cited(s: _Figure, citations: list[Citation]) -> Citation | None:
 
 
 __all__ = [
-    "AnswerStream", "LLMAnswerer", "LLMConfigError", "check", "cited_timeline", "differing_figures",
-    "make_answerer", "make_llm", "ollama_url", "parse_spec", "prompt_messages", "split_sentences", "strip_markup",
+    "AnswerStream", "Backoff", "LLMAnswerer", "LLMBackoff", "LLMConfigError", "check", "cited_timeline",
+    "differing_figures", "make_answerer", "make_llm", "ollama_url", "parse_spec", "prompt_messages",
+    "split_sentences", "strip_markup",
 ]

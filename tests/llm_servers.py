@@ -6,7 +6,9 @@ reply, or server-sent events `data: {...}` ending with `data: [DONE]` when the r
 
 Each request takes the next scripted reply (a string, or a function of the request body returning one);
 when the script runs out the last reply is reused. `delay` makes the server wait before answering (for
-timeouts). Use it as a context manager; `requests` holds every request body (parsed JSON).
+timeouts); `status` other than 200 makes it answer with that HTTP error instead (a server that is up but
+failing). Both are read per request, so a test may change them between requests. Use it as a context
+manager; `requests` holds every request body (parsed JSON), failed ones included.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ Reply = str | Callable[[dict], str]
 
 
 class ScriptedLLM:
-    def __init__(self, protocol: str, replies: list[Reply] | None = None, delay: float = 0.0) -> None:
+    def __init__(self, protocol: str, replies: list[Reply] | None = None, delay: float = 0.0,
+                 status: int = 200) -> None:
         assert protocol in ("openai", "ollama")
         self.protocol = protocol
         self.replies: list[Reply] = list(replies or ["not found in the articles"])
         self.delay = delay
+        self.status = status
         self.requests: list[dict] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -105,6 +109,11 @@ class _Handler(BaseHTTPRequestHandler):
         expected = "/v1/chat/completions" if owner.protocol == "openai" else "/api/chat"
         if self.path.rstrip("/") != expected:
             self.send_error(404, f"no route {self.path}")
+            return
+        if owner.status != 200:
+            with owner._lock:
+                owner.requests.append(body)
+            self.send_error(owner.status, "scripted failure")
             return
         reply = owner.next_reply(body)
         if not owner.wait():

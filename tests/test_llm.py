@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +13,18 @@ import pytest
 
 from rag.answer import NOT_FOUND
 from rag.api import Assistant
-from rag.llm import AnswerStream, LLMConfigError, check, ollama_url, parse_spec, split_sentences, strip_markup
+from rag.config import Settings
+from rag.llm import (
+    AnswerStream,
+    Backoff,
+    LLMBackoff,
+    LLMConfigError,
+    check,
+    ollama_url,
+    parse_spec,
+    split_sentences,
+    strip_markup,
+)
 from rag.types import Answer, Message
 from tests.conftest import DAM, DOVRIN, FERRY_MD, HARKAVY
 from tests.llm_servers import ScriptedLLM, closed_port
@@ -152,8 +164,18 @@ def test_injected_instruction_is_fenced_data(store, embedder, settings):
 
 def test_model_says_not_found(store, embedder, settings):
     with ScriptedLLM("openai", ["Not found in the articles."]) as server:
-        answer = assistant_for(store, embedder, settings, "openai:m", server).ask("Who won the 1998 chess final?")
+        answer = assistant_for(store, embedder, settings, "openai:m", server).ask("Who won the chess final?")
+    assert len(server.requests) == 1
     assert answer.abstained and answer.text == NOT_FOUND and not answer.notice
+
+
+def test_a_name_no_article_has_abstains_without_asking_the_llm(store, embedder, settings):
+    with ScriptedLLM("openai", ["The Orrin lighthouse keeper retired [1]."]) as server:
+        answer = assistant_for(store, embedder, settings, "openai:m", server).ask(
+            "When did the Velgrave lighthouse keeper retire?")
+    assert server.requests == []
+    assert answer.abstained and not answer.citations
+    assert answer.text == "Not found in the articles: none of the articles found mentions Velgrave."
 
 
 def test_ollama_stream_and_follow_up_rewritten_by_the_llm(store, embedder, settings):
@@ -216,6 +238,159 @@ def test_timeout_falls_back(store, embedder, settings):
         assert time.perf_counter() - started < 4
     assert not answer.abstained and "412 homes" in answer.text
     assert "Timeout" in answer.notice or "timed out" in answer.notice
+
+
+# --- back-off: a server that failed is left alone for a while ------------------------------------------
+
+WAITING = re.compile(r"The LLM \((?P<name>[^)]+)\) failed (?P<ago>[\d.]+) s ago \((?P<why>[^;]+)\); this is an "
+                     r"extractive answer, without asking it again until it is retried in (?P<left>[\d.]+) s\.")
+
+
+def retried_in(notice: str) -> float:
+    """The seconds a back-off notice says are left before the LLM is tried again."""
+    match = WAITING.fullmatch(notice)
+    assert match, notice
+    return float(match.group("left"))
+
+
+def follow_up(first_answer: str) -> list[Message]:
+    return [Message("user", "What happened in Velmora?"), Message("assistant", first_answer),
+            Message("user", "and the rescue teams?")]
+
+
+def test_after_a_timeout_questions_skip_the_llm_at_once(store, embedder, settings):
+    extractive = Assistant(store, embedder, settings).ask(DAM_Q)
+    timeout = 1.5
+
+    def timed(ask):
+        started = time.perf_counter()
+        answer = ask()
+        return answer, time.perf_counter() - started
+
+    with ScriptedLLM("openai", [dam_reply], delay=10) as server:
+        assistant = assistant_for(store, embedder, settings, "openai:m", server, llm_timeout=timeout)
+        first, waited = timed(lambda: assistant.ask(DAM_Q))
+        assert waited >= timeout  # the first question waits for the timeout
+        assert first.notice.startswith("The LLM (openai:m) could not answer (") and "timed out" in first.notice
+        second, took_ask = timed(lambda: assistant.ask(DAM_Q))
+        stream = assistant.stream(DAM_Q)
+        assert not stream.draft and stream.answer is not None  # the extractive answer, known at once
+        streamed, took_stream = timed(stream.result)
+        # a follow-up: neither the rewrite nor the answer asks the server
+        follow, took_chat = timed(lambda: assistant.chat(follow_up(extractive.text)))
+        assert len(server.requests) == 1  # the slow server got nothing after the first question
+    for took in (took_ask, took_stream, took_chat):
+        assert took < timeout / 2, (took_ask, took_stream, took_chat)
+    for answer in (first, second, streamed):
+        assert (answer.text, answer.citations) == (extractive.text, extractive.citations)
+    for answer in (second, streamed, follow):
+        match = WAITING.fullmatch(answer.notice)
+        assert match, answer.notice
+        assert match.group("name") == "openai:m" and "timed out" in match.group("why")
+        assert float(match.group("ago")) < 5 and 25 < float(match.group("left")) <= 30
+        assert "\n" not in answer.notice and answer.to_dict()["notice"] == answer.notice
+    assert follow.question == "and the rescue teams?" and not follow.abstained
+
+
+def test_the_llm_is_retried_after_the_wait_by_one_question_at_a_time(store, embedder, settings):
+    with ScriptedLLM("openai", [dam_reply], status=500) as server:
+        assistant = assistant_for(store, embedder, settings, "openai:m", server, llm_timeout=2.0,
+                                  llm_retry_after=0.3)
+        backoff = assistant.llm.backoff
+        assert "could not answer (InternalServerError" in assistant.ask(DAM_Q).notice  # an HTTP 500
+        assert 0 < retried_in(str(backoff.blocked())) <= 0.3
+        server.status, server.delay = 200, 10  # up again, but hanging
+        time.sleep(0.35)
+        # the wait is over: one question tries the server, the others meanwhile do not
+        probed: list[Answer] = []
+        probe = threading.Thread(target=lambda: probed.append(assistant.ask(DAM_Q)))
+        probe.start()
+        deadline = time.monotonic() + 5
+        while len(server.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(server.requests) == 2
+        started = time.perf_counter()
+        meanwhile = assistant.ask(DAM_Q)
+        assert time.perf_counter() - started < 1.0
+        assert re.fullmatch(r"The LLM \(openai:m\) failed [\d.]+ s ago \(InternalServerError: .+\); this is an "
+                            r"extractive answer while another question retries it\.", meanwhile.notice), \
+            meanwhile.notice
+        probe.join(timeout=10)
+        assert "could not answer" in probed[0].notice and "timed out" in probed[0].notice
+        assert len(server.requests) == 2
+        # a second failure in a row: twice the wait
+        assert 0.3 < retried_in(str(backoff.blocked())) <= 0.6
+        time.sleep(0.65)
+        server.delay = 0  # the server answers again
+        answer = assistant.ask(DAM_Q)
+        assert len(server.requests) == 3
+    assert not answer.notice and not answer.abstained  # the LLM's answer, checked
+    assert answer.text == ("The Brightwater dam failed on Tuesday and flooded 412 homes [1]. "
+                           "Rescue teams evacuated 1,300 residents by boat [2].")
+    assert backoff.blocked() is None and backoff.failures == 0
+    # the server is gone now (its port closed): the next failure waits the base time again, not 1.2 s
+    assert "could not answer" in assistant.ask(DAM_Q).notice
+    assert backoff.failures == 1 and 0 < retried_in(str(backoff.blocked())) <= 0.3
+
+
+@pytest.mark.parametrize("protocol", ["openai", "ollama"])
+def test_retry_after_0_tries_the_llm_for_every_question(store, embedder, settings, protocol):
+    with ScriptedLLM(protocol, [dam_reply], status=503) as server:
+        assistant = assistant_for(store, embedder, settings, f"{protocol}:m", server, llm_retry_after=0)
+        notices = [assistant.ask(DAM_Q).notice, assistant.stream(DAM_Q).result().notice,
+                   assistant.ask(DAM_Q).notice]
+        assert len(server.requests) == 3  # an HTTP error each time, and each question asked again
+        assert all(n.startswith(f"The LLM ({protocol}:m) could not answer (") for n in notices), notices
+        server.status = 200
+        assert not assistant.ask(DAM_Q).notice and len(server.requests) == 4
+        # the default: after the HTTP error the server is left alone
+        server.status = 503
+        assistant = assistant_for(store, embedder, settings, f"{protocol}:m", server)
+        assert "could not answer" in assistant.ask(DAM_Q).notice
+        assert WAITING.fullmatch(assistant.stream(DAM_Q).result().notice)
+        assert len(server.requests) == 5
+
+
+def test_backoff_waits_grow_and_reset(monkeypatch):
+    now = [1000.0]
+    backoff = Backoff("openai:m", 30, clock=lambda: now[0])
+    assert [backoff.wait(n) for n in range(1, 8)] == [30, 60, 120, 240, 480, 600, 600]
+    assert Backoff("x", 900).wait(3) == 900  # a base longer than the cap is its own cap
+    calm, other = backoff.admit(), backoff.admit()  # two calls under way when the server goes down
+    backoff.failed(calm, TimeoutError("timed out"))
+    backoff.failed(other, TimeoutError("timed out"))  # the same outage: not a second failure in a row
+    assert backoff.failures == 1
+    now[0] += 12
+    skip = backoff.blocked()
+    assert isinstance(skip, LLMBackoff) and str(skip) == (
+        "The LLM (openai:m) failed 12 s ago (TimeoutError: timed out); this is an extractive answer, "
+        "without asking it again until it is retried in 18 s.")
+    with pytest.raises(LLMBackoff):
+        backoff.admit()
+    now[0] += 18
+    probe = backoff.admit()
+    with pytest.raises(LLMBackoff, match="another question retries it"):
+        backoff.admit()
+    backoff.release(probe)  # a stream dropped before the end: the next question may try
+    probe = backoff.admit()
+    backoff.failed(probe, ConnectionRefusedError("refused"))
+    assert backoff.failures == 2 and "retried in 60 s" in str(backoff.blocked())
+    for _ in range(6):
+        now[0] += 600
+        backoff.failed(backoff.admit(), ConnectionRefusedError("refused"))
+    assert "retried in 10 min." in str(backoff.blocked())
+    now[0] += 600
+    backoff.succeeded(backoff.admit())
+    assert backoff.failures == 0 and backoff.blocked() is None
+    backoff.failed(backoff.admit(), ConnectionRefusedError("refused"))
+    assert "retried in 30 s" in str(backoff.blocked())
+    off = Backoff("x", 0)
+    off.failed(off.admit(), ConnectionRefusedError("refused"))
+    assert off.failures == 0 and off.blocked() is None
+    monkeypatch.setenv("RAG_LLM_RETRY_AFTER", "7.5")
+    assert Settings(_env_file=None).llm_retry_after == 7.5
+    monkeypatch.delenv("RAG_LLM_RETRY_AFTER")
+    assert Settings(_env_file=None).llm_retry_after == 30.0
 
 
 def test_check_rules(store, embedder, settings):
