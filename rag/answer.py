@@ -67,7 +67,7 @@ class Extractive:
         terms = self._question_terms(question)
         weights = self.idf(terms)
         everything = hits
-        missing, hits = self._naming(question, hits)
+        missing, hits = self.naming(question, hits)
         if missing:
             return Answer(question=question, text=_not_named(missing), abstained=True, hits=tuple(hits))
         if dated and hits and not focus and not any(t not in QUESTION_WORDS for t in self.tokens([question])[0]):
@@ -93,7 +93,7 @@ class Extractive:
         return with_copies(Answer(question=question, text=text, citations=tuple(citations), hits=tuple(everything),
                                   timeline=points))
 
-    def _naming(self, question: str, hits: list[Hit]) -> tuple[list[str], list[Hit]]:
+    def naming(self, question: str, hits: list[Hit]) -> tuple[list[str], list[Hit]]:
         """(names and numbers of the question that no retrieved article has, the hits of the articles that have
         them all). A passage about another place or year does not answer: "the 1954 contest" is not "the 2022
         contest"."""

@@ -124,8 +124,9 @@ class Assistant:
         self.refresh()
         searched, filters, asked = self.question_dates(question, filters) if dates else (question, filters, None)
         hits = self.retriever.search(searched, k or self.settings.top_k, filters)
-        if self.llm is not None and use_llm:
-            answer = self.llm.answer(searched, hits)
+        named = self._llm_hits(searched, hits) if use_llm else None
+        if self.llm is not None and named is not None:
+            answer = self.llm.answer(searched, named)
         else:
             answer = self.answerer.answer(searched, hits, dated=asked is not None)
         return _dated(replace(answer, question=question), asked)
@@ -133,8 +134,9 @@ class Assistant:
     def chat(self, messages: list[Message], filters: Filters | None = None, dates: bool = True) -> Answer:
         """Answer the last user message, using earlier turns to complete a follow-up."""
         question, standalone, focus, failure, hits, asked = self._follow_up(messages, filters, dates)
-        if self.llm is not None:
-            answer = self.llm.answer(standalone, hits, focus, failure)
+        named = self._llm_hits(standalone, hits)
+        if self.llm is not None and named is not None:
+            answer = self.llm.answer(standalone, named, focus, failure)
         else:
             answer = self.answerer.answer(standalone, hits, focus=focus, dated=asked is not None)
         return _dated(replace(answer, question=question), asked)
@@ -147,8 +149,9 @@ class Assistant:
         self.refresh()
         searched, filters, asked = self.question_dates(question, filters) if dates else (question, filters, None)
         hits = self.retriever.search(searched, k or self.settings.top_k, filters)
-        if self.llm is not None:
-            return _dated_stream(self.llm.stream(searched, hits).asked(question), asked)
+        named = self._llm_hits(searched, hits)
+        if self.llm is not None and named is not None:
+            return _dated_stream(self.llm.stream(searched, named).asked(question), asked)
         answer = self.answerer.answer(searched, hits, dated=asked is not None)
         return AnswerStream.of(_dated(replace(answer, question=question), asked))
 
@@ -156,11 +159,21 @@ class Assistant:
                     dates: bool = True) -> AnswerStream:
         """`chat` as a stream (see `stream`)."""
         question, standalone, focus, failure, hits, asked = self._follow_up(messages, filters, dates)
-        if self.llm is not None:
-            return _dated_stream(self.llm.stream(standalone, hits, focus, failure).asked(question), asked)
+        named = self._llm_hits(standalone, hits)
+        if self.llm is not None and named is not None:
+            return _dated_stream(self.llm.stream(standalone, named, focus, failure).asked(question), asked)
         answer = replace(self.answerer.answer(standalone, hits, focus=focus, dated=asked is not None),
                          question=question)
         return AnswerStream.of(_dated(answer, asked))
+
+    def _llm_hits(self, question: str, hits: list[Hit]) -> list[Hit] | None:
+        """The hits the LLM answers from: those of articles naming every name and number of the question.
+        None when there is no LLM, or no such article (the extractive answer then abstains, saying which
+        name is missing, without asking the LLM)."""
+        if self.llm is None:
+            return None
+        missing, named = self.answerer.naming(question, hits)
+        return None if missing else named
 
     def newest_published(self) -> date | None:
         """The publication date of the newest indexed article (None when no article has one)."""

@@ -626,7 +626,8 @@ def test_llm_answer_without_timeline_or_differing_figures(news_store, embedder, 
         n = passage_number(user_prompt(body), "Floodwater reached")
         return f"Floodwater forced 600 residents of Dovrin from their homes [{n}]."
 
-    question = "How many residents did the floodwater force from their homes in Dovrin?"
+    # no name in the question, so every retrieved article reaches the model (see test_a_name_no_article_has...)
+    question = "How many residents did the floodwater force from their homes?"
     with ScriptedLLM("openai", [reply]) as server:
         assistant = assistant_for(news_store, embedder, settings, "openai:m", server)
         answer = assistant.ask(question)
