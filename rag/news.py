@@ -61,13 +61,17 @@ def figures(sentence: str) -> list[tuple[int, str]]:
     return out
 
 
-@lru_cache(maxsize=2048)  # the same articles come back question after question
-def shingles(text: str, k: int = 4) -> frozenset[tuple[str, ...]]:
-    """The article's k-word runs (lower-cased words): what near-duplicate texts share."""
+@lru_cache(maxsize=256)  # an article is compared with each of its candidates; a set is ~100 KB, keep few
+def shingles(text: str) -> frozenset[tuple[str, ...]]:
+    """The article's 4-word runs (lower-cased words): what near-duplicate texts share."""
+    return frozenset(_runs(text))
+
+
+def _runs(text: str, k: int = 4) -> list[tuple[str, ...]]:
     words = re.findall(r"\w+", text[:6000].lower())  # the opening is enough to tell a copy, and fast
     if len(words) < k:
-        return frozenset([tuple(words)])
-    return frozenset(zip(*(words[i:] for i in range(k))))
+        return [tuple(words)]
+    return list(zip(*(words[i:] for i in range(k))))
 
 
 def same_story(a: frozenset, b: frozenset, threshold: float = 0.85) -> bool:
@@ -86,7 +90,7 @@ COMMON_MARK = 20  # a mark in more articles than this is a template (a sign-up f
 def marks(text: str) -> list[int]:
     """The sampled shingle hashes an article is found by: every shingle whose hash is a multiple of
     `MARK_EVERY`, plus the 4 lowest (so a short text has some). A copy keeps most of its original's marks."""
-    hashes = sorted({zlib.crc32(" ".join(s).encode()) for s in shingles(text)})
+    hashes = sorted({zlib.crc32(" ".join(s).encode()) for s in _runs(text)})
     return sorted(set(hashes[:4]) | {h for h in hashes if h % MARK_EVERY == 0})
 
 

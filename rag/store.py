@@ -216,6 +216,7 @@ class Store:
             self._check_new_collection()
             self.set_meta("embedder", name)
             self.set_meta("dim", str(dim))
+            self.set_meta("marks", MARKS_VERSION)  # a new index keeps story marks from its first article
         elif stored != name or self.meta("dim") != str(dim):
             raise IndexError_(
                 f"the index in {self.dir} was built with embedder {stored} "
