@@ -81,11 +81,22 @@ class ChromaServer:
         return f"{'https' if self.ssl else 'http'}://{self.host}:{self.port}"
 
 
+def _nearly_full(folder: Path) -> bool:
+    """Less than 2 MB left where the index is: the likely cause of a write that failed for no stated reason."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free < 2 << 20
+    except OSError:
+        return False
+
+
 def storage_error(exc: BaseException, where: Path | str) -> IndexError_:
     """A storage failure as an IndexError_ that says what happened and what to do."""
     text = str(exc)
     low = text.lower()
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "disk is full" in low or "no space" in low:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "disk is full" in low or "no space" in low \
+            or _nearly_full(Path(where)):  # Chroma reports a full disk as a failed compaction, without errno
         return IndexError_(f"disk full while writing the index in {where}: free some space and run `rag index` "
                            "again (what was not committed is redone, nothing is lost)")
     if (isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)) or "readonly" in low \

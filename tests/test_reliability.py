@@ -444,6 +444,18 @@ def test_read_only_and_full_disk_are_clear_errors(tmp_path):
     assert "Traceback" not in full.stderr
 
 
+def test_a_failed_write_with_no_space_left_is_called_disk_full(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from rag.store import storage_error
+
+    error = Exception("Error in compaction: Failed to apply logs to the metadata segment")  # Chroma, disk full
+    assert "cannot be used" in str(storage_error(error, tmp_path / "index"))  # plenty of space here
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr("rag.store.shutil.disk_usage", lambda folder: usage(700 << 10, 690 << 10, 10 << 10))
+    assert str(storage_error(error, tmp_path / "index")).startswith("disk full while writing the index")
+
+
 # ---------- concurrency ----------
 
 def test_32_concurrent_asks_from_threads(tmp_path, settings, embedder):
