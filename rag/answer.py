@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 
 from rag.chunk import sentence_spans
-from rag.news import attribution, event_date, figures, is_timeline_question, outlet, timeline
+from rag.news import attribution, differing, event_date, figures, is_timeline_question, outlet, timeline
 from rag.types import Answer, Article, Citation, Hit
 
 NOT_FOUND = "Not found in the articles: none of the indexed articles answers this question."
@@ -187,12 +187,8 @@ def _conflicts(chosen: list[_Sentence], pool: list[_Sentence], floor: float
             for s in sorted(relevant, key=lambda s: -s.score):
                 if s.hit.article.id == c.hit.article.id:
                     continue
-                shared = len((s.terms & c.terms) - {str(value)}) / max(min(len(s.terms), len(c.terms)), 1)
-                if shared < 0.3:
-                    continue  # about something else
-                for other, other_what in figures(s.hit.article.text[s.start:s.end]):
-                    if other_what == what and other != value and other not in others:
-                        others[other] = s
+                for other in differing(value, what, c.terms, s.terms, figures(s.hit.article.text[s.start:s.end])):
+                    others.setdefault(other, s)
             if others:
                 group = [c, *others.values()]
                 found.append((what, group))

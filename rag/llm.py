@@ -68,7 +68,7 @@ from urllib.parse import urlsplit
 
 from rag.answer import NOT_FOUND, QUESTION_WORDS, Extractive
 from rag.chunk import sentence_spans
-from rag.news import attribution, figures, is_timeline_question, timeline
+from rag.news import attribution, differing, figures, is_timeline_question, timeline
 from rag.types import Answer, Article, Citation, Hit, Message, TimelinePoint
 
 if TYPE_CHECKING:
@@ -719,12 +719,8 @@ def differing_figures(question: str, text: str, citations: list[Citation], hits:
             for s in pool:
                 if s.article.id == anchor.article.id or (asked and not asked & s.terms):
                     continue  # the same article, or not about the question
-                shared = len((s.terms & anchor.terms) - {str(value)}) / max(min(len(s.terms), len(anchor.terms)), 1)
-                if shared < 0.3:
-                    continue  # a count of something else
-                for other, other_what in s.figures:
-                    if other_what == what and other != value and other not in others:
-                        others[other] = s
+                for other in differing(value, what, anchor.terms, s.terms, list(s.figures)):
+                    others.setdefault(other, s)
             if others:
                 differ.append((what, [(anchor, value), *((s, v) for v, s in others.items())]))
     if not differ:

@@ -61,6 +61,17 @@ def figures(sentence: str) -> list[tuple[int, str]]:
     return out
 
 
+def differing(value: int, what: str, terms: frozenset[str], other_terms: frozenset[str],
+              other_figures: list[tuple[int, str]]) -> list[int]:
+    """The other sentence's counts of `what` that are not `value`, when both sentences are about the same thing
+    (they share at least 0.3 of the shorter one's terms, the figure left out); [] otherwise. The rule the
+    extractive and the LLM answers use to say that reports differ."""
+    shared = len((terms & other_terms) - {str(value)}) / max(min(len(terms), len(other_terms)), 1)
+    if shared < 0.3:
+        return []  # a count of something else
+    return [other for other, kind in other_figures if kind == what and other != value]
+
+
 @lru_cache(maxsize=256)  # an article is compared with each of its candidates; a set is ~100 KB, keep few
 def shingles(text: str) -> frozenset[tuple[str, ...]]:
     """The article's 4-word runs (lower-cased words): what near-duplicate texts share."""
