@@ -4,7 +4,7 @@
 temporary index with `Assistant.index`, re-indexes it unchanged, then asks every
 question through `Assistant.ask` and scores article ranks (hit@k, MRR@10) and
 answer text (contains the correct choice / a wrong one), undated and with the
-date filter of a weekly quiz (the 14 days up to the question's date). `--peer`
+date filter of a weekly quiz (from 14 days before the question's date to that date). `--peer`
 runs the LlamaIndex quick-start (default SentenceSplitter, the same embedder in
 fp32, Chroma, articles ranked from its top-50 chunks) on the same data.
 For both, a gold article counts as found when it or a syndicated copy of it is
@@ -182,7 +182,7 @@ def score(ask: Ranker, questions: list[dict], label: str, dated: bool = False) -
 
 
 def quiz_filter(quiz_date: str) -> Filters:
-    """What a user sets for a weekly news quiz: the 14 days up to its date."""
+    """What a user sets for a weekly news quiz: from 14 days before its date to that date."""
     until = date.fromisoformat(quiz_date.replace("/", "-"))
     return Filters(since=until - timedelta(days=14), until=until)
 

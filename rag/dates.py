@@ -177,10 +177,13 @@ def _range_of(kind: str, m: re.Match, ref: date) -> DateRange | None:
     if point is None:
         return None
     first, last, relative = point
-    if kind == "since":
-        return DateRange(first, None, phrase, m.start(), m.end(), relative)
-    if kind == "until":
-        return DateRange(None, first - timedelta(days=1), phrase, m.start(), m.end(), relative)
+    word = phrase.split()[0].lower()
+    if kind == "since":  # "since/from March" counts March, "after March" starts in April
+        return DateRange(last + timedelta(days=1) if word == "after" else first, None, phrase, m.start(), m.end(),
+                         relative)
+    if kind == "until":  # "before March" ends in February, "until/up to March" counts March
+        return DateRange(None, first - timedelta(days=1) if word == "before" else last, phrase, m.start(), m.end(),
+                         relative)
     return DateRange(first, last, phrase, m.start(), m.end(), relative)
 
 

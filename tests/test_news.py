@@ -69,6 +69,9 @@ REF = date(2022, 3, 5)  # a Saturday
     ("what happened last month?", date(2022, 2, 1), date(2022, 2, 28)),
     ("what has happened to Kherson since March?", date(2022, 3, 1), None),
     ("what happened before 2022-03-01?", None, date(2022, 2, 28)),
+    ("what happened after 2022-03-01?", date(2022, 3, 2), None),
+    ("what happened until March 3?", None, date(2022, 3, 3)),
+    ("what happened after February?", date(2022, 3, 1), None),
     ("what happened over the past 3 days?", date(2022, 3, 2), REF),
 ])
 def test_time_words_become_date_ranges(question, since, until):
