@@ -28,7 +28,7 @@ test: install
 lint: install
 	$(BIN)/ruff check rag ui tests
 
+# the index's files, not the articles it fetched (fetched/) or was given in the web chat (uploads/)
 clean:
-	# the index's files, not the articles it fetched (fetched/) or was given in the web chat (uploads/)
 	rm -rf $(VENV) $(INDEX)/chroma $(INDEX)/bm25 $(INDEX)/bm25_articles $(INDEX)/.lexical.tmp \
 		$(INDEX)/articles.sqlite $(INDEX)/articles.sqlite-wal $(INDEX)/articles.sqlite-shm $(INDEX)/.write.lock
