@@ -88,6 +88,12 @@ CAFE_CP1252 = ("Festival in Saint-Rémy\n\n"
 COMET_UTF16 = "Comet discovered\n\nThe observatory on Mount Pellar discovered comet K-77 in January."
 
 
+def write_jsonl(path: Path, articles: list[dict]) -> Path:
+    """Write articles as a JSON-lines file, one object a line."""
+    path.write_text("".join(json.dumps(a) + "\n" for a in articles), encoding="utf-8")
+    return path
+
+
 def write_collection(folder: Path) -> Path:
     """Write the fixture collection (good, duplicate and bad files) into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from rag.llm import (
     strip_markup,
 )
 from rag.types import Answer, Message
-from tests.conftest import DAM, DOVRIN, FERRY_MD, HARKAVY
+from tests.conftest import DAM, DOVRIN, FERRY_MD, HARKAVY, write_jsonl
 from tests.llm_servers import ScriptedLLM, closed_port
 
 INJECTED = (
@@ -516,7 +516,7 @@ def news_store(tmp_path_factory, settings, embedder):
     work = tmp_path_factory.mktemp("llm-news")
     articles = work / "articles"
     articles.mkdir()
-    (articles / "news.jsonl").write_text("\n".join(json.dumps(a) for a in DATED_NEWS) + "\n", encoding="utf-8")
+    write_jsonl(articles / "news.jsonl", DATED_NEWS)
     store = Store(work / "index")
     Assistant(store, embedder, settings).index([articles])
     yield store

@@ -12,7 +12,7 @@ from rag import Assistant, Filters
 from rag.dates import find_range, sentence_date, without_phrase
 from rag.news import attribution, figures
 from rag.store import Store
-from tests.conftest import DOVRIN, HARKAVY, MARIUPOL_SEED
+from tests.conftest import DOVRIN, HARKAVY, MARIUPOL_SEED, write_jsonl
 
 ARDELL = ("A passenger ferry sank on Lake Ardell on Wednesday morning. All 48 passengers were rescued by fishing "
           "boats, the coast guard said. The ferry Marisol had been in service for 31 years. Investigators are "
@@ -41,7 +41,7 @@ def news(tmp_path_factory, settings, embedder):
     work = tmp_path_factory.mktemp("news")
     folder = work / "articles"
     folder.mkdir()
-    (folder / "news.jsonl").write_text("\n".join(json.dumps(a) for a in NEWS) + "\n", encoding="utf-8")
+    write_jsonl(folder / "news.jsonl", NEWS)
     shutil.copy(MARIUPOL_SEED, folder / MARIUPOL_SEED.name)
     assistant = Assistant(Store(work / "index"), embedder, settings)
     assistant.index([folder])

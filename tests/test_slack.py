@@ -24,7 +24,7 @@ pytest.importorskip("slack_bolt")
 
 from rag.config import Settings  # noqa: E402
 from rag.types import Answer, Citation, QuestionDates, TimelinePoint  # noqa: E402
-from tests.conftest import DOVRIN  # noqa: E402
+from tests.conftest import DOVRIN, write_jsonl  # noqa: E402
 from tests.slack_fake import (  # noqa: E402
     BOT_ID,
     BOT_USER,
@@ -142,7 +142,7 @@ def slack(tmp_path_factory):
     (articles / "portvale.md").write_text(PORTVALE, encoding="utf-8")
     for name, text in veldmark_articles().items():
         (articles / name).write_text(text, encoding="utf-8")
-    (articles / "dovrin.jsonl").write_text("\n".join(json.dumps(a) for a in DOVRIN) + "\n", encoding="utf-8")
+    write_jsonl(articles / "dovrin.jsonl", DOVRIN)
     with ExitStack() as stack:
         fake = FakeSlack()
         stack.callback(fake.stop)

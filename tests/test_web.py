@@ -23,7 +23,7 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from rag.types import Answer, Citation, IndexReport, QuestionDates, Skipped, TimelinePoint  # noqa: E402
-from tests.conftest import DOVRIN  # noqa: E402
+from tests.conftest import DOVRIN, write_jsonl  # noqa: E402
 from ui import web  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,7 +222,7 @@ def served(tmp_path_factory, settings, embedder):
     articles.mkdir()
     (articles / "lighthouse.md").write_text(MALICIOUS, encoding="utf-8")
     (articles / "velmora.md").write_text(DATED, encoding="utf-8")
-    (articles / "dovrin.jsonl").write_text("\n".join(json.dumps(a) for a in DOVRIN) + "\n", encoding="utf-8")
+    write_jsonl(articles / "dovrin.jsonl", DOVRIN)
     settings = settings.model_copy(update={"index_dir": base / "index"})
     assistant = Assistant.open(settings.index_dir, settings, embedder=embedder)
     report = assistant.index([SEEDS, articles])
