@@ -18,10 +18,22 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
+from functools import lru_cache
 
 from rag.chunk import sentence_spans
-from rag.news import attribution, differing, event_date, figures, is_timeline_question, outlet, timeline
-from rag.types import Answer, Article, Citation, Hit
+from rag.dates import MONTHS, WEEKDAYS
+from rag.news import (
+    attribution,
+    citation,
+    cited_timeline,
+    differ_note,
+    differing,
+    event_date,
+    figures,
+    is_timeline_question,
+    outlet,
+)
+from rag.types import Answer, Citation, Hit
 
 NOT_FOUND = "Not found in the articles: none of the indexed articles answers this question."
 # words that say what kind of answer is wanted, not what it is about
@@ -32,13 +44,20 @@ QUESTION_WORDS = {
 }
 # names and numbers in a question ("Kestrelmouth", "1954"): capitalised words (not the first) and words with digits
 _KEY = re.compile(r"(?<=\s)[A-Z][\w'\u2019-]*|(?<![\w.])\w*\d[\w-]*")
-_NOT_NAMES = frozenset("""monday tuesday wednesday thursday friday saturday sunday january february march april may
-june july august september october november december i""".split())
+_NOT_NAMES = frozenset([*MONTHS, *WEEKDAYS, "i"])  # capitalised, but times (the date filter's), not names
+Tokens = Callable[[list[str]], list[list[str]]]
+
+
+def topic_terms(tokens: Tokens, text: str) -> list[str]:
+    """The index terms of `text` that say what it is about, without those of `QUESTION_WORDS` (compared as
+    index terms: "why" is "whi")."""
+    *shaping, terms = tokens([*sorted(QUESTION_WORDS), text])
+    stop = {t for words in shaping for t in words}
+    return [t for t in terms if t not in stop]
 
 
 @dataclass(frozen=True)
 class _Sentence:
-    hit_rank: int
     article_rank: int
     start: int
     end: int
@@ -51,11 +70,12 @@ class _Sentence:
 class Extractive:
     """Picks and cites sentences; `tokens` and `idf` come from the lexical index."""
 
-    def __init__(self, tokens: Callable[[list[str]], list[list[str]]],
-                 idf: Callable[[list[str]], dict[str, float]],
+    def __init__(self, tokens: Tokens, idf: Callable[[list[str]], dict[str, float]],
                  max_sentences: int = 4, threshold: float = 0.3, novelty: float = 0.1) -> None:
         self.tokens = tokens
         self.idf = idf
+        # an article's terms, for the names check: the same articles come back question after question
+        self._article_terms = lru_cache(maxsize=512)(lambda title, text: frozenset(tokens([f"{title}\n{text}"])[0]))
         self.novelty = novelty
         self.max_sentences = max_sentences
         self.threshold = threshold
@@ -64,70 +84,66 @@ class Extractive:
         """An answer to `question` from `hits`; `focus` (a follow-up) must be covered too. `dated`: the hits
         were filtered by the question's own time words, so a question with nothing else ("what happened this
         week?") is answered with the opening sentence of each story found."""
-        terms = self._question_terms(question)
-        weights = self.idf(terms)
+        topic = topic_terms(self.tokens, question)
+        weights = self.idf(list(dict.fromkeys(topic)) or self._question_terms(question))
         everything = hits
         missing, hits = self.naming(question, hits)
         if missing:
-            return Answer(question=question, text=_not_named(missing), abstained=True, hits=tuple(hits))
-        if dated and hits and not focus and not any(t not in QUESTION_WORDS for t in self.tokens([question])[0]):
+            return Answer(question=question, text=missing, abstained=True, hits=tuple(everything))
+        sentences: list[_Sentence] = []
+        if dated and hits and not focus and not topic:
             chosen = self._leads(hits)  # "what happened?" (its date words taken as a filter): the stories found
         else:
             sentences = self._score(hits[:8], weights, self._question_terms(focus) if focus else [])
             chosen = self._choose(sentences, weights)
         if not chosen:
             return Answer(question=question, text=NOT_FOUND, abstained=True, hits=tuple(everything))
-        differ: list[tuple[str, list[_Sentence]]] = []
-        if not focus and chosen[0].terms:
+        differ: list[tuple[str, list[tuple[_Sentence, int]]]] = []
+        if not focus and sentences:
             chosen, differ = _conflicts(chosen, sentences, max(self.threshold, max(s.score for s in sentences) * 0.5))
-        points: tuple = ()
         if is_timeline_question(question):
             chosen = _chronological(chosen)
         text, citations = cite(chosen)
         if differ:
             text += " " + _differ_note(differ, chosen, citations)
-        if is_timeline_question(question):
-            numbered = [(s.hit.article.text[s.start:s.end], s.hit.article.published, n)
-                        for n, run in enumerate(_runs(chosen), 1) for s in run]
-            points = timeline(numbered)
-        return with_copies(Answer(question=question, text=text, citations=tuple(citations), hits=tuple(everything),
-                                  timeline=points))
+        return Answer(question=question, text=text, citations=tuple(citations), hits=tuple(everything),
+                      timeline=cited_timeline(question, citations))
 
-    def naming(self, question: str, hits: list[Hit]) -> tuple[list[str], list[Hit]]:
-        """(names and numbers of the question that no retrieved article has, the hits of the articles that have
-        them all). A passage about another place or year does not answer: "the 1954 contest" is not "the 2022
-        contest"."""
+    def naming(self, question: str, hits: list[Hit]) -> tuple[str, list[Hit]]:
+        """("", the hits of the articles that mention every name and number of the question), or (the
+        abstention saying which of them no article found mentions, the hits) when none does. A passage about
+        another place or year does not answer: "the 1954 contest" is not "the 2022 contest"."""
         words = [w for w in _KEY.findall(question) if w.lower() not in _NOT_NAMES]
-        keys = {stem: word for word in words for stem in self.tokens([word])[0] if stem not in QUESTION_WORDS}
+        keys = {stem: word for word in words for stem in topic_terms(self.tokens, word)}
         if not keys or not hits:
-            return [], hits
-        has: dict[str, set[str]] = {}
-        for h in hits:
-            if h.article.id not in has:
-                has[h.article.id] = set(self.tokens([f"{h.article.title}\n{h.article.text}"])[0]) & set(keys)
+            return "", hits
+        has = {h.article.id: self._article_terms(h.article.title, h.article.text) & keys.keys() for h in hits}
         kept = [h for h in hits if len(has[h.article.id]) == len(keys)]
         if kept:
-            return [], kept
-        best = max(has.values(), key=len)
-        return [keys[k] for k in keys if k not in best], hits
+            return "", kept
+        nowhere = [word for stem, word in keys.items() if not any(stem in found for found in has.values())]
+        if nowhere:
+            return f"Not found in the articles: none of the articles found mentions {' or '.join(nowhere)}.", hits
+        *most, last = keys.values()
+        return f"Not found in the articles: none of the articles found mentions {', '.join(most)} and {last} " \
+               "together.", hits
 
     def _leads(self, hits: list[Hit]) -> list[_Sentence]:
         """The opening sentence of each article found, newest last: an answer to a question with no topic."""
         leads: list[_Sentence] = []
-        for rank, hit in enumerate(hits):
+        for hit in hits:
             if any(s.hit.article.id == hit.article.id for s in leads) or len(leads) >= self.max_sentences:
                 continue
             text = hit.article.text
             spans = [(a, b) for a, b in sentence_spans(text) if _one_line(text[a:b]) != hit.article.title.strip()]
             if spans:
                 a, b = spans[0]
-                leads.append(_Sentence(rank, len(leads), a, b, frozenset(), 1.0, 1.0, hit))
+                leads.append(_Sentence(len(leads), a, b, frozenset(), 1.0, 1.0, hit))
         return sorted(leads, key=lambda s: (s.hit.article.published or "9999", s.article_rank))
 
     def _question_terms(self, question: str) -> list[str]:
-        terms = self.tokens([question])[0]
-        stripped = [t for t in terms if t not in QUESTION_WORDS]
-        return list(dict.fromkeys(stripped or terms))
+        """The question's topic terms, else (a question of question words only) all its terms."""
+        return list(dict.fromkeys(topic_terms(self.tokens, question) or self.tokens([question])[0]))
 
     def _score(self, hits: list[Hit], weights: dict[str, float], focus: list[str]) -> list[_Sentence]:
         spans = [(rank, hit, a, b) for rank, hit in enumerate(hits)
@@ -147,8 +163,8 @@ class Extractive:
             novel = min(len(terms - question_terms) / 6, 1.0)
             key = (hit.article.id, a)
             if key not in out or out[key].score < score:
-                out[key] = _Sentence(rank, article_rank[hit.article.id], a, b, terms, score,
-                                     score + self.novelty * novel, hit)
+                out[key] = _Sentence(article_rank[hit.article.id], a, b, terms, score, score + self.novelty * novel,
+                                     hit)
         return list(out.values())
 
     def _choose(self, sentences: list[_Sentence], weights: dict[str, float]) -> list[_Sentence]:
@@ -166,17 +182,13 @@ class Extractive:
         return sorted(chosen, key=lambda s: (s.article_rank, s.start))
 
 
-def _not_named(missing: list[str]) -> str:
-    """The abstention naming what the articles found do not mention."""
-    return f"Not found in the articles: none of the articles found mentions {' or '.join(dict.fromkeys(missing))}."
-
-
 def _conflicts(chosen: list[_Sentence], pool: list[_Sentence], floor: float
-               ) -> tuple[list[_Sentence], list[tuple[str, list[_Sentence]]]]:
+               ) -> tuple[list[_Sentence], list[tuple[str, list[tuple[_Sentence, int]]]]]:
     """Chosen sentences plus relevant ones of other articles giving a different figure for the same thing
-    ("at least 128 injured" vs "at least 150 injured"), and the disagreements: (what is counted, sentences)."""
+    ("at least 128 injured" vs "at least 150 injured"), and the disagreements: (what is counted, [(sentence,
+    the figure it gives)])."""
     relevant = [s for s in pool if s.score >= floor]
-    found: list[tuple[str, list[_Sentence]]] = []
+    found: list[tuple[str, list[tuple[_Sentence, int]]]] = []
     chosen = list(chosen)
     for c in list(chosen):
         text = c.hit.article.text[c.start:c.end]
@@ -190,30 +202,20 @@ def _conflicts(chosen: list[_Sentence], pool: list[_Sentence], floor: float
                 for other in differing(value, what, c.terms, s.terms, figures(s.hit.article.text[s.start:s.end])):
                     others.setdefault(other, s)
             if others:
-                group = [c, *others.values()]
-                found.append((what, group))
-                for s in group:
+                found.append((what, [(c, value), *((s, v) for v, s in others.items())]))
+                for s in [c, *others.values()]:
                     if not any(x.hit.article.id == s.hit.article.id and x.start == s.start for x in chosen):
                         chosen.append(s)
     return sorted(chosen, key=lambda s: (s.article_rank, s.start)), found
 
 
-def _differ_note(differ: list[tuple[str, list[_Sentence]]], chosen: list[_Sentence],
+def _differ_note(differ: list[tuple[str, list[tuple[_Sentence, int]]]], chosen: list[_Sentence],
                  citations: list[Citation]) -> str:
-    """Our sentence (not a quote) saying the sources disagree, each figure with its source, date and citation."""
+    """Our sentence (not a quote) saying the sources disagree (see `rag.news.differ_note`)."""
     number = {(s.hit.article.id, s.start): n for n, run in enumerate(_runs(chosen), 1) for s in run}
-    notes = []
-    for what, group in differ:
-        parts = []
-        for s in group:
-            n = number[(s.hit.article.id, s.start)]
-            value = next(v for v, w in figures(s.hit.article.text[s.start:s.end]) if w == what)
-            c = citations[n - 1]
-            who = ", ".join(x for x in (c.source or c.title, c.published) if x)
-            said = attribution(s.hit.article.text[s.start:s.end])
-            parts.append(f"{value:,} {what} in {who}" + (f", citing {said}" if said else "") + f" [{n}]")
-        notes.append(f"the reports differ on the number {what}: " + "; ".join(parts))
-    return "(Note, not a quote: " + "; ".join(notes) + ".)"
+    return differ_note([(what, [(value, citations[number[(s.hit.article.id, s.start)] - 1],
+                                 attribution(s.hit.article.text[s.start:s.end])) for s, value in sides])
+                        for what, sides in differ])
 
 
 def _chronological(chosen: list[_Sentence]) -> list[_Sentence]:
@@ -260,21 +262,17 @@ def _paragraph_neighbours(chosen: list[_Sentence], pool: list[_Sentence]) -> lis
 
 def with_copies(answer: Answer) -> Answer:
     """The answer naming, for each cited syndicated story, the other outlets that published it (from the copies
-    its hits carry): in `Citation.also_reported_by` and in a note after the text."""
-    copies = {h.article.id: h.copies for h in answer.hits if h.copies}
+    its hits carry): in `Citation.also_reported_by` and in a note after the text. Done once, by the facade,
+    for every answerer."""
+    copies = {h.article.id: h for h in answer.hits if h.copies}
     if answer.abstained or not copies or any(c.also_reported_by for c in answer.citations):
         return answer  # nothing to add, or added already
     citations = tuple(replace(c, also_reported_by=tuple(dict.fromkeys(
-        outlet(a) for a in copies.get(c.article_id, ()) if outlet(a) != outlet_of(c))))
-        for c in answer.citations)
+        outlet(a) for a in copies[c.article_id].copies if outlet(a) != outlet(copies[c.article_id].article))))
+        if c.article_id in copies else c for c in answer.citations)
     also = [f"[{c.n}] was also reported by {', '.join(c.also_reported_by)}" for c in citations if c.also_reported_by]
     text = answer.text + (" (Note, not a quote: the same story " + "; ".join(also) + ".)" if also else "")
     return replace(answer, text=text, citations=citations)
-
-
-def outlet_of(citation: Citation) -> str:
-    """The cited article's outlet (see `rag.news.outlet`)."""
-    return outlet(Article(citation.article_id, citation.title, "", citation.source, url=citation.url))
 
 
 def cite(chosen: list[_Sentence]) -> tuple[str, list[Citation]]:
@@ -285,11 +283,7 @@ def cite(chosen: list[_Sentence]) -> tuple[str, list[Citation]]:
         article = run[0].hit.article
         start, end = run[0].start, run[-1].end
         n = len(citations) + 1
-        citations.append(Citation(
-            n=n, article_id=article.id, title=article.title, source=article.source,
-            published=article.published, url=article.url, path=article.path,
-            quote=article.text[start:end], start=start, end=end, attribution=attribution(article.text[start:end]),
-        ))
+        citations.append(citation(n, article, start, end))
         parts += [f"{_one_line(article.text[s.start:s.end])} [{n}]" for s in run]
     return " ".join(parts), citations
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -24,6 +24,19 @@ from rag.llm import AnswerStream, make_answerer
 from rag.retrieve import Retriever
 from rag.store import ChromaServer, IndexError_, Store
 from rag.types import Answer, Article, Filters, Hit, IndexReport, Message, QuestionDates
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """One question made ready to answer: as asked, as searched (standalone, its time words taken out as
+    the date filter, read as `asked`), its hits, the focus of a follow-up and an LLM failure met on the way."""
+
+    question: str
+    searched: str
+    hits: list[Hit]
+    asked: QuestionDates | None = None
+    focus: str = ""
+    failure: Exception | None = None
 
 
 class QuestionError(ValueError):
@@ -120,59 +133,51 @@ class Assistant:
         """An answer with citations (by the configured LLM unless `use_llm` is False, else extractive),
         or an abstention. With `dates`, time words in the question ("this week", "in March 2022") become
         the date filter when `filters` has no dates (see `question_dates`)."""
-        question = self._checked(question)
-        self.refresh()
-        searched, filters, asked = self.question_dates(question, filters) if dates else (question, filters, None)
-        hits = self.retriever.search(searched, k or self.settings.top_k, filters)
-        named = self._llm_hits(searched, hits) if use_llm else None
-        if self.llm is not None and named is not None:
-            answer = self.llm.answer(searched, named)
-        else:
-            answer = self.answerer.answer(searched, hits, dated=asked is not None)
-        return _dated(replace(answer, question=question), asked)
+        return self._answer(self._turn(question, filters, k, dates), use_llm)
 
     def chat(self, messages: list[Message], filters: Filters | None = None, dates: bool = True) -> Answer:
         """Answer the last user message, using earlier turns to complete a follow-up."""
-        question, standalone, focus, failure, hits, asked = self._follow_up(messages, filters, dates)
-        named = self._llm_hits(standalone, hits)
-        if self.llm is not None and named is not None:
-            answer = self.llm.answer(standalone, named, focus, failure)
-        else:
-            answer = self.answerer.answer(standalone, hits, focus=focus, dated=asked is not None)
-        return _dated(replace(answer, question=question), asked)
+        return self._answer(self._follow_up(messages, filters, dates))
 
     def stream(self, question: str, filters: Filters | None = None, k: int | None = None,
                dates: bool = True) -> AnswerStream:
         """The answer as it is written: iterate for text pieces (the LLM's tokens, or the extractive answer
         sentence by sentence); the stream's `answer` is the final, checked `Answer` once iterated."""
-        question = self._checked(question)
-        self.refresh()
-        searched, filters, asked = self.question_dates(question, filters) if dates else (question, filters, None)
-        hits = self.retriever.search(searched, k or self.settings.top_k, filters)
-        named = self._llm_hits(searched, hits)
-        if self.llm is not None and named is not None:
-            return _dated_stream(self.llm.stream(searched, named).asked(question), asked)
-        answer = self.answerer.answer(searched, hits, dated=asked is not None)
-        return AnswerStream.of(_dated(replace(answer, question=question), asked))
+        return self._stream(self._turn(question, filters, k, dates))
 
     def stream_chat(self, messages: list[Message], filters: Filters | None = None,
                     dates: bool = True) -> AnswerStream:
         """`chat` as a stream (see `stream`)."""
-        question, standalone, focus, failure, hits, asked = self._follow_up(messages, filters, dates)
-        named = self._llm_hits(standalone, hits)
-        if self.llm is not None and named is not None:
-            return _dated_stream(self.llm.stream(standalone, named, focus, failure).asked(question), asked)
-        answer = replace(self.answerer.answer(standalone, hits, focus=focus, dated=asked is not None),
-                         question=question)
-        return AnswerStream.of(_dated(answer, asked))
+        return self._stream(self._follow_up(messages, filters, dates))
 
-    def _llm_hits(self, question: str, hits: list[Hit]) -> list[Hit] | None:
+    def _turn(self, question: str, filters: Filters | None, k: int | None, dates: bool) -> _Turn:
+        question = self._checked(question)
+        self.refresh()
+        searched, filters, asked = self.question_dates(question, filters) if dates else (question, filters, None)
+        return _Turn(question, searched, self.retriever.search(searched, k or self.settings.top_k, filters), asked)
+
+    def _answer(self, turn: _Turn, use_llm: bool = True) -> Answer:
+        named = self._llm_hits(turn) if use_llm else None
+        if self.llm is not None and named is not None:
+            answer = self.llm.answer(turn.searched, named, turn.focus, turn.failure, turn.asked is not None)
+        else:
+            answer = self.answerer.answer(turn.searched, turn.hits, focus=turn.focus, dated=turn.asked is not None)
+        return _dated(replace(answer, question=turn.question), turn.asked)
+
+    def _stream(self, turn: _Turn) -> AnswerStream:
+        named = self._llm_hits(turn)
+        if self.llm is None or named is None:
+            return AnswerStream.of(self._answer(turn, use_llm=False))
+        stream = self.llm.stream(turn.searched, named, turn.focus, turn.failure, turn.asked is not None)
+        return _dated_stream(stream.asked(turn.question), turn.asked)
+
+    def _llm_hits(self, turn: _Turn) -> list[Hit] | None:
         """The hits the LLM answers from: those of articles naming every name and number of the question.
         None when there is no LLM, or no such article (the extractive answer then abstains, saying which
         name is missing, without asking the LLM)."""
         if self.llm is None:
             return None
-        missing, named = self.answerer.naming(question, hits)
+        missing, named = self.answerer.naming(turn.searched, turn.hits)
         return None if missing else named
 
     def newest_published(self) -> date | None:
@@ -203,9 +208,8 @@ class Assistant:
                               str(reference or ""), kind)
         return without_phrase(question, found), filters, asked
 
-    def _follow_up(self, messages: list[Message], filters: Filters | None, dates: bool = True
-                   ) -> tuple[str, str, str, Exception | None, list[Hit], QuestionDates | None]:
-        """(question, standalone question, focus, LLM failure, hits) for the last user message.
+    def _follow_up(self, messages: list[Message], filters: Filters | None, dates: bool = True) -> _Turn:
+        """The last user message made ready to answer: searched as a standalone question, with its focus.
 
         A follow-up is made a standalone question by the LLM when one is configured (by the heuristic
         `standalone_question` otherwise, or when the LLM fails: the failure is passed on so the answer
@@ -224,7 +228,7 @@ class Assistant:
         if dates:
             standalone, filters, asked = self.question_dates(standalone, filters)
         hits = self.retriever.search(standalone, self.settings.top_k, filters)
-        return question, standalone, focus, failure, hits, asked
+        return _Turn(question, standalone, hits, asked, focus, failure)
 
     def article(self, article_id: str) -> Article | None:
         return self.store.article(article_id)

@@ -41,13 +41,6 @@ class DateRange:
     end: int
     relative: bool  # True when it depends on the reference date ("this week"), False for "in March 2022"
 
-    def describe(self) -> str:
-        if self.since and self.until:
-            return str(self.since) if self.since == self.until else f"{self.since} to {self.until}"
-        if self.since:
-            return f"since {self.since}"
-        return f"until {self.until}" if self.until else "any date"
-
 
 def _month_range(year: int, month: int) -> tuple[date, date]:
     return date(year, month, 1), date(year, month, monthrange(year, month)[1])

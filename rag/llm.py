@@ -21,7 +21,7 @@ the articles". What the model writes is then checked (`check`):
 - when nothing supported remains, the answer abstains like the extractive one.
 
 The checked answer is then read as news, like the extractive one
-(`differing_figures`, `cited_timeline`):
+(`differing_figures`, `rag.news.cited_timeline`):
 
 - when retrieved passages of different articles give different figures for
   the same counted thing ("128 injured" / "150 injured": same kind of count,
@@ -66,10 +66,10 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from rag.answer import NOT_FOUND, QUESTION_WORDS, Extractive
+from rag.answer import NOT_FOUND, Extractive, topic_terms
 from rag.chunk import sentence_spans
-from rag.news import attribution, differing, figures, is_timeline_question, timeline
-from rag.types import Answer, Article, Citation, Hit, Message, TimelinePoint
+from rag.news import attribution, citation, cited_timeline, differ_note, differing, figures
+from rag.types import Answer, Article, Citation, Hit, Message
 
 if TYPE_CHECKING:
     from llama_index.core.llms import LLM
@@ -327,9 +327,10 @@ class LLMAnswerer:
         self.max_sentences = max_sentences
         self.backoff = Backoff(name, retry_after)
 
-    def answer(self, question: str, hits: list[Hit], focus: str = "", failure: Exception | None = None) -> Answer:
+    def answer(self, question: str, hits: list[Hit], focus: str = "", failure: Exception | None = None,
+               dated: bool = False) -> Answer:
         """The checked LLM answer; the extractive one with a notice when the LLM fails (or failed: `failure`,
-        or is left alone after a recent failure)."""
+        or is left alone after a recent failure). `dated`: as for `Extractive.answer`, for that fallback."""
         if failure is None:
             try:
                 raw = self._chat(prompt_messages(question, hits, self.max_sentences))
@@ -337,21 +338,21 @@ class LLMAnswerer:
                 failure = exc
             else:
                 return self.check(question, raw, hits)
-        return self._fallback(question, hits, focus, failure)
+        return self._fallback(question, hits, focus, failure, dated)
 
-    def stream(self, question: str, hits: list[Hit], focus: str = "", failure: Exception | None = None
-               ) -> AnswerStream:
+    def stream(self, question: str, hits: list[Hit], focus: str = "", failure: Exception | None = None,
+               dated: bool = False) -> AnswerStream:
         """The model's tokens as they come; the checked answer (or the extractive fallback) at the end."""
         if failure is None:
             failure = self.backoff.blocked()  # backing off: the extractive answer at once, not as a draft
         if failure is not None:
-            return AnswerStream.of(self._fallback(question, hits, focus, failure))
+            return AnswerStream.of(self._fallback(question, hits, focus, failure, dated))
 
         def pieces() -> Generator[str, None, Answer]:
             try:  # here, not in stream(): a stream never iterated never holds the retry
                 ticket = self.backoff.admit()
             except LLMBackoff as skip:  # another question took the retry meanwhile
-                return self._fallback(question, hits, focus, skip)
+                return self._fallback(question, hits, focus, skip, dated)
             parts: list[str] = []
             try:
                 for response in self.llm.stream_chat(prompt_messages(question, hits, self.max_sentences)):
@@ -360,7 +361,7 @@ class LLMAnswerer:
                         yield response.delta
             except Exception as exc:  # mid-stream too: the draft shown so far is replaced by the fallback
                 self.backoff.failed(ticket, exc)
-                return self._fallback(question, hits, focus, exc)
+                return self._fallback(question, hits, focus, exc, dated)
             except BaseException:  # closed before the end (GeneratorExit): it neither failed nor answered
                 self.backoff.release(ticket)
                 raise
@@ -408,8 +409,8 @@ class LLMAnswerer:
         self.backoff.succeeded(ticket)
         return response.message.content or ""
 
-    def _fallback(self, question: str, hits: list[Hit], focus: str, failure: Exception) -> Answer:
-        answer = self.fallback.answer(question, hits, focus=focus)
+    def _fallback(self, question: str, hits: list[Hit], focus: str, failure: Exception, dated: bool) -> Answer:
+        answer = self.fallback.answer(question, hits, focus=focus, dated=dated)
         return replace(answer, notice=failure_notice(self.name, failure))
 
 
@@ -584,11 +585,7 @@ def check(raw: str, hits: list[Hit], tokens: Tokens, idf: Idf, min_support: floa
                 key = (article.id, start, end)
                 if key not in keys:
                     keys[key] = len(citations) + 1
-                    citations.append(Citation(
-                        n=keys[key], article_id=article.id, title=article.title, source=article.source,
-                        published=article.published, url=article.url, path=article.path,
-                        quote=article.text[start:end], start=start, end=end,
-                        attribution=attribution(article.text[start:end])))
+                    citations.append(citation(keys[key], article, start, end))
                 if keys[key] not in numbers:
                     numbers.append(keys[key])
             out.append(sentence[last:g.start()])
@@ -673,14 +670,6 @@ class _Quotes:
 # ---------------------------------------------------------------- news: timelines and differing figures
 
 
-def cited_timeline(question: str, citations: list[Citation]) -> tuple[TimelinePoint, ...]:
-    """For a timeline question, the cited sentences by day (each quote's sentences with its article's date and
-    its citation number); () for other questions."""
-    if not is_timeline_question(question):
-        return ()
-    return timeline([(c.quote[a:b], c.published, c.n) for c in citations for a, b in sentence_spans(c.quote)])
-
-
 @dataclass(frozen=True)
 class _Figure:
     """A sentence of a retrieved passage that gives counts ("at least 128 people were injured")."""
@@ -709,7 +698,7 @@ def differing_figures(question: str, text: str, citations: list[Citation], hits:
         return text, citations
     stated = set(figures(_MARKERS.sub("", text)))
     anchors = [s for s in pool if _cited(s, citations) is not None or stated & set(s.figures)]
-    asked = {t for t in tokens([question])[0] if t not in QUESTION_WORDS}
+    asked = set(topic_terms(tokens, question))
     differ: list[tuple[str, list[tuple[_Figure, int]]]] = []
     for anchor in anchors:
         for value, what in anchor.figures:
@@ -726,23 +715,13 @@ def differing_figures(question: str, text: str, citations: list[Citation], hits:
     if not differ:
         return text, citations
     citations = list(citations)
-    notes = []
-    for what, sides in differ:
-        parts = []
-        for s, value in sides:
-            c = _cited(s, citations)
-            if c is None:
-                quote = s.text
-                c = Citation(n=len(citations) + 1, article_id=s.article.id, title=s.article.title,
-                             source=s.article.source, published=s.article.published, url=s.article.url,
-                             path=s.article.path, quote=quote, start=s.start, end=s.end,
-                             attribution=attribution(quote))
-                citations.append(c)
-            who = ", ".join(x for x in (c.source or c.title, c.published) if x)
-            said = attribution(s.text)
-            parts.append(f"{value:,} {what} in {who}" + (f", citing {said}" if said else "") + f" [{c.n}]")
-        notes.append(f"the reports differ on the number {what}: " + "; ".join(parts))
-    return f"{text} (Note, not a quote: " + "; ".join(notes) + ".)", citations
+    for _, sides in differ:
+        for s, _ in sides:
+            if _cited(s, citations) is None:
+                citations.append(citation(len(citations) + 1, s.article, s.start, s.end))
+    note = differ_note([(what, [(value, _cited(s, citations), attribution(s.text)) for s, value in sides])
+                        for what, sides in differ])
+    return f"{text} {note}", citations
 
 
 def _figure_sentences(hits: list[Hit], tokens: Tokens) -> list[_Figure]:
@@ -769,7 +748,7 @@ def _cited(s: _Figure, citations: list[Citation]) -> Citation | None:
 
 
 __all__ = [
-    "AnswerStream", "Backoff", "LLMAnswerer", "LLMBackoff", "LLMConfigError", "check", "cited_timeline",
+    "AnswerStream", "Backoff", "LLMAnswerer", "LLMBackoff", "LLMConfigError", "check",
     "differing_figures", "make_answerer", "make_llm", "ollama_url", "parse_spec", "prompt_messages",
     "split_sentences", "strip_markup",
 ]

@@ -25,7 +25,7 @@ from functools import lru_cache
 
 from rag.chunk import sentence_spans
 from rag.dates import parse_iso, sentence_date
-from rag.types import Article, TimelinePoint
+from rag.types import Article, Citation, TimelinePoint
 
 _TIMELINE = re.compile(r"\b(?:what\s+(?:has\s+|have\s+|had\s+)?(?:happened|happens|is\s+happening|"
                        r"has\s+been\s+happening|went\s+on|is\s+going\s+on)|timeline|chronolog\w*|over\s+time|"
@@ -201,6 +201,33 @@ def timeline(sentences: list[tuple[str, str, int]]) -> tuple[TimelinePoint, ...]
             numbers.append(n)
     return tuple(TimelinePoint(str(day), " ".join(texts), tuple(numbers))
                  for day, (texts, numbers) in sorted(days.items()))
+
+def cited_timeline(question: str, citations: list[Citation] | tuple[Citation, ...]) -> tuple[TimelinePoint, ...]:
+    """For a timeline question, the cited sentences by day (each quote's sentences with its article's date and
+    its citation number); () for other questions."""
+    if not is_timeline_question(question):
+        return ()
+    return timeline([(c.quote[a:b], c.published, c.n) for c in citations for a, b in sentence_spans(c.quote)])
+
+
+def citation(n: int, article: Article, start: int, end: int) -> Citation:
+    """Citation `n`: the exact span `article.text[start:end]`, with whom it attributes its claim to."""
+    quote = article.text[start:end]
+    return Citation(n=n, article_id=article.id, title=article.title, source=article.source,
+                    published=article.published, url=article.url, path=article.path, quote=quote, start=start,
+                    end=end, attribution=attribution(quote))
+
+
+def differ_note(differ: list[tuple[str, list[tuple[int, Citation, str]]]]) -> str:
+    """Our sentence (not a quote) saying the reports differ: for each thing counted, every (figure, citation of
+    the sentence giving it, whom that sentence cites) with the citation's source and date."""
+    notes = []
+    for what, sides in differ:
+        parts = [f"{value:,} {what} in " + ", ".join(x for x in (c.source or c.title, c.published) if x)
+                 + (f", citing {said}" if said else "") + f" [{c.n}]" for value, c, said in sides]
+        notes.append(f"the reports differ on the number {what}: " + "; ".join(parts))
+    return "(Note, not a quote: " + "; ".join(notes) + ".)"
+
 
 ROLES = frozenset("""mayor governor president minister spokesman spokeswoman spokesperson official officials chief
 head commander secretary director master ambassador chancellor leader adviser advisor general prosecutor

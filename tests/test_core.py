@@ -111,6 +111,13 @@ def test_questions_about_another_place_or_year_abstain_and_say_why(built, questi
     assert answer.text == f"Not found in the articles: none of the articles found mentions {missing}."
 
 
+def test_names_found_only_in_separate_articles_are_named_together(built):
+    answer = built[0].ask("Did Tomas Reyes inspect the Brightwater dam?")
+    assert answer.abstained and answer.citations == ()
+    assert answer.text == ("Not found in the articles: none of the articles found mentions Tomas, Reyes and "
+                           "Brightwater together.")
+
+
 def test_metadata_is_normalised(built):
     assistant, _, _ = built
     hits = assistant.search("Kestrel drone Zentrix", k=1)

@@ -638,3 +638,14 @@ def test_llm_answer_without_timeline_or_differing_figures(news_store, embedder, 
     assert [c.title for c in answer.citations] == ["Floods reach Dovrin"]
     assert answer.timeline == () and answer.to_dict()["timeline"] == []
     check_quotes(assistant, answer)
+
+
+def test_a_dead_llm_answers_a_question_of_dates_only_like_the_extractive_one(news_store, embedder, settings):
+    extractive = Assistant(news_store, embedder, settings).ask("what happened in March 2022?")
+    assert not extractive.abstained  # the opening sentence of each story of March 2022
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    assistant = assistant_for(news_store, embedder, settings, "openai:m", openai_base_url=url)
+    for answer in (assistant.ask("what happened in March 2022?"),
+                   assistant.stream("what happened in March 2022?").result()):
+        assert (answer.text, answer.citations) == (extractive.text, extractive.citations)
+        assert "extractive answer" in answer.notice
