@@ -72,7 +72,6 @@ class _Run:
     skipped: list[Skipped] = field(default_factory=list)
     embedded: int = 0
     failed: set[str] = field(default_factory=set)  # article ids whose embedding failed
-    repaired: int = 0  # orphan vectors removed plus missing vectors restored
     seen_hashes: dict[str, str] = field(default_factory=dict)
     # every parsed file: the stored ids of its articles, and whether all of it was read
     file_articles: dict[Path, tuple[list[str], bool]] = field(default_factory=dict)
@@ -103,19 +102,23 @@ class Indexer:
             interrupted = store.dirty()
             try:
                 if interrupted:
-                    self.repair(run)
+                    self.repair()
                 pending = self._changed_articles(files, run)
                 self._store_all(pending, run, progress, on_progress)
                 if prune:
                     self._prune(run)
+                changed = bool(interrupted or run.indexed or run.replaced or run.pruned)
+                # what is derived from the articles is rebuilt when they changed, or when it is missing
+                # or outdated (then readers must reload too)
+                if changed or self._lexical_missing():
+                    self._build_lexical()
+                    changed = True
+                if changed or store.meta("marks") != MARKS_VERSION:
+                    self.group_stories()
+                    changed = True
             except Exception as exc:
                 self._after_failure(run)
                 raise self._failure(exc, run) from exc
-            changed = bool(interrupted or run.indexed or run.replaced or run.pruned)
-            if changed or self._lexical_missing():
-                self._build_lexical()
-            if changed or store.meta("marks") != MARKS_VERSION:
-                self.group_stories()
             if changed or store.dirty():
                 store.finish_run()
             else:
@@ -124,21 +127,16 @@ class Indexer:
             store.release_writer()
         return run.report()
 
-    def group_stories(self) -> int:
-        """Find the syndicated copies among all articles and store their groups; returns the number of groups.
-
-        Earliest published first: a story's id is its earliest copy's."""
+    def group_stories(self) -> None:
+        """Find the syndicated copies among all articles and store their groups (a story's id is its earliest
+        copy's). Marks are kept as articles are saved; an index made before that gets them here."""
         store = self.store
         if store.meta("marks") != MARKS_VERSION:
             store.mark_all()
-        published = dict(store.published_dates())
-        order = sorted(published, key=lambda a: (published[a] or "9999", a))
-        article = lru_cache(maxsize=256)(store.article)
-        stories = story_groups(store.marks(), order, lambda a: article(a) or Article(a, "", ""))
-        store.save_stories(stories)
-        return len(set(stories.values()))
+        article = lru_cache(maxsize=256)(store.article)  # marks go with their article: it is always there
+        store.save_stories(story_groups(store.marks(), store.ids_by_date(), article))
 
-    def repair(self, run: _Run | None = None) -> int:
+    def repair(self) -> int:
         """Make the vectors exactly the chunks SQLite lists (after an interrupted run).
 
         Returns how many vectors were removed or restored."""
@@ -164,8 +162,6 @@ class Indexer:
             part = chunks[i:i + self.batch_chunks]
             vectors = self.embedder.embed([embed_text(articles[c.article_id], c) for c in part])
             store.add_vectors(part, vectors, articles)
-        if run is not None:
-            run.repaired = len(orphans) + len(chunks)
         return len(orphans) + len(chunks)
 
     def _failure(self, exc: Exception, run: _Run) -> IndexError_:
@@ -324,13 +320,14 @@ class Indexer:
     def _prune(self, run: _Run) -> None:
         live: set[str] = set()
         gone: list[str] = []
-        for shown, ids in self.store.files().items():
+        files = self.store.files()
+        for shown, ids in files.items():
             if Path(shown).exists():
                 live.update(ids)
             else:
                 gone.append(shown)
         for shown in gone:
-            for article_id in self.store.files().get(shown, []):
+            for article_id in files[shown]:
                 if article_id not in live and self.store.article_hash(article_id):
                     self.store.set_dirty()
                     self.store.delete_article(article_id)

@@ -155,6 +155,9 @@ class _Snapshot:
     lexical: Lexical
     doc_lexical: Lexical
     article: Callable[[str], Article | None]
+    # the BM25 indexes are of these chunks / articles (else a rebuild is pending and that side is left out)
+    lexical_fits: bool
+    doc_lexical_fits: bool
     story: dict[str, str]  # article id -> story id, for articles with syndicated copies
     members: dict[str, tuple[str, ...]]  # story id -> its articles
 
@@ -167,11 +170,13 @@ class _Snapshot:
         members: dict[str, tuple[str, ...]] = {}
         for article_id, story_id in sorted(story.items()):
             members[story_id] = (*members.get(story_id, ()), article_id)
+        lexical, doc_lexical = Lexical(store.dir / "bm25"), Lexical(store.dir / "bm25_articles")
         return cls(
             table=table, row={cid: i for i, cid in enumerate(table.ids)}, article_ids=articles,
             article_pos={a: i for i, a in enumerate(articles)},
             first_row=np.array([first[a] for a in articles] + [len(table.ids)], dtype=np.int64),
-            lexical=Lexical(store.dir / "bm25"), doc_lexical=Lexical(store.dir / "bm25_articles"),
+            lexical=lexical, doc_lexical=doc_lexical,
+            lexical_fits=lexical.ids == table.ids, doc_lexical_fits=doc_lexical.ids == articles,
             article=lru_cache(maxsize=1024)(store.article), story=story, members=members,
         )
 
@@ -212,8 +217,8 @@ class Retriever:
         mask = self._mask(table, filters)
         words = lexical_query(query)
         lexical, doc_lexical = snap.lexical, snap.doc_lexical
-        chunk_lex = np.where(mask, lexical.scores(words), 0.0) if lexical.ids == table.ids else np.zeros(len(mask))
-        doc_lex = doc_lexical.scores(words) if doc_lexical.ids == snap.article_ids else np.zeros(len(snap.article_ids))
+        chunk_lex = np.where(mask, lexical.scores(words), 0.0) if snap.lexical_fits else np.zeros(len(mask))
+        doc_lex = doc_lexical.scores(words) if snap.doc_lexical_fits else np.zeros(len(snap.article_ids))
         doc_lex = np.where(mask[snap.first_row[:-1]], doc_lex, 0.0)
         ranked = self._rank_articles(snap, dense, doc_lex)
         return self._hits(snap, ranked, dense, chunk_lex, k, per_article, one_copy)

@@ -32,7 +32,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -95,10 +95,10 @@ def storage_error(exc: BaseException, where: Path | str) -> IndexError_:
     """A storage failure as an IndexError_ that says what happened and what to do."""
     text = str(exc)
     low = text.lower()
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "disk is full" in low or "no space" in low \
-            or _nearly_full(Path(where)):  # Chroma reports a full disk as a failed compaction, without errno
-        return IndexError_(f"disk full while writing the index in {where}: free some space and run `rag index` "
-                           "again (what was not committed is redone, nothing is lost)")
+    full = IndexError_(f"disk full while writing the index in {where}: free some space and run the same `rag index` "
+                       "again (what was not committed is redone, nothing is lost)")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC or "disk is full" in low or "no space" in low:
+        return full
     if (isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)) or "readonly" in low \
             or "read-only" in low:
         return IndexError_(f"the index folder {where} is read-only or not writable ({text}): the index needs "
@@ -108,6 +108,8 @@ def storage_error(exc: BaseException, where: Path | str) -> IndexError_:
                            f"`rag index --rebuild PATH... --index {where}`")
     if "locked" in low or "busy" in low:
         return IndexError_(f"the index database in {where} stayed locked by another process ({text}); try again")
+    if _nearly_full(Path(where)):  # Chroma reports a full disk as a failed compaction, without errno
+        return full
     return IndexError_(f"the index in {where} cannot be used: {type(exc).__name__}: {text}")
 
 
@@ -209,16 +211,13 @@ class Store:
         """Mark the index complete and tell readers to reload."""
         with self._locked(write=True) as db:
             db.execute("DELETE FROM meta WHERE key = 'dirty'")
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(self._generation() + 1),))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(self.generation() + 1),))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('last_indexed', ?)",
                        (datetime.now(UTC).isoformat(timespec="seconds"),))
 
     def bump_generation(self) -> None:
         """Tell readers to reload without marking the index complete (after a failed run)."""
-        self.set_meta("generation", str(self._generation() + 1))
-
-    def _generation(self) -> int:
-        return int(self.meta("generation") or 0)
+        self.set_meta("generation", str(self.generation() + 1))
 
     def check_embedder(self, name: str, dim: int) -> None:
         """Record the embedder on first use; refuse a different one later."""
@@ -232,7 +231,8 @@ class Store:
             raise IndexError_(
                 f"the index in {self.dir} was built with embedder {stored} "
                 f"(dim {self.meta('dim')}), not {name} (dim {dim}). Re-index: "
-                f"`rag index --rebuild --index {self.dir}` or choose another --index folder."
+                f"`rag index --rebuild PATH... --index {self.dir}` (the files and folders it was built from) or "
+                "choose another --index folder."
             )
         else:
             self.collection  # noqa: B018 - open the vectors now: a broken store is a start-up error
@@ -464,18 +464,19 @@ class Store:
                     'INSERT INTO chunks VALUES (?, ?, ?, ?, ?)',
                     [(c.id, c.article_id, i, c.start, c.end) for i, c in enumerate(chunks)],
                 )
-                self._save_marks(article)
+                self.db.execute("DELETE FROM marks WHERE article_id = ?", (article.id,))
+                self._save_marks(article.id, article.text)
 
-    def _save_marks(self, article: Article) -> None:
-        self.db.execute("DELETE FROM marks WHERE article_id = ?", (article.id,))
-        self.db.executemany("INSERT INTO marks VALUES (?, ?)", [(article.id, h) for h in story_marks(article.text)])
+    def _save_marks(self, article_id: str, text: str) -> None:
+        self.db.executemany("INSERT INTO marks VALUES (?, ?)", [(article_id, h) for h in story_marks(text)])
 
     def mark_all(self) -> None:
-        """Compute the story marks of every article (an index made before they were kept)."""
-        with self._locked(write=True):
-            for article in list(self.iter_articles()):
-                self._save_marks(article)
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('marks', ?)", (MARKS_VERSION,))
+        """Compute the story marks of every article (an index made before they were kept), one at a time."""
+        with self._locked(write=True) as db:
+            db.execute("DELETE FROM marks")
+            for article_id, text in db.execute("SELECT id, text FROM articles"):
+                self._save_marks(article_id, text)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('marks', ?)", (MARKS_VERSION,))
 
     def marks(self) -> dict[str, list[int]]:
         """{article id: its story marks} (see `rag.news.marks`)."""
@@ -534,10 +535,11 @@ class Store:
         with self._locked():
             return [r[0] for r in self.db.execute("SELECT id FROM articles ORDER BY id")]
 
-    def published_dates(self) -> list[tuple[str, str]]:
-        """(article id, ISO publication date or "") of every article."""
+    def ids_by_date(self) -> list[str]:
+        """Every article id, earliest published first (undated last, then by id)."""
         with self._locked() as db:
-            return db.execute("SELECT id, published FROM articles").fetchall()
+            return [r[0] for r in db.execute(
+                "SELECT id FROM articles ORDER BY COALESCE(published, '') = '', published, id")]
 
     def counts(self) -> tuple[int, int]:
         with self._locked():
@@ -583,14 +585,6 @@ class Store:
             published_ord=np.array([r[4] or 0 for r in rows], dtype=np.int64),
             sources=[r[5] or "" for r in rows],
         )
-
-    def iter_articles(self) -> Iterable[Article]:
-        with self._lock:
-            ids = self.article_ids()
-        for article_id in ids:
-            article = self.article(article_id)
-            if article is not None:
-                yield article
 
     def touch(self) -> None:
         self.set_meta("last_indexed", datetime.now(UTC).isoformat(timespec="seconds"))

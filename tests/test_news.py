@@ -309,8 +309,10 @@ def test_regrouping_follows_edits_prunes_and_old_indexes(tmp_path, settings, emb
             db.execute("DELETE FROM marks")
             db.execute("DELETE FROM stories")
             db.execute("DELETE FROM meta WHERE key = 'marks'")
+        before = assistant.store.generation()
         report = assistant.index([folder])
         assert report.chunks_embedded == 0 and assistant.stats()["story_groups"] == 1
+        assert assistant.store.generation() == before + 1  # other processes reload to see the groups
     finally:
         assistant.close()
 

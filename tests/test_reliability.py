@@ -454,6 +454,8 @@ def test_a_failed_write_with_no_space_left_is_called_disk_full(tmp_path, monkeyp
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr("rag.store.shutil.disk_usage", lambda folder: usage(700 << 10, 690 << 10, 10 << 10))
     assert str(storage_error(error, tmp_path / "index")).startswith("disk full while writing the index")
+    # an error that says what it is keeps its own message, however full the disk
+    assert "locked by another process" in str(storage_error(Exception("database is locked"), tmp_path))
 
 
 # ---------- concurrency ----------
