@@ -52,11 +52,11 @@ def measure(corpus: Path, questions: list[dict], settings: Settings, folder: Pat
         assistant.index([corpus], progress=sys.stderr.isatty())
         index_s = time.perf_counter() - started
     with PeakRSS() as ask_rss:
-        assistant.ask(questions[0]["question"], dates=False)  # warm-up
+        assistant.ask(questions[0]["question"], use_llm=False, dates=False)  # warm-up
         times = []
         for q in questions:
             started = time.perf_counter()
-            assistant.ask(q["question"], dates=False)
+            assistant.ask(q["question"], use_llm=False, dates=False)
             times.append((time.perf_counter() - started) * 1000)
     stats = assistant.stats()
     assistant.close()

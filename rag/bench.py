@@ -39,6 +39,12 @@ Ranker = Callable[[str, Filters | None], tuple[list[str], str]]  # question -> (
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
+    needed = [args.bench_dir / "articles.jsonl.gz", args.questions or args.bench_dir / "questions-dev.jsonl"]
+    missing = [p for p in needed if not p.is_file()]
+    if missing:
+        print(f"rag: {missing[0]}: no such file (BENCH_DIR holds articles.jsonl.gz and questions-dev.jsonl)",
+              file=sys.stderr)
+        return 2
     result = run(args.bench_dir, args.questions, args.peer, args.limit, settings)
     print(json.dumps(result, indent=2) if args.json else table(result))
     return 0
@@ -59,7 +65,7 @@ def run(bench_dir: Path, questions_file: Path | None, peer: bool, limit: int | N
         ours, stories = run_ours(source, questions, Path(tmp) / "ours", settings)
         result = {"corpus": corpus, "ours": ours}
         if peer:
-            result["peer"] = run_peer(source, with_copies(questions, stories), Path(tmp) / "peer", settings)
+            result["peer"] = run_peer(source, ours_id, with_copies(questions, stories), Path(tmp) / "peer")
     return result
 
 
@@ -143,8 +149,9 @@ def run_ours(source: Path, questions: list[dict], index_dir: Path, settings: Set
     questions = with_copies(questions, stories)
 
     def ask(question: str, filters: Filters | None) -> tuple[list[str], str]:
-        # dates=False: the undated run measures ranking alone ("this week" in a quiz question filters nothing)
-        answer = assistant.ask(question, filters=filters, k=max(20, settings.top_k), dates=False)
+        # the extractive answer, whatever RAG_LLM says; dates=False: the undated run measures ranking alone
+        # ("this week" in a quiz question filters nothing)
+        answer = assistant.ask(question, filters=filters, k=max(20, settings.top_k), use_llm=False, dates=False)
         return list(dict.fromkeys(h.article.id for h in answer.hits)), answer.text
 
     ask(questions[0]["question"] if questions else "warm up", None)  # warm-up: caches, lazy imports
@@ -210,13 +217,13 @@ def latency(times: list[float]) -> dict:
     return {"ask_p50_ms": round(statistics.median(ordered), 1), "ask_p95_ms": round(p95, 1)}
 
 
-def run_peer(source: Path, questions: list[dict], folder: Path, settings: Settings) -> dict:
-    """The LlamaIndex quick-start on the same articles and questions."""
+def run_peer(source: Path, ours_id: dict[str, str], questions: list[dict], folder: Path) -> dict:
+    """The LlamaIndex quick-start on the same articles and questions (its article ids made ours, `ours_id`)."""
     from rag import peer
 
     with PeakRSS() as rss:
         started = time.perf_counter()
-        engine = peer.QuickStart(source, folder)
+        engine = peer.QuickStart(source, folder, ours_id)
         index_s = time.perf_counter() - started
     engine.ranked("warm up", None)
     quality, times = score(engine.ranked, questions, "peer")

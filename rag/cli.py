@@ -20,7 +20,11 @@ from rag.types import Answer, Filters, Message
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValueError as exc:  # pydantic's ValidationError: a bad RAG_* value
+        print(f"rag: {settings_error(exc)}", file=sys.stderr)
+        return 2
     if getattr(args, "index", None):
         settings = settings.model_copy(update={"index_dir": Path(args.index)})
     if getattr(args, "llm", None):
@@ -35,6 +39,21 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, IndexError_) as exc:  # IndexError_: a busy, broken, read-only or full index
         print(f"rag: {exc}", file=sys.stderr)
         return 2
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 1")
+    return int(text)
+
+
+def settings_error(exc: ValueError) -> str:
+    """One line per bad setting: "RAG_TOP_K=abc: Input should be a valid integer"."""
+    errors = getattr(exc, "errors", lambda: [])()
+    if not errors:
+        return str(exc)
+    return "; ".join(f"RAG_{'_'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}" for e in errors)
 
 
 class UserError(Exception):
@@ -55,7 +74,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ask", help="answer one question")
     s.add_argument("question")
     s.add_argument("--json", action="store_true")
-    s.add_argument("-k", type=int, default=None, help="passages to retrieve")
+    s.add_argument("-k", type=_positive, default=None, help="passages to retrieve")
     s.add_argument("--stream", action="store_true",
                    help="print the answer as it is written (with --json: to stderr, the JSON at the end)")
     _filter_args(s)
@@ -145,7 +164,10 @@ def _date(value: str) -> date:
 
 
 def filters_of(args: argparse.Namespace) -> Filters:
-    return Filters(tuple(args.source), args.since, args.until)
+    try:
+        return Filters(tuple(args.source), args.since, args.until)
+    except ValueError as exc:  # --since after --until
+        raise UserError(f"--since/--until: {exc}") from None
 
 
 def _quiet_libraries() -> None:

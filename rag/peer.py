@@ -24,7 +24,8 @@ TOP_K = 50
 class QuickStart:
     """Builds the peer index on construction; `ranked` answers like the bench expects."""
 
-    def __init__(self, articles_file: Path, folder: Path) -> None:
+    def __init__(self, articles_file: Path, folder: Path, ids: dict[str, str] | None = None) -> None:
+        """Index `articles_file` into `folder`; `ids` maps the file's article ids to the ones ranked."""
         import chromadb
         from llama_index.core import Document, StorageContext, VectorStoreIndex
         from llama_index.embeddings.huggingface import HuggingFaceEmbedding
@@ -36,7 +37,7 @@ class QuickStart:
                 item = json.loads(line)
                 documents.append(Document(
                     text=item.get("text", ""),
-                    metadata={"title": item.get("title", ""), "article_id": item["id"],
+                    metadata={"title": item.get("title", ""), "article_id": (ids or {}).get(item["id"], item["id"]),
                               "published_ord": date_ord(iso_date(item.get("published")))},
                     excluded_embed_metadata_keys=["article_id", "published_ord"],
                     excluded_llm_metadata_keys=["article_id", "published_ord"],

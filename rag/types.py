@@ -7,6 +7,7 @@ conveniences; they do not know how they were produced.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import date
 
@@ -136,6 +137,13 @@ class Answer:
     # for questions about change over time ("what happened in X?"): the cited sentences by date, oldest first
     timeline: tuple[TimelinePoint, ...] = ()
 
+    @property
+    def reason(self) -> str:
+        """Why an abstention abstained ("none of the articles found mentions Kestrelmouth."), without its
+        "Not found in the articles" prefix; "" when it does not say."""
+        said = re.match(r"\s*not found in the articles\s*[:.]\s*(\S.*)", self.text, flags=re.I | re.S)
+        return said.group(1) if self.abstained and said else ""
+
     def to_dict(self) -> dict:
         """The `rag ask --json` shape (with "notice" and "dates" only when there are some)."""
         out = {
@@ -159,6 +167,10 @@ class Filters:
     sources: tuple[str, ...] = ()
     since: date | None = None
     until: date | None = None
+
+    def __post_init__(self) -> None:
+        if self.since and self.until and self.since > self.until:
+            raise ValueError(f"the date range is empty: {self.since} is after {self.until}")
 
     def is_empty(self) -> bool:
         return not self.sources and self.since is None and self.until is None

@@ -159,3 +159,17 @@ def test_cli_refuses_empty_and_huge_questions(messy):
         done = subprocess.run([sys.executable, "-m", "rag.cli", "ask", question, "--index", str(index)],
                               env=env, capture_output=True, text=True)
         assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_bad_setting_or_an_empty_date_range_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    from datetime import date
+
+    from rag.cli import main
+    from rag.types import Filters
+
+    monkeypatch.setenv("RAG_TOP_K", "abc")
+    assert main(["stats", "--index", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rag: RAG_TOP_K='abc': Input should be a valid integer") and "Traceback" not in err
+    with pytest.raises(ValueError, match="the date range is empty: 2023-01-01 is after 2022-01-01"):
+        Filters(since=date(2023, 1, 1), until=date(2022, 1, 1))

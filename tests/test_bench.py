@@ -76,6 +76,21 @@ def test_bench_json_on_tiny_benchmark(tmp_path, capsys, monkeypatch):
     assert 0 < ours["ask_p50_ms"] <= ours["ask_p95_ms"]
 
 
+def test_peer_is_scored_against_the_same_gold_ids(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("llama_index.embeddings.huggingface")
+    bench = write_bench(tmp_path / "bench")
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", str(bench), "--peer", "--json"]) == 0
+    peer = json.loads(capsys.readouterr().out)["peer"]
+    # the file's ids are not ours: unmapped, the peer would find every gold article and score 0
+    assert peer["articles"] == 5 and peer["hit@5"] == 1.0
+
+
+def test_a_missing_benchmark_is_one_line(tmp_path, capsys):
+    assert main(["bench", str(tmp_path / "nowhere")]) == 2
+    assert "articles.jsonl.gz: no such file" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not SHARED.exists(), reason="the shared benchmark is not beside this clone")
 def test_bench_slice_of_shared_benchmark(tmp_path, settings):
     result = run(SHARED, None, peer=False, limit=12, settings=settings)

@@ -37,7 +37,14 @@ from tests.slack_fake import (  # noqa: E402
     sign,
     slash_command,
 )
-from ui.slack import HttpServer, SlackBot, answer_blocks, format_reply, split_message  # noqa: E402
+from ui.slack import (  # noqa: E402
+    CONCURRENT_ANSWERS,
+    HttpServer,
+    SlackBot,
+    answer_blocks,
+    format_reply,
+    split_message,
+)
 
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -245,7 +252,9 @@ def test_forged_unsigned_and_stale_requests_get_401_and_no_side_effect(s):
 
 
 def test_slash_command_is_acknowledged_at_once_and_the_answer_restates_the_question(s):
-    with s.bot._answer_lock:  # however long answering takes...
+    with ExitStack() as busy:  # however long answering takes (every answering slot taken)...
+        for _ in range(CONCURRENT_ANSWERS):
+            busy.enter_context(s.bot._answering)
         started = time.monotonic()
         status, body, ack = s.command(MARIUPOL)
         assert status == 200 and ack < 1.0  # ...the command is acknowledged at once
@@ -480,6 +489,9 @@ def test_reply_format_and_splitting_units():
     assert pieces[1].startswith("> word")  # a quote cut in two stays a quote
     abstained = format_reply(Answer("q?", "Not found", (), abstained=True))
     assert abstained == ["I don't know: I couldn't find an answer to this in the indexed articles."]
+    named = format_reply(Answer("q?", "Not found in the articles: none of the articles found mentions Velgrave.",
+                                abstained=True))
+    assert named == ["I don't know: none of the articles found mentions Velgrave."]
     link = "<https://example.com/x|a title with spaces>"
     for piece in split_message(("word " * 30 + link + " ") * 20, 120):
         assert len(piece) <= 120 and piece.count("<") == piece.count(">")

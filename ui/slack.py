@@ -58,6 +58,7 @@ DEDUPE_SECONDS = 3600  # Slack retries for a few minutes; keep event ids well pa
 THREAD_MEMORY_SECONDS = 7 * 24 * 3600
 DM_CONTEXT_SECONDS = 3600  # earlier DMs within this window are the chat context of a DM
 MAX_BODY_BYTES = 1 << 20
+CONCURRENT_ANSWERS = 4  # questions answered at once (one slow LLM answer does not hold up the others)
 ABSTAIN_TEXT = "I don't know: I couldn't find an answer to this in the indexed articles."
 FEEDBACK_ACTION = re.compile(r"^rag_feedback_(up|down)$")
 ANSWERED_EVENT = "rag_answer"  # message metadata event type on the bot's answers
@@ -126,7 +127,10 @@ def format_reply(answer: Answer, asked_by: str = "", limit: int = MAX_MESSAGE_CH
     parts = []
     if asked_by:
         parts.append(f"<@{asked_by}> asked:\n> {escape(answer.question)}")
-    parts.append(ABSTAIN_TEXT if answer.abstained else escape(answer.text))
+    if answer.abstained:  # with the reason when it gives one ("none of the articles found mentions X")
+        parts.append(f"I don't know: {escape(answer.reason)}" if answer.reason else ABSTAIN_TEXT)
+    else:
+        parts.append(escape(answer.text))
     if answer.notice:
         parts.append(f"_{escape(answer.notice)}_")
     if answer.timeline and not answer.abstained:
@@ -286,7 +290,8 @@ class SlackBot:
         self.settings = settings
         self._assistant = assistant
         self._open_lock = threading.Lock()
-        self._answer_lock = threading.Lock()
+        # the facade is thread-safe; this only bounds the work at once, like the web chat's queue
+        self._answering = threading.BoundedSemaphore(CONCURRENT_ANSWERS)
         self._feedback_lock = threading.Lock()
         self.seen_events = ExpiringSet(DEDUPE_SECONDS)
         self.claimed_messages = ExpiringSet(DEDUPE_SECONDS)
@@ -349,7 +354,7 @@ class SlackBot:
                 if self._assistant is None:
                     folder = Path(self.settings.index_dir)
                     if not (folder / "articles.sqlite").exists():
-                        raise IndexMissing(f"no index in {folder}: run `rag index --index {folder}`")
+                        raise IndexMissing(f"no index in {folder}: run `rag index PATH... --index {folder}`")
                     from rag.api import Assistant
 
                     log.info("opening the index in %s", folder)
@@ -358,7 +363,7 @@ class SlackBot:
 
     def answer(self, messages: list[Message]) -> Answer:
         assistant = self.assistant()
-        with self._answer_lock:
+        with self._answering:
             return assistant.chat(messages)
 
     # ---- listeners

@@ -28,6 +28,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rag.ingest import SUFFIXES
 from rag.types import Answer, Citation, Filters, IndexReport, Message, TimelinePoint
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from rag.api import Assistant
     from rag.config import Settings
 
-UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".json", ".jsonl", ".jsonl.gz")
+UPLOAD_SUFFIXES = SUFFIXES  # what `rag index` reads
 MAX_UPLOAD_MB = 25  # per file; gradio refuses bigger uploads before they reach the handler
 MAX_UPLOAD_FILES = 50  # per upload
 CONTEXT_CHARS = 200  # article text shown either side of a quote
@@ -348,10 +349,7 @@ def parse_day(value: Any, label: str) -> date | None:
 
 
 def filters_of(sources: list[str] | None, since: Any, until: Any) -> Filters:
-    start, end = parse_day(since, "from"), parse_day(until, "until")
-    if start and end and start > end:
-        raise ValueError(f"the date range is empty: {start} is after {end}")
-    return Filters(tuple(sources or ()), start, end)
+    return Filters(tuple(sources or ()), parse_day(since, "from"), parse_day(until, "until"))
 
 
 def describe(filters: Filters) -> str:
@@ -544,7 +542,7 @@ class WebChat:
 
     def _section(self, turn: int, question: str, answer: Answer, seconds: float, note: str) -> dict:
         cards = []
-        texts: dict[str, str | None] = {}
+        texts: dict[str, str | None] = {h.article.id: h.article.text for h in answer.hits}  # read already
         for c in answer.citations:
             if c.article_id not in texts:
                 article = self.assistant.article(c.article_id)
