@@ -82,6 +82,9 @@ def read_file(path: Path) -> Iterator[Article | Skipped]:
     """Yield the articles of one file, or `Skipped` entries for what is bad."""
     shown = display_path(path)
     suffix = suffix_of(path)
+    if suffix not in SUFFIXES:  # before reading it: a named video file is not read to be refused
+        yield Skipped(shown, f"unsupported file type {suffix or '(none)'}")
+        return
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
@@ -97,9 +100,6 @@ def read_file(path: Path) -> Iterator[Article | Skipped]:
         except (OSError, EOFError) as exc:
             yield Skipped(shown, f"not a valid gzip file: {exc}")
             return
-    if suffix not in SUFFIXES:
-        yield Skipped(shown, f"unsupported file type {suffix or '(none)'}")
-        return
     if not raw.strip():
         yield Skipped(shown, "empty file")
         return
