@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,web,slack,llm,peer,browser]'
+	$(BIN)/pip install --quiet -e '.[dev,web,slack,llm,peer,browser,api]'
 	touch $(STAMP)
 
 index: install

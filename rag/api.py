@@ -20,6 +20,7 @@ from rag.dates import find_range, without_phrase
 from rag.embed import Embedder, make_embedder
 from rag.feeds import fetch_articles, is_url
 from rag.index import Indexer, Progress
+from rag.ingest import display_path
 from rag.llm import AnswerStream, make_answerer
 from rag.retrieve import Retriever
 from rag.store import ChromaServer, IndexError_, Store
@@ -78,13 +79,15 @@ class Assistant:
         return cls(open_store(folder, settings), embedder, settings)
 
     def index(self, paths: list[Path | str], prune: bool = False, progress: bool = False,
-              on_progress: Progress | None = None) -> IndexReport:
+              on_progress: Progress | None = None, allow_private: bool = True) -> IndexReport:
         """Index files and folders, and http(s) urls of RSS/Atom feeds or article pages (fetched into the index
-        folder's `fetched/`, see `rag.feeds`); only new or changed articles are embedded."""
+        folder's `fetched/`, see `rag.feeds`; without `allow_private` only from public addresses); only new or
+        changed articles are embedded. A file named here (not found in a folder) brings back what `remove` took
+        out of it."""
         files, failed = [], []
         for p in paths:
             if is_url(str(p)):
-                written, skipped = fetch_articles(str(p), self.store.dir / "fetched")
+                written, skipped = fetch_articles(str(p), self.store.dir / "fetched", allow_private=allow_private)
                 files += written
                 failed += skipped
             else:
@@ -92,6 +95,8 @@ class Assistant:
         if failed and not files:
             return IndexReport(skipped=tuple(failed))
         indexer = Indexer(self.store, self.embedder, self.chunker, self.settings.index_batch_chunks)
+                if files[-1].is_file():
+                    self.store.restore_removed(display_path(files[-1]))
         try:
             report = indexer.run(files, prune=prune, progress=progress, on_progress=on_progress)
             if failed:
@@ -104,6 +109,28 @@ class Assistant:
 
     def refresh(self) -> bool:
         """Pick up what another process indexed (one SQLite read when nothing changed); True if reloaded.
+
+    def remove(self, article_ids: list[str]) -> list[str]:
+        """Delete articles from every part of the index (catalogue, vectors, lexical index, story groups) in one
+        run, and keep them out of later runs of `index` until their file is named again; returns the ids removed
+        (ids not in the index are left out)."""
+        articles = [a for a in map(self.store.article, dict.fromkeys(article_ids)) if a is not None]
+        if not articles:
+            return []
+        self.store.acquire_writer()
+        try:
+            self.store.set_dirty()  # the run below then rebuilds the lexical index and story groups
+            self.store.mark_removed(articles)
+            for article in articles:
+                self.store.delete_article(article.id)
+        finally:
+            self.store.release_writer()
+        self.index([])
+        return [a.id for a in articles]
+
+    def generation(self) -> int:
+        """The index's generation: bumped by every completed write (for monitoring and caches)."""
+        return self.store.generation()
 
         Waits for nothing: while another process is writing, the last complete state is served."""
         generation = self.store.generation()

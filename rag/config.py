@@ -66,3 +66,15 @@ class Settings(BaseSettings):
     # Slack bot (`rag slack`): Web API base URL (RAG_SLACK_API_URL), for proxies and tests. The tokens are
     # not settings: `ui.slack.main` reads SLACK_BOT_TOKEN, SLACK_APP_TOKEN and SLACK_SIGNING_SECRET.
     slack_api_url: str = "https://slack.com/api/"
+    # HTTP API (`rag serve`). Keys: comma-separated (RAG_API_KEYS) and/or a file with one key a line ("#" comments);
+    # without any, the server only binds to loopback. The rate limit is requests per minute per key (0: none).
+    api_keys: SecretStr = SecretStr("")
+    api_keys_file: Path | None = None
+    api_rate_limit: int = Field(default=0, ge=0)
+    api_cors_origins: list[str] = Field(default_factory=list)  # JSON list, e.g. '["https://chat.example"]'
+    api_max_body_kb: int = Field(default=256, gt=0)  # JSON request bodies
+    api_max_upload_mb: int = Field(default=25, gt=0)  # one multipart upload to /v1/index, all files together
+    api_max_upload_files: int = Field(default=20, gt=0)
+    # urls given to the server may be fetched from loopback, private and link-local addresses (tests, intranets)
+    api_allow_private_urls: bool = False
+    api_log_questions: bool = False  # the request log line carries the question text

@@ -7,7 +7,10 @@ then indexes like any other file (same url, same id: a re-fetched article is upd
 
 Safety: only http and https, a timeout per request, a size limit per response, redirects capped
 (each hop checked again), at most `max_items` entries per feed, XML parsed without entities or
-network access. A failing entry is a `Skipped` with its url and the reason; the others are kept.
+network access; with `allow_private=False` (the HTTP API's default) no hop may go to a loopback, private,
+link-local or other non-public address (checked on the resolved addresses before each request; a DNS answer
+that changes between the check and the request is not caught).
+A failing entry is a `Skipped` with its url and the reason; the others are kept.
 """
 
 from __future__ import annotations
@@ -43,15 +46,18 @@ def is_url(text: str) -> bool:
     return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", str(text)))
 
 
-def fetch(url: str, timeout: float = TIMEOUT, max_bytes: int = MAX_BYTES, max_redirects: int = MAX_REDIRECTS
-          ) -> Fetched:
-    """GET `url` (http or https only), following at most `max_redirects` redirects, reading at most `max_bytes`."""
+def fetch(url: str, timeout: float = TIMEOUT, max_bytes: int = MAX_BYTES, max_redirects: int = MAX_REDIRECTS,
+          allow_private: bool = True) -> Fetched:
+    """GET `url` (http or https only), following at most `max_redirects` redirects, reading at most `max_bytes`;
+    without `allow_private`, only from public addresses (see `check_public`)."""
     import httpx
 
     with httpx.Client(timeout=timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT}) as client:
         for _ in range(max_redirects + 1):
             if urlparse(url).scheme.lower() not in ("http", "https") or not urlparse(url).netloc:
                 raise FetchError(f"{url}: only http and https urls can be fetched")
+            if not allow_private:
+                check_public(url)
             try:
                 with client.stream("GET", url) as response:
                     if response.is_redirect:
@@ -76,6 +82,28 @@ def fetch(url: str, timeout: float = TIMEOUT, max_bytes: int = MAX_BYTES, max_re
             except httpx.HTTPError as exc:
                 raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from None
         raise FetchError(f"{url}: more than {max_redirects} redirects")
+
+
+def check_public(url: str) -> None:
+    """Raise FetchError unless every address the url's host resolves to is a public one (not loopback,
+    private, link-local, multicast, reserved or unspecified): a server must not fetch from its own network."""
+    import ipaddress
+    import socket
+
+    parts = urlparse(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (OSError, ValueError) as exc:
+        raise FetchError(f"{url}: cannot resolve {host!r} ({exc})") from None
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if not address.is_global or address.is_multicast:
+            raise FetchError(f"{url}: {host} is a non-public address ({address}); urls are not fetched from "
+                             "loopback, private or link-local addresses (RAG_API_ALLOW_PRIVATE_URLS=1 allows it)")
 
 
 def looks_like_feed(fetched: Fetched) -> bool:
@@ -165,11 +193,12 @@ def page_article(fetched: Fetched) -> dict:
 
 
 def fetch_articles(url: str, folder: Path, timeout: float = TIMEOUT, max_bytes: int = MAX_BYTES,
-                   max_redirects: int = MAX_REDIRECTS) -> tuple[list[Path], list[Skipped]]:
-    """Fetch a feed's articles or one article page into `folder` as JSON files: (files written, failures)."""
+                   max_redirects: int = MAX_REDIRECTS, allow_private: bool = True) -> tuple[list[Path], list[Skipped]]:
+    """Fetch a feed's articles or one article page into `folder` as JSON files: (files written, failures);
+    without `allow_private`, the feed's entries too come only from public addresses."""
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        fetched = fetch(url, timeout, max_bytes, max_redirects)
+        fetched = fetch(url, timeout, max_bytes, max_redirects, allow_private)
     except FetchError as exc:
         return [], [Skipped(url, str(exc).removeprefix(f"{url}: "))]
     written: list[Path] = []
@@ -191,7 +220,7 @@ def fetch_articles(url: str, folder: Path, timeout: float = TIMEOUT, max_bytes: 
             skipped.append(Skipped(url, f"entry {entry.title or '(untitled)'!r} has no link"))
             continue
         try:
-            item = page_article(fetch(entry.link, timeout, max_bytes, max_redirects))
+            item = page_article(fetch(entry.link, timeout, max_bytes, max_redirects, allow_private))
         except FetchError as exc:
             if not entry.summary:
                 skipped.append(Skipped(entry.link, str(exc).removeprefix(f"{entry.link}: ")))

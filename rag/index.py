@@ -217,10 +217,15 @@ class Indexer:
     def _file_articles(self, path: Path, run: _Run) -> Iterator[tuple[Article, str, Path]]:
         ids: list[str] = []
         clean = True
+        removed = self.store.removed_ids()
         for item in read_file(path):
             if isinstance(item, Skipped):
                 run.skipped.append(item)
                 clean = False
+                continue
+            if item.id in removed:  # `rag remove`: left out (and of the file's record) until the file is named
+                run.skipped.append(Skipped(item.path, f"article {item.id} was removed (rag remove); name the file "
+                                                      "itself in `rag index` to add it back"))
                 continue
             digest = content_hash(item)
             stored = self.store.article_hash(item.id)

@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns 
 CREATE TABLE IF NOT EXISTS marks (article_id TEXT NOT NULL, hash INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS marks_article ON marks(article_id);
 CREATE TABLE IF NOT EXISTS stories (article_id TEXT PRIMARY KEY, story TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS removed (article_id TEXT PRIMARY KEY, path TEXT NOT NULL);
 """
 
 
@@ -505,6 +506,27 @@ class Store:
             db.execute("DELETE FROM articles WHERE id = ?", (article_id,))
             db.execute("DELETE FROM marks WHERE article_id = ?", (article_id,))
         self.delete_vectors(chunk_ids)
+
+    # ---------- removed articles (`rag remove`): kept out of later runs until their file is named again ----------
+    def mark_removed(self, articles: list[Article]) -> None:
+        with self._locked(write=True) as db:
+            db.executemany("INSERT OR REPLACE INTO removed VALUES (?, ?)", [(a.id, a.path) for a in articles])
+
+    def removed_ids(self) -> set[str]:
+        with self._locked() as db:
+            return {r[0] for r in db.execute("SELECT article_id FROM removed")}
+
+    def restore_removed(self, path: str) -> list[str]:
+        """Let the articles removed from the file at `path` (as stored) be indexed again; their ids. The
+        file's record is forgotten too, so the next run reads it even when it has not changed."""
+        with self._locked(write=True) as db:
+            rows = db.execute("SELECT article_id FROM removed WHERE path = ? OR substr(path, 1, ?) = ?",
+                              (path, len(path) + 1, f"{path}#")).fetchall()
+            ids = [r[0] for r in rows]
+            db.executemany("DELETE FROM removed WHERE article_id = ?", [(i,) for i in ids])
+            if ids:
+                db.execute("DELETE FROM files WHERE path = ?", (path,))
+        return ids
 
     def chunks_by_id(self, chunk_ids: list[str]) -> list[tuple[str, str, int, int]]:
         """(chunk id, article id, start, end) of these chunks."""
