@@ -92,11 +92,11 @@ class Assistant:
                 failed += skipped
             else:
                 files.append(Path(p))
+                if files[-1].is_file():
+                    self.store.restore_removed(display_path(files[-1]))
         if failed and not files:
             return IndexReport(skipped=tuple(failed))
         indexer = Indexer(self.store, self.embedder, self.chunker, self.settings.index_batch_chunks)
-                if files[-1].is_file():
-                    self.store.restore_removed(display_path(files[-1]))
         try:
             report = indexer.run(files, prune=prune, progress=progress, on_progress=on_progress)
             if failed:
