@@ -107,9 +107,6 @@ class Assistant:
                 self._generation = self.store.generation()
         return report
 
-    def refresh(self) -> bool:
-        """Pick up what another process indexed (one SQLite read when nothing changed); True if reloaded.
-
     def remove(self, article_ids: list[str]) -> list[str]:
         """Delete articles from every part of the index (catalogue, vectors, lexical index, story groups) in one
         run, and keep them out of later runs of `index` until their file is named again; returns the ids removed
@@ -131,6 +128,9 @@ class Assistant:
     def generation(self) -> int:
         """The index's generation: bumped by every completed write (for monitoring and caches)."""
         return self.store.generation()
+
+    def refresh(self) -> bool:
+        """Pick up what another process indexed (one SQLite read when nothing changed); True if reloaded.
 
         Waits for nothing: while another process is writing, the last complete state is served."""
         generation = self.store.generation()
