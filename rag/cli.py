@@ -124,7 +124,6 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--port", type=int, default=3000)
     s.set_defaults(func=lambda a, st: _run_module("ui.slack", a, st))
 
-    s = sub.add_parser("bench", help="benchmark retrieval and answers (optionally against the LlamaIndex quick-start)")
     s = sub.add_parser("serve", help="serve the HTTP API: REST with OpenAPI, and OpenAI-compatible chat (FastAPI)")
     s.add_argument("--index", metavar="DIR", help="index folder (default: index/, RAG_INDEX_DIR)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (beyond loopback only with RAG_API_KEYS)")
@@ -137,6 +136,7 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--index", metavar="DIR", help="index folder (default: index/, RAG_INDEX_DIR)")
     s.set_defaults(func=cmd_remove)
 
+    s = sub.add_parser("bench", help="benchmark retrieval and answers (optionally against the LlamaIndex quick-start)")
     s.add_argument("bench_dir", type=Path, help="folder with articles.jsonl.gz and questions-dev.jsonl")
     s.add_argument("--questions", type=Path, help="questions file (default: BENCH_DIR/questions-dev.jsonl)")
     s.add_argument("--peer", action="store_true", help="also run the LlamaIndex quick-start on the same data")
@@ -319,6 +319,14 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     article = open_assistant(settings).article(args.article_id)
     if article is None:
         raise UserError(f"no article with id {args.article_id}")
+    if args.json:
+        print(json.dumps(article.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(f"{article.title}\n{article.source}  {article.published}  {article.url or article.path}\n")
+        print(article.text)
+    return 0
+
+
 def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
     """`rag remove ARTICLE_ID...`: unknown ids are named on stderr (exit 1 when none was removed)."""
     removed = open_assistant(settings).remove(args.article_ids)
@@ -326,14 +334,6 @@ def cmd_remove(args: argparse.Namespace, settings: Settings) -> int:
         print(f"rag: no article with id {unknown}", file=sys.stderr)
     print(f"{len(removed)} removed" + (f": {' '.join(removed)}" if removed else ""))
     return 0 if removed else 1
-
-
-    if args.json:
-        print(json.dumps(article.to_dict(), ensure_ascii=False, indent=2))
-    else:
-        print(f"{article.title}\n{article.source}  {article.published}  {article.url or article.path}\n")
-        print(article.text)
-    return 0
 
 
 def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
