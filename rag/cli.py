@@ -121,6 +121,7 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("slack", help="start the Slack bot (Socket Mode, or --http for the Events API)")
     s.add_argument("--index", metavar="DIR", help="index folder (default: index/, RAG_INDEX_DIR)")
     s.add_argument("--http", action="store_true", help="serve the Events API over HTTP instead of Socket Mode")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on with --http (behind an HTTPS proxy)")
     s.add_argument("--port", type=int, default=3000)
     s.set_defaults(func=lambda a, st: _run_module("ui.slack", a, st))
 

@@ -30,6 +30,10 @@ TEAM = "T0000001"
 APP_ID = "A0000001"
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # Slack takes bursts of calls; the default 5 would reset some connections
+
+
 @dataclass
 class Call:
     method: str
@@ -80,7 +84,7 @@ class FakeSlack:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()

@@ -16,10 +16,14 @@ Only `main()` reads the environment.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
 import re
+import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -29,16 +33,19 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from slack_bolt import App
-from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 
 from rag.config import Settings
 from rag.types import Answer, Citation, Message, TimelinePoint
@@ -56,8 +63,12 @@ MAX_TIMELINE_POINTS = 20  # timeline rows shown; the rest are counted
 MAX_TIMELINE_ROW_CHARS = 600  # a row's text is cut (at a word) beyond this
 DEDUPE_SECONDS = 3600  # Slack retries for a few minutes; keep event ids well past that (at least 10 minutes)
 THREAD_MEMORY_SECONDS = 7 * 24 * 3600
+HANDLED_FILE = "slack.sqlite"  # in the index folder: what was handled, so a restart does not answer twice
+PRUNE_SECONDS = 60  # expired rows are deleted at most this often
 DM_CONTEXT_SECONDS = 3600  # earlier DMs within this window are the chat context of a DM
 MAX_BODY_BYTES = 1 << 20
+SIGNATURE_MAX_AGE = 5 * 60  # seconds between a request's timestamp and now, either way (as Slack says)
+BACKLOG = 2048  # connections waiting to be accepted: Slack delivers bursts at once
 CONCURRENT_ANSWERS = 4  # questions answered at once (one slow LLM answer does not hold up the others)
 ABSTAIN_TEXT = "I don't know: I couldn't find an answer to this in the indexed articles."
 FEEDBACK_ACTION = re.compile(r"^rag_feedback_(up|down)$")
@@ -205,7 +216,9 @@ def answer_blocks(text: str, feedback_value: str | None) -> list[dict]:
     """One message's blocks: a section for the answer, one for its timeline and one for its sources
     (as far as they are in this piece of the reply), then the feedback buttons."""
     sections = [part for part in _HEADING.split(text) if part.strip()][:MAX_BLOCKS - 1] or [text]
-    blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": part}} for part in sections]
+    # verbatim: Slack would otherwise turn URLs and #names in quoted article text into links
+    blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": part, "verbatim": True}}
+                          for part in sections]
     if feedback_value is not None:
         blocks.append({
             "type": "actions", "block_id": "rag_feedback",
@@ -221,37 +234,72 @@ def answer_blocks(text: str, feedback_value: str | None) -> list[dict]:
 # --------------------------------------------------------------------------- small thread-safe helpers
 
 
-class ExpiringSet:
-    """Keys remembered for `ttl` seconds (bounded), safe across threads."""
+class HandledLog:
+    """What the bot has handled (event ids, claimed messages, threads it answered), kept in SQLite so a
+    restart does not forget it: a signed request replayed within Slack's 5 minutes is not answered twice.
 
-    def __init__(self, ttl: float, max_items: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl = ttl
-        self.max_items = max_items
+    Each key lives for its kind's time to live; expired rows are pruned as new ones come. It keeps no
+    answers and nothing about the index. Another backend (PostgreSQL) needs only `add`, `has` and `close`."""
+
+    def __init__(self, path: Path | str, clock: Callable[[], float] = time.time) -> None:
+        self.path = str(path)
         self.clock = clock
-        self._items: OrderedDict[Any, float] = OrderedDict()
         self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # no fsync per event; a power cut may forget the last few
+        self._db.execute("CREATE TABLE IF NOT EXISTS handled (kind TEXT NOT NULL, key TEXT NOT NULL, "
+                         "until REAL NOT NULL, PRIMARY KEY (kind, key))")
+        self._pruned = 0.0
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> HandledLog:
+        """The log in `folder` (created if need be); in memory, with a warning, when it cannot be written."""
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return cls(folder / HANDLED_FILE)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("cannot keep handled events in %s (%s): a restart will forget them", folder, exc)
+            return cls(":memory:")
+
+    def add(self, kind: str, key: Any, ttl: float) -> bool:
+        """Remember `key` for `ttl` seconds; False when it is already remembered (and not expired)."""
+        now, text = self.clock(), _key(key)
+        with self._lock:  # one statement: new, or replacing an expired row; an unexpired row stays as it is
+            added = self._db.execute(
+                "INSERT INTO handled VALUES (?, ?, ?) ON CONFLICT (kind, key) DO UPDATE SET until = excluded.until "
+                "WHERE handled.until < ?", (kind, text, now + ttl, now)).rowcount == 1
+            if now - self._pruned > PRUNE_SECONDS:
+                self._db.execute("DELETE FROM handled WHERE until < ?", (now,))
+                self._pruned = now
+        return added
+
+    def has(self, kind: str, key: Any) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM handled WHERE kind = ? AND key = ? AND until >= ?",
+                                   (kind, _key(key), self.clock())).fetchone()
+        return row is not None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _key(key: Any) -> str:
+    return json.dumps(key) if isinstance(key, tuple | list) else str(key)
+
+
+class Remembered:
+    """One kind of key in a `HandledLog`, with its time to live: `add(key)` and `key in remembered`."""
+
+    def __init__(self, handled: HandledLog, kind: str, ttl: float) -> None:
+        self.handled, self.kind, self.ttl = handled, kind, ttl
 
     def add(self, key: Any) -> bool:
-        """Remember `key`; False when it was already remembered (and not expired)."""
-        now = self.clock()
-        with self._lock:
-            self._expire(now)
-            if key in self._items:
-                return False
-            self._items[key] = now
-            return True
+        return self.handled.add(self.kind, key, self.ttl)
 
     def __contains__(self, key: Any) -> bool:
-        with self._lock:
-            self._expire(self.clock())
-            return key in self._items
-
-    def _expire(self, now: float) -> None:
-        while self._items:
-            key, seen = next(iter(self._items.items()))
-            if now - seen <= self.ttl and len(self._items) <= self.max_items:
-                break
-            self._items.popitem(last=False)
+        return self.handled.has(self.kind, key)
 
 
 class TrackingExecutor(ThreadPoolExecutor):
@@ -293,9 +341,10 @@ class SlackBot:
         # the facade is thread-safe; this only bounds the work at once, like the web chat's queue
         self._answering = threading.BoundedSemaphore(CONCURRENT_ANSWERS)
         self._feedback_lock = threading.Lock()
-        self.seen_events = ExpiringSet(DEDUPE_SECONDS)
-        self.claimed_messages = ExpiringSet(DEDUPE_SECONDS)
-        self.threads = ExpiringSet(THREAD_MEMORY_SECONDS)  # (channel, thread_ts) the bot answered in
+        self.handled = HandledLog.in_folder(Path(settings.index_dir))
+        self.seen_events = Remembered(self.handled, "event", DEDUPE_SECONDS)
+        self.claimed_messages = Remembered(self.handled, "message", DEDUPE_SECONDS)  # (channel, ts) answered
+        self.threads = Remembered(self.handled, "thread", THREAD_MEMORY_SECONDS)  # (channel, thread_ts) answered in
         self._answers: OrderedDict[str, dict] = OrderedDict()  # feedback key -> what was answered
         self._answers_lock = threading.Lock()
         self.executor = TrackingExecutor()
@@ -332,8 +381,19 @@ class SlackBot:
     def wait_idle(self, timeout: float = 30.0) -> bool:
         return self.executor.wait_idle(timeout)
 
+    def socket_mode(self, app: App, app_token: str, ping_interval: float = 10.0) -> Any:
+        """Bolt's Socket Mode handler on slack_sdk's built-in client (no other dependency); `.start()` blocks.
+
+        It opens connections with apps.connections.open through the app's Web API client, so
+        RAG_SLACK_API_URL applies; it reconnects after a `disconnect` message, a closed connection, or
+        4 x `ping_interval` seconds without a pong."""
+        from slack_bolt.adapter.socket_mode.builtin import SocketModeHandler
+
+        return SocketModeHandler(app, app_token, web_client=app.client, ping_interval=ping_interval)
+
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+        self.handled.close()
 
     def _dedupe(self, body: dict, next: Callable[[], Any]) -> Any:  # Bolt injects arguments by name
         """Slack redelivers events it thinks were lost: answer each event_id once."""
@@ -645,70 +705,109 @@ def _quiet(call: Callable, **kwargs: Any) -> Any:
 # --------------------------------------------------------------------------- HTTP mode
 
 
+def signed(secret: str, body: bytes, timestamp: str | None, signature: str | None, now: float | None = None) -> bool:
+    """Slack's v0 signature of `body` checks out, and its timestamp is within 5 minutes.
+
+    Works on the raw bytes, so nothing about the body is trusted (or parsed) before it passes."""
+    if not secret or not timestamp or not signature:
+        return False
+    try:
+        stamp = int(timestamp)
+    except ValueError:
+        return False
+    if abs((time.time() if now is None else now) - stamp) > SIGNATURE_MAX_AGE:
+        return False
+    digest = hmac.new(secret.encode(), b"v0:" + str(stamp).encode() + b":" + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(f"v0={digest}", signature)
+
+
+def events_app(app: App, signing_secret: str, path: str = EVENTS_PATH) -> Starlette:
+    """The ASGI app: `POST path` for Slack (signature first, then Bolt's starlette adapter), `GET /healthz`.
+
+    Bolt's dispatch is synchronous, so it runs in the thread pool and never holds up the event loop."""
+    from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+
+    def dispatch(request: Request, body: bytes) -> Response:
+        try:
+            bolt_request = to_bolt_request(request, body)
+        except ValueError as exc:  # signed, yet not what Slack sends
+            log.warning("ignoring a signed request whose body cannot be read: %s", exc)
+            return PlainTextResponse("bad request", status_code=400)
+        return to_starlette_response(app.dispatch(bolt_request))
+
+    async def events(request: Request) -> Response:
+        body = await _read_body(request)
+        if body is None:
+            return PlainTextResponse("too large", status_code=413)
+        if not signed(signing_secret, body, request.headers.get("x-slack-request-timestamp"),
+                      request.headers.get("x-slack-signature")):
+            log.info("refused a request without a valid Slack signature from %s",
+                     request.client.host if request.client else "?")
+            return PlainTextResponse("invalid signature", status_code=401)
+        return await run_in_threadpool(dispatch, request, body)
+
+    async def healthz(_request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    return Starlette(routes=[Route(path, events, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])])
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or None when it is longer than MAX_BODY_BYTES (read no further)."""
+    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class HttpServer:
-    """Serves a Bolt app's Events API endpoint (POST /slack/events) on a threading HTTP server."""
+    """Serves a Bolt app's Events API endpoint (POST /slack/events) with uvicorn.
 
-    def __init__(self, app: App, host: str = "0.0.0.0", port: int = 3000, path: str = EVENTS_PATH) -> None:
-        self.app = app
+    Plain HTTP only: Slack needs HTTPS, which the proxy in front of it provides (hence 127.0.0.1 by default)."""
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            timeout = 60  # idle keep-alive connections are closed
+    def __init__(self, app: App, signing_secret: str, host: str = "127.0.0.1", port: int = 3000,
+                 path: str = EVENTS_PATH) -> None:
+        import uvicorn
 
-            def do_POST(self) -> None:
-                route, _, query = self.path.partition("?")
-                if route != path:
-                    return self._send(404, {}, "not found")
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > MAX_BODY_BYTES:
-                    return self._send(413, {}, "too large")
-                body = self.rfile.read(length).decode("utf-8", errors="replace")
-                headers: dict[str, list[str]] = {}
-                for key, value in self.headers.items():
-                    headers.setdefault(key.lower(), []).append(value)
-                response = app.dispatch(BoltRequest(body=body, query=query, headers=headers))
-                self._send(response.status, response.headers, response.body)
-
-            def do_GET(self) -> None:
-                if self.path == "/healthz":
-                    return self._send(200, {}, "ok")
-                self._send(404, {}, "not found")
-
-            def _send(self, status: int, headers: dict, body: Any) -> None:
-                data = (body if isinstance(body, str) else json.dumps(body)).encode("utf-8")
-                self.send_response(status)
-                for key, values in headers.items():
-                    if key.lower() != "content-length":
-                        for value in values if isinstance(values, list | tuple) else [values]:
-                            self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                log.debug("http: " + format, *args)
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
+        # bound here, so a busy port is an OSError at once and port 0 has its number before serving
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.socket = socket.create_server((host, port), family=family, backlog=BACKLOG)
+        config = uvicorn.Config(events_app(app, signing_secret, path), log_config=None, lifespan="off",
+                                backlog=BACKLOG, timeout_keep_alive=30)
+        self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
-        return self.server.server_address[1]
+        return self.socket.getsockname()[1]
 
     def serve_forever(self) -> None:
-        self.server.serve_forever(poll_interval=0.2)
+        """Serve until interrupted (Ctrl-C, SIGTERM) or `stop()`."""
+        try:
+            self.server.run(sockets=[self.socket])
+        finally:
+            self.socket.close()
 
     def start(self) -> HttpServer:
+        """Serve in a thread; returns once requests are answered."""
         self._thread = threading.Thread(target=self.serve_forever, name="slack-http", daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not self.server.started:
+            raise RuntimeError("the Slack HTTP server did not start")
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.should_exit = True
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=10)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -725,6 +824,7 @@ def main(args: Any, settings: Settings) -> int:
         print(f"rag slack: set {' and '.join(missing)} (see the README's Slack bot section)", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # a line per Slack delivery says nothing
 
     bot = SlackBot(settings)
     try:
@@ -746,21 +846,17 @@ def main(args: Any, settings: Settings) -> int:
         return 1
     try:
         if args.http:
+            host = getattr(args, "host", None) or "127.0.0.1"
             try:
-                server = HttpServer(app, "0.0.0.0", args.port)
-            except OSError as exc:
-                print(f"rag slack: cannot listen on port {args.port}: {exc}", file=sys.stderr)
+                server = HttpServer(app, secret, host, args.port)
+            except (OSError, ValueError) as exc:  # busy port, unknown host
+                print(f"rag slack: cannot listen on {host} port {args.port}: {exc}", file=sys.stderr)
                 return 1
-            log.info("serving the Events API on port %d at %s", server.port, EVENTS_PATH)
-            try:
-                server.serve_forever()
-            finally:
-                server.server.server_close()
+            log.info("serving the Events API on %s port %d at %s", host, server.port, EVENTS_PATH)
+            server.serve_forever()
         else:
-            from slack_bolt.adapter.socket_mode import SocketModeHandler
-
             log.info("connecting over Socket Mode")
-            SocketModeHandler(app, app_token).start()
+            bot.socket_mode(app, app_token).start()
     except KeyboardInterrupt:
         pass
     except SlackApiError as exc:
