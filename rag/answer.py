@@ -7,15 +7,19 @@ rest of a paragraph that is mostly on topic, orders them by article then
 position, and cites each run of adjacent sentences with its exact span.
 Abstains ("not found in the articles") when the best evidence is too weak, or
 when no retrieved article mentions all the names and numbers the question
-gives ("Kestrelmouth", "1954"); only articles that do are quoted.
+gives ("Kestrelmouth", "1954"); only articles that do are quoted. An
+abstention over a word the index does not know suggests a close spelling it
+does ("did you mean Mariupol?"). `looks_english` tells a question that is not
+in English (the default embedder reads English).
 
 It does not paraphrase or summarise: every word of the answer body is quoted.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import date
 from functools import lru_cache
@@ -46,6 +50,8 @@ QUESTION_WORDS = {
 _KEY = re.compile(r"(?<=\s)[A-Z][\w'\u2019-]*|(?<![\w.])\w*\d[\w-]*")
 _NOT_NAMES = frozenset([*MONTHS, *WEEKDAYS, "i"])  # capitalised, but times (the date filter's), not names
 Tokens = Callable[[list[str]], list[list[str]]]
+# how each front end words an abstention (the core's NOT_FOUND, Slack's "I don't know: ..."), for chat history
+_ABSTAINED = re.compile(r"\s*(?:not found in the articles\b|i don[\u2019']?t know\b)", re.I)
 
 
 def topic_terms(tokens: Tokens, text: str) -> list[str]:
@@ -71,9 +77,13 @@ class Extractive:
     """Picks and cites sentences; `tokens` and `idf` come from the lexical index."""
 
     def __init__(self, tokens: Tokens, idf: Callable[[list[str]], dict[str, float]],
-                 max_sentences: int = 4, threshold: float = 0.3, novelty: float = 0.1) -> None:
+                 max_sentences: int = 4, threshold: float = 0.3, novelty: float = 0.1,
+                 vocabulary: Callable[[], Collection[str]] = tuple) -> None:
         self.tokens = tokens
         self.idf = idf
+        self.vocabulary = vocabulary  # the lexical index's terms, for "did you mean"
+        self._spellings: tuple[tuple[int, int], dict[tuple[str, int], list[str]]] = ((0, 0), {})
+        self._shaping = frozenset(t for words in tokens(sorted(QUESTION_WORDS)) for t in words)
         # an article's terms, for the names check: the same articles come back question after question
         self._article_terms = lru_cache(maxsize=512)(lambda title, text: frozenset(tokens([f"{title}\n{text}"])[0]))
         self.novelty = novelty
@@ -97,7 +107,8 @@ class Extractive:
             sentences = self._score(hits[:8], weights, self._question_terms(focus) if focus else [])
             chosen = self._choose(sentences, weights)
         if not chosen:
-            return Answer(question=question, text=NOT_FOUND, abstained=True, hits=tuple(everything))
+            text = NOT_FOUND[:-1] + self.did_you_mean(re.findall(r"\w[\w'\u2019-]*", question), everything)
+            return Answer(question=question, text=text, abstained=True, hits=tuple(everything))
         differ: list[tuple[str, list[tuple[_Sentence, int]]]] = []
         if not focus and sentences:
             chosen, differ = _conflicts(chosen, sentences, max(self.threshold, max(s.score for s in sentences) * 0.5))
@@ -123,10 +134,43 @@ class Extractive:
             return "", kept
         nowhere = [word for stem, word in keys.items() if not any(stem in found for found in has.values())]
         if nowhere:
-            return f"Not found in the articles: none of the articles found mentions {' or '.join(nowhere)}.", hits
+            return (f"Not found in the articles: none of the articles found mentions {' or '.join(nowhere)}"
+                    f"{self.did_you_mean(nowhere, hits)}"), hits
         *most, last = keys.values()
         return f"Not found in the articles: none of the articles found mentions {', '.join(most)} and {last} " \
                "together.", hits
+
+    def did_you_mean(self, words: list[str], hits: list[Hit] | tuple[Hit, ...]) -> str:
+        """"; did you mean Mariupol?" for the words the index has no term for but a close spelling of ("." when
+        none has one), spelt as the articles found spell it."""
+        found = [s for s in self.suggestions(words, hits).values() if s]
+        return f"; did you mean {' and '.join(dict.fromkeys(found))}?" if found else "."
+
+    def suggestions(self, words: list[str], hits: list[Hit] | tuple[Hit, ...] = ()) -> dict[str, str]:
+        """{word: its closest index term, spelt as in the hits' articles (else as the term), or ""} for the words
+        of one term that the lexical index does not know."""
+        vocabulary = self.vocabulary()
+        out: dict[str, str] = {}
+        for word, terms in zip(words, self.tokens(words)):
+            if len(terms) != 1 or terms[0] in vocabulary or len(terms[0]) < 4:
+                continue
+            close = difflib.get_close_matches(terms[0], self._near(vocabulary, terms[0]), n=1, cutoff=0.75)
+            if close and close[0] in self._shaping:
+                continue  # "hapened": a misspelt question word, not a topic to suggest
+            out[word] = _spelling(close[0], word, hits, self.tokens) if close else ""
+        return out
+
+    def _near(self, vocabulary: Collection[str], term: str) -> list[str]:
+        """Index terms of the same first letter and a length within 2 (buckets built once per vocabulary):
+        the only ones difflib compares, so a suggestion takes milliseconds on a large index."""
+        if self._spellings[0] != (id(vocabulary), len(vocabulary)):
+            buckets: dict[tuple[str, int], list[str]] = {}
+            for t in vocabulary:
+                if t[:1].isalpha():
+                    buckets.setdefault((t[0], len(t)), []).append(t)
+            self._spellings = ((id(vocabulary), len(vocabulary)), buckets)
+        buckets = self._spellings[1]
+        return [t for n in range(len(term) - 2, len(term) + 3) for t in buckets.get((term[0], n), ())]
 
     def _leads(self, hits: list[Hit]) -> list[_Sentence]:
         """The opening sentence of each article found, newest last: an answer to a question with no topic."""
@@ -258,6 +302,57 @@ def _paragraph_neighbours(chosen: list[_Sentence], pool: list[_Sentence]) -> lis
                 extra.append(nxt)
                 picked.add((nxt.hit.article.id, nxt.start))
     return extra
+
+
+def _spelling(term: str, asked: str, hits: list[Hit] | tuple[Hit, ...], tokens: Tokens) -> str:
+    """How the hits' articles write the index term `term` (its most frequent form), else the term itself, with
+    the asked word's capital."""
+    seen: dict[str, int] = {}
+    for hit in hits:
+        for word in re.findall(rf"\b{re.escape(term[:3])}\w*", hit.article.text, re.I):
+            seen[word] = seen.get(word, 0) + 1
+    forms = sorted(seen, key=lambda w: -seen[w])
+    for form, terms in zip(forms, tokens(forms)):
+        if terms == [term]:
+            return form
+    if tokens([term]) != [[term]]:
+        return ""  # a stem that is no word ("ukrain"): better no suggestion than a misspelt one
+    return term.capitalize() if asked[:1].isupper() else term
+
+
+def is_abstention(text: str) -> bool:
+    """Whether an assistant's message of a chat history (as a front end shows it) says the answer was not found."""
+    return bool(_ABSTAINED.match(text))
+
+
+# frequent function words of other languages written in Latin letters, none an English word
+_FOREIGN = frozenset("""
+le la les des du une est et qui que quoi pourquoi comment où dans avec pour sur pas ce cette sont été passé
+der das ist und nicht mit wie warum wer wo passiert ein eine dem den im zu auf ich sie wurde wird gibt
+el los las del qué es en por para con pasó dónde cuándo cómo quién está ha sido ocurrió sucedió
+il gli che è di della cosa successo perché dove quando chi sono stato
+os do da em não aconteceu onde quem foi
+het een wat wie waar waarom hoe gebeurd
+""".split())
+# (not "a", "an", "in", "is", "was": words of other languages too)
+_ENGLISH = frozenset("""
+the of on at to for from with about by are were be been did do does has have had what who whom
+whose when where why how which that this these those it its he she they there and or not no any many much will
+would can could should happened happen say said tell me after before since during
+""".split())
+
+
+def looks_english(question: str) -> bool:
+    """False for a question mostly in non-Latin letters, or with more function words of another language than of
+    English; names ("Zaporizhzhia", "Łódź") do not count against it."""
+    letters = [c for c in question if c.isalpha()]
+    if not letters:
+        return True
+    if sum(not c.isascii() for c in letters) / len(letters) > 0.4:
+        return False
+    words = re.findall(r"[^\W\d_]+", question.lower())
+    foreign = sum(w in _FOREIGN for w in words)
+    return foreign == 0 or foreign <= sum(w in _ENGLISH for w in words)
 
 
 def with_copies(answer: Answer) -> Answer:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
-from rag.answer import Extractive, with_copies
+from rag.answer import QUESTION_WORDS, Extractive, is_abstention, looks_english, with_copies
 from rag.chunk import Chunker
 from rag.config import Settings
-from rag.dates import find_range, without_phrase
+from rag.dates import MONTHS, WEEKDAYS, find_range, without_phrase
 from rag.embed import Embedder, make_embedder
 from rag.feeds import fetch_articles, is_url
 from rag.index import Indexer, Progress
@@ -30,7 +30,8 @@ from rag.types import Answer, Article, Filters, Hit, IndexReport, Message, Quest
 @dataclass(frozen=True)
 class _Turn:
     """One question made ready to answer: as asked, as searched (standalone, its time words taken out as
-    the date filter, read as `asked`), its hits, the focus of a follow-up and an LLM failure met on the way."""
+    the date filter, read as `asked`), its hits, the focus of a follow-up, an LLM failure met on the way and a
+    notice for the reader (a question not in English)."""
 
     question: str
     searched: str
@@ -38,6 +39,7 @@ class _Turn:
     asked: QuestionDates | None = None
     focus: str = ""
     failure: Exception | None = None
+    note: str = ""
 
 
 class QuestionError(ValueError):
@@ -64,6 +66,7 @@ class Assistant:
             tokens=lambda texts: self.retriever.lexical.words.tokens(texts),
             idf=lambda terms: self.retriever.lexical.idf(terms),
             max_sentences=settings.answer_sentences, threshold=settings.abstain_threshold,
+            vocabulary=self._vocabulary,
         )
         # with RAG_LLM=openai:MODEL or ollama:MODEL an LLM writes the answer, checked against the passages
         self.llm = make_answerer(settings, self.answerer, self.answerer.tokens, self.answerer.idf)
@@ -181,7 +184,8 @@ class Assistant:
         question = self._checked(question)
         self.refresh()
         searched, filters, asked = self.question_dates(question, filters) if dates else (question, filters, None)
-        return _Turn(question, searched, self.retriever.search(searched, k or self.settings.top_k, filters), asked)
+        return _Turn(question, searched, self.retriever.search(searched, k or self.settings.top_k, filters), asked,
+                     note=self._language_note(question))
 
     def _answer(self, turn: _Turn, use_llm: bool = True) -> Answer:
         named = self._llm_hits(turn) if use_llm else None
@@ -189,14 +193,14 @@ class Assistant:
             answer = self.llm.answer(turn.searched, named, turn.focus, turn.failure, turn.asked is not None)
         else:
             answer = self.answerer.answer(turn.searched, turn.hits, focus=turn.focus, dated=turn.asked is not None)
-        return _dated(replace(answer, question=turn.question), turn.asked)
+        return _dated(replace(answer, question=turn.question), turn.asked, turn.note)
 
     def _stream(self, turn: _Turn) -> AnswerStream:
         named = self._llm_hits(turn)
         if self.llm is None or named is None:
             return AnswerStream.of(self._answer(turn, use_llm=False))
         stream = self.llm.stream(turn.searched, named, turn.focus, turn.failure, turn.asked is not None)
-        return _dated_stream(stream.asked(turn.question), turn.asked)
+        return _dated_stream(stream.asked(turn.question), turn.asked, turn.note)
 
     def _llm_hits(self, turn: _Turn) -> list[Hit] | None:
         """The hits the LLM answers from: those of articles naming every name and number of the question.
@@ -241,21 +245,22 @@ class Assistant:
         A follow-up is made a standalone question by the LLM when one is configured (by the heuristic
         `standalone_question` otherwise, or when the LLM fails: the failure is passed on so the answer
         does not wait for the same server again)."""
-        users = [m.content for m in messages if m.role == "user"]
-        if not users:
+        last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+        if last is None:
             raise QuestionError("no user message to answer")
-        question = self._checked(users[-1])
-        standalone, focus = standalone_question(users[:-1], question)
+        question = self._checked(messages[last].content)
+        earlier = answered(messages[:last])
+        previous = [m.content for m in earlier if m.role == "user"]
+        standalone, focus = standalone_question(previous, question)
         failure = None
-        if self.llm is not None and len(users) > 1:
-            earlier = messages[:max(i for i, m in enumerate(messages) if m.role == "user")]
+        if self.llm is not None and (standalone, focus) != (question, ""):  # only what the heuristic calls a follow-up
             standalone, focus, failure = self.llm.standalone(earlier, question, (standalone, focus))
         self.refresh()
         asked = None
         if dates:
             standalone, filters, asked = self.question_dates(standalone, filters)
         hits = self.retriever.search(standalone, self.settings.top_k, filters)
-        return _Turn(question, standalone, hits, asked, focus, failure)
+        return _Turn(question, standalone, hits, asked, focus, failure, self._language_note(question))
 
     def article(self, article_id: str) -> Article | None:
         return self.store.article(article_id)
@@ -284,6 +289,19 @@ class Assistant:
     def close(self) -> None:
         self.store.close()
 
+    def _vocabulary(self) -> dict[str, int]:
+        """The lexical index's terms (for "did you mean")."""
+        model = self.retriever.lexical.model
+        return model.vocab_dict if model is not None else {}
+
+    def _language_note(self, question: str) -> str:
+        """A notice when the question does not look English and the embedder reads English only."""
+        name = self.embedder.name
+        if looks_english(question) or any(m in name.lower() for m in _MULTILINGUAL):
+            return ""
+        return (f"The question does not look English: the embedder ({name}) reads English, so passages may be "
+                "missed; ask in English, or index with a multilingual RAG_EMBEDDER.")
+
     def _checked(self, question: str) -> str:
         question = " ".join(question.split())
         if not question:
@@ -292,6 +310,9 @@ class Assistant:
         if len(question) > limit:
             raise QuestionError(f"the question is {len(question)} characters long; the limit is {limit}")
         return question
+
+
+_MULTILINGUAL = ("multilingual", "labse", "bge-m3", "xlm")  # embedders that read more than English
 
 
 def dense_weight_for(embedder: str, configured: float | None) -> float:
@@ -305,20 +326,23 @@ def dense_weight_for(embedder: str, configured: float | None) -> float:
     return 0.1 if embedder.startswith("model2vec:") else 0.5
 
 
-def _dated(answer: Answer, asked: QuestionDates | None) -> Answer:
+def _dated(answer: Answer, asked: QuestionDates | None, note: str = "") -> Answer:
     """The answer saying which dates its question's time words were read as, and which outlets also
-    published the stories it cites (an LLM's answer gets that here; `with_copies` does it once)."""
+    published the stories it cites (an LLM's answer gets that here; `with_copies` does it once), with the
+    turn's `note`."""
     answer = with_copies(answer)
+    if note and note not in answer.notice:
+        answer = replace(answer, notice=" ".join(x for x in (note, answer.notice) if x))
     if asked is None:
         return answer
     return replace(answer, dates=asked, notice=" ".join(x for x in (asked.note(), answer.notice) if x))
 
 
-def _dated_stream(stream: AnswerStream, asked: QuestionDates | None) -> AnswerStream:
+def _dated_stream(stream: AnswerStream, asked: QuestionDates | None, note: str = "") -> AnswerStream:
     def pieces():
         answer = yield from stream
-        return _dated(answer if answer is not None else stream.answer, asked)
-    return AnswerStream(pieces(), _dated(stream.answer, asked) if stream.answer else None, stream.draft)
+        return _dated(answer if answer is not None else stream.answer, asked, note)
+    return AnswerStream(pieces(), _dated(stream.answer, asked, note) if stream.answer else None, stream.draft)
 
 
 def open_store(folder: Path, settings: Settings) -> Store:
@@ -328,29 +352,82 @@ def open_store(folder: Path, settings: Settings) -> Store:
     return Store(folder, server, settings.chroma_collection)
 
 
+def answered(messages: list[Message]) -> list[Message]:
+    """The chat without its turns that abstained (the user message and the reply saying "not found"): their
+    words are never carried into a follow-up."""
+    kept: list[Message] = []
+    for m in messages:
+        if m.role == "assistant" and is_abstention(m.content):
+            while kept and kept[-1].role == "user":
+                kept.pop()
+        else:
+            kept.append(m)
+    return kept
+
+
 _FOLLOW_UP = re.compile(r"^(?:and|but|also|what about|how about|and what about)\b[\s,]*(.*)$", re.I)
 _PREPOSITION = re.compile(r"\b(in|at|on|for|to|from|of|about|with|near|around)\b", re.I)
+# words that point back to an earlier turn ("what did he say there?")
+_REFERENCE = re.compile(r"\b(?:it|its|he|him|his|she|her|they|them|their|there|this|that|these|those)\b", re.I)
+_WORD = re.compile(r"[^\W\d_][\w'\u2019-]*")
+_CAPITALISED = re.compile(r"(?<=\s)[A-Z][\w'\u2019-]*")
+# what a preposition may be followed by without naming anything ("in the city", "on Tuesday", "in which")
+_NOT_NAMING = frozenset([*QUESTION_WORDS, *MONTHS, *WEEKDAYS, "the", "a", "an", "this", "that", "these", "those",
+                         "it", "him", "her", "them", "there", "me", "us", "his", "its", "their", "my", "our",
+                         "yesterday", "tomorrow", "morning", "night", "last", "next", "each", "all", "any", "i"])
+_FUNCTION = frozenset([*_NOT_NAMING, "is", "are", "was", "were", "be", "been", "did", "do", "does", "has", "have",
+                       "had", "will", "would", "can", "could", "should", "and", "or", "but", "not", "then",
+                       "after", "before", "so", "about", "in", "at", "on", "for", "to", "from", "of", "with",
+                       "near", "around", "many", "much", "more", "else", "happens", "they", "he", "she", "we"])
 
 
 def standalone_question(previous: list[str], question: str) -> tuple[str, str]:
-    """(search question, focus): "and in Kherson?" after "what happened in Mariupol?"
-    becomes "what happened in Kherson?" with focus "Kherson".
+    """(search question, focus): `question` completed from the earlier questions, each resolved in turn.
 
-    Only short follow-ups that lean on the previous question are rewritten; a
-    full question is returned as it is with no focus.
+    Earlier turns fill in only what the question lacks: "and in Kherson?" after "what happened in Mariupol?"
+    becomes "what happened in Kherson?" (focus "Kherson"); "who is the mayor?" or "why?" get the earlier
+    question's subject. A question naming its own place, person or topic ("what happend in mariupol", "what
+    did Kolyhav say?") stands alone, misspelt or not. Pass only the questions of turns that were answered
+    (see `answered`).
     """
-    if not previous:
+    context = ""
+    for earlier in previous:
+        context = _completed(context, earlier)[0]
+    return _completed(context, question)
+
+
+def _completed(context: str, question: str) -> tuple[str, str]:
+    if not context:
         return question, ""
+    last = context.rstrip(" ?.!")
     match = _FOLLOW_UP.match(question)
-    if not match and len(question.split()) > 4:
+    if match:  # elliptic: the earlier question with the new part in place of its own
+        rest = match.group(1).strip(" ?.!")
+        if not rest:
+            return context, ""
+        prep = _PREPOSITION.match(rest)
+        if prep:
+            spots = [m for m in _PREPOSITION.finditer(last) if m.group(1).lower() == prep.group(1).lower()]
+            if spots:
+                return f"{last[:spots[-1].start()]}{rest}?", rest[prep.end():].strip()
+        names = list(_CAPITALISED.finditer(" " + last))
+        if names and all(w[:1].isupper() for w in rest.split()):  # "what about Dovrin?": a new name for the old
+            return f"{last[:names[-1].start() - 1]}{rest}{last[names[-1].end() - 1:]}?", rest
+        return f"{last} {rest}?", rest
+    if _names_itself(question) and not _REFERENCE.search(question):
         return question, ""
-    rest = (match.group(1) if match else question).strip(" ?.!")
-    if not rest:
-        return previous[-1], ""
-    last = previous[-1].rstrip(" ?.!")
-    prep = _PREPOSITION.match(rest)
-    if prep:
-        spots = [m for m in _PREPOSITION.finditer(last) if m.group(1).lower() == prep.group(1).lower()]
-        if spots:
-            return f"{last[:spots[-1].start()]}{rest}?", rest[prep.end():].strip()
-    return f"{last} {rest}?", rest
+    rest = question.strip(" ?.!")
+    has_topic = any(w.lower() not in _FUNCTION for w in _WORD.findall(rest))
+    return f"{last} {rest}?", rest if has_topic else ""
+
+
+def _names_itself(question: str) -> bool:
+    """Whether the question names a place, person or topic of its own: a capitalised word after the first, or a
+    word after a preposition ("in mariupol"), not a time or a pointer ("in the city", "on Tuesday")."""
+    if any(w.lower() not in _NOT_NAMING for w in _CAPITALISED.findall(question)):
+        return True
+    words = [w.lower() for w in _WORD.findall(question)]
+    return any(a in _PREPOSITION_WORDS and b not in _NOT_NAMING for a, b in zip(words, words[1:]))
+
+
+_PREPOSITION_WORDS = frozenset("in at on for to from of about with near around".split())
