@@ -161,8 +161,8 @@ class Extractive:
         return out
 
     def _near(self, vocabulary: Collection[str], term: str) -> list[str]:
-        """Index terms of the same first letter and a length within 2 (buckets built once per vocabulary):
-        the only ones difflib compares, so a suggestion takes milliseconds on a large index."""
+        """Index terms of the same first letter, a length within 2 (buckets built once per vocabulary) and all but
+        two of its letters: the only ones difflib compares, so a suggestion takes milliseconds on a large index."""
         if self._spellings[0] != (id(vocabulary), len(vocabulary)):
             buckets: dict[tuple[str, int], list[str]] = {}
             for t in vocabulary:
@@ -170,7 +170,9 @@ class Extractive:
                     buckets.setdefault((t[0], len(t)), []).append(t)
             self._spellings = ((id(vocabulary), len(vocabulary)), buckets)
         buckets = self._spellings[1]
-        return [t for n in range(len(term) - 2, len(term) + 3) for t in buckets.get((term[0], n), ())]
+        letters, need = set(term), len(set(term)) - 2  # a close spelling shares all but two of its letters
+        return [t for n in range(len(term) - 2, len(term) + 3) for t in buckets.get((term[0], n), ())
+                if len(letters.intersection(t)) >= need]
 
     def _leads(self, hits: list[Hit]) -> list[_Sentence]:
         """The opening sentence of each article found, newest last: an answer to a question with no topic."""

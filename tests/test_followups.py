@@ -57,7 +57,8 @@ def talk(assistant: Assistant, *questions: str):
     # elliptic: the question lacks its frame
     (["what happened in Mariupol?"], "and in Kherson?", ("what happened in Kherson?", "Kherson")),
     # a missing subject: the earlier subject fills it in
-    (["what happened in Kherson?"], "who is the mayor?", ("what happened in Kherson who is the mayor?", "who is the mayor")),
+    (["what happened in Kherson?"], "who is the mayor?",
+     ("what happened in Kherson who is the mayor?", "who is the mayor")),
     (["what happened in Kherson?"], "why?", ("what happened in Kherson why?", "")),
     (["what happened in Kherson?"], "what did he confirm there?",
      ("what happened in Kherson what did he confirm there?", "what did he confirm there")),
