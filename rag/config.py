@@ -33,6 +33,13 @@ class Settings(BaseSettings):
     precision: str = "auto"
     embed_batch_size: int = 64
     index_batch_chunks: int = 512  # chunks embedded and committed together by `rag index`
+    # how much of one file `rag index` reads (rag.ingest.Limits): a larger file is refused; a .jsonl.gz is
+    # decompressed as it is read and cut (the rest skipped, with the reason) at RAG_DECOMPRESSION_RATIO times its
+    # compressed size (at least 16 MB, at most RAG_MAX_DECOMPRESSED_MB); a longer JSON line is skipped
+    max_file_mb: int = Field(default=200, gt=0)
+    max_decompressed_mb: int = Field(default=1024, gt=0)
+    decompression_ratio: float = Field(default=20.0, gt=0)
+    max_line_mb: int = Field(default=50, gt=0)
     chunk_tokens: int = 160  # tiktoken tokens of article text per chunk
     chunk_overlap: int = 24  # tokens repeated from the previous chunk
     top_k: int = 8  # chunks returned by search

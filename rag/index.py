@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from rag.chunk import Chunker
 from rag.embed import Embedder
-from rag.ingest import display_path, find_files, read_file
+from rag.ingest import DEFAULT_LIMITS, Limits, display_path, failure_reason, find_files, read_file
 from rag.news import story_groups
 from rag.retrieve import build_lexical
 from rag.store import MARKS_VERSION, IndexError_, Store, storage_error
@@ -86,11 +86,13 @@ class _Run:
 class Indexer:
     """Runs the ingest → chunk → embed → store pipeline against one Store."""
 
-    def __init__(self, store: Store, embedder: Embedder, chunker: Chunker, batch_chunks: int = BATCH_CHUNKS) -> None:
+    def __init__(self, store: Store, embedder: Embedder, chunker: Chunker, batch_chunks: int = BATCH_CHUNKS,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
         self.store = store
         self.embedder = embedder
         self.chunker = chunker
         self.batch_chunks = max(1, batch_chunks)
+        self.limits = limits  # how much of one file is read (rag.ingest.Limits)
 
     def run(self, paths: list[Path], prune: bool = False, progress: bool = False,
             on_progress: Progress | None = None) -> IndexReport:
@@ -201,11 +203,19 @@ class Indexer:
             shutil.rmtree(old, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    def _changed_articles(self, files: list[Path], run: _Run) -> Iterator[tuple[Article, str, Path]]:
-        """Articles that need embedding; records unchanged, duplicate and bad ones."""
+    def _changed_articles(self, files: list[Path | Skipped], run: _Run) -> Iterator[tuple[Article, str, Path]]:
+        """Articles that need embedding; records unchanged, duplicate and bad ones (and what `find_files`
+        refused)."""
         for path in files:
+            if isinstance(path, Skipped):
+                run.skipped.append(path)
+                continue
             shown = display_path(path)
-            stat = path.stat()
+            try:
+                stat = path.stat()
+            except OSError as exc:  # gone since it was found
+                run.skipped.append(Skipped(shown, failure_reason(exc)))
+                continue
             record = self.store.file_record(shown)
             if record and record[:2] == (stat.st_size, stat.st_mtime_ns) and all(
                 self.store.article_hash(a) for a in record[2]
@@ -218,7 +228,8 @@ class Indexer:
         ids: list[str] = []
         clean = True
         removed = self.store.removed_ids()
-        for item in read_file(path):
+        twins: dict[str, int] = {}  # duplicates in this file, by twin: one message with a count
+        for item in read_file(path, self.limits):
             if isinstance(item, Skipped):
                 run.skipped.append(item)
                 clean = False
@@ -235,12 +246,16 @@ class Indexer:
                 ids.append(item.id)
             elif twin and twin != item.id:
                 run.duplicates.append(item.id)
-                run.skipped.append(Skipped(item.path, f"same text as article {twin} (stored once)"))
+                twins[twin] = twins.get(twin, 0) + 1
                 ids.append(twin)
             else:
                 run.seen_hashes[digest] = item.id
                 ids.append(item.id)
                 yield item, digest, path
+        shown = display_path(path)
+        for twin, count in twins.items():
+            times = f" ({count:,} articles)" if count > 1 else ""
+            run.skipped.append(Skipped(shown, f"same text as article {twin} (stored once){times}"))
         # a file with bad parts is read again next time, so its problems are reported again
         run.file_articles[path] = (ids, clean)
 

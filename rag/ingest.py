@@ -14,28 +14,70 @@ from __future__ import annotations
 import codecs
 import gzip
 import hashlib
+import io
 import json
+import os
 import re
+import stat
 import unicodedata
+import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import yaml
 from bs4 import BeautifulSoup
 from dateutil import parser as date_parser
 
+from rag.config import Settings
 from rag.types import Article, Skipped
 
 SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".json", ".jsonl", ".jsonl.gz")
-MAX_FILE_BYTES = 200 * 1024 * 1024
+MB = 1024 * 1024
 _TEXT_KEYS = ("text", "body", "content", "article", "maintext")
 _DATE_KEYS = ("published", "published_at", "publish_date", "date", "datePublished", "pubDate")
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", re.S)
+# control characters (C0, DEL, C1), bidi overrides and lone surrogates (undecodable bytes in a file name)
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_MAX_REASONS = 50  # distinct line-skip reasons kept per file; the rest are counted as "other"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much of one file is read (`Settings.limits()`; the defaults are the settings' defaults).
+
+    A .jsonl.gz is decompressed as it is read and cut at `decompressed_cap` of its compressed size: the
+    articles before the cut are kept, the rest of the file is skipped with the reason."""
+
+    max_file_bytes: int = 200 * MB  # on disk (compressed, for .jsonl.gz)
+    max_decompressed_bytes: int = 1024 * MB
+    decompression_ratio: float = 20.0  # decompressed at most this many times the compressed size...
+    min_decompressed_bytes: int = 16 * MB  # ...but a small file may always grow to this
+    max_line_bytes: int = 50 * MB  # one JSON line; a longer one is skipped
+
+    def decompressed_cap(self, compressed: int) -> int:
+        by_ratio = max(int(compressed * self.decompression_ratio), self.min_decompressed_bytes)
+        return min(self.max_decompressed_bytes, by_ratio)
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def limits_from(settings: Settings) -> Limits:
+    """The reading limits of `RAG_MAX_FILE_MB`, `RAG_MAX_DECOMPRESSED_MB`, `RAG_DECOMPRESSION_RATIO` and
+    `RAG_MAX_LINE_MB`."""
+    return Limits(max_file_bytes=settings.max_file_mb * MB, max_decompressed_bytes=settings.max_decompressed_mb * MB,
+                  decompression_ratio=settings.decompression_ratio, max_line_bytes=settings.max_line_mb * MB)
 
 
 class InputError(Exception):
     """A path the user named does not exist or cannot be read at all."""
+
+
+class _TooBig(Exception):
+    """The decompressed stream passed its cap."""
 
 
 def suffix_of(path: Path) -> str:
@@ -43,33 +85,82 @@ def suffix_of(path: Path) -> str:
     return ".jsonl.gz" if name.endswith(".jsonl.gz") else path.suffix.lower()
 
 
-def find_files(paths: list[Path]) -> list[Path]:
-    """Expand folders recursively into supported files; a missing path raises."""
-    found: list[Path] = []
+def find_files(paths: list[Path]) -> list[Path | Skipped]:
+    """Expand folders recursively into supported files; a missing path raises.
+
+    A path named directly is read as named (a symlink is followed). Inside a folder only regular files are
+    read, and symlinks only when they point inside that folder; what is found but not read (a FIFO, a dangling
+    symlink, a symlink out of the folder) is in the list as a `Skipped` with its reason, in its place."""
+    found: list[Path | Skipped] = []
     for path in paths:
         if not path.exists():
-            raise InputError(f"{path}: no such file or folder")
+            raise InputError(f"{escape(str(path))}: no such file or folder")
         if path.is_dir():
-            found += sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and suffix_of(p) in SUFFIXES and not _hidden(p, path)
-            )
+            found += _walk(path)
         else:
             found.append(path)
     return found
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+def _walk(root: Path) -> list[Path | Skipped]:
+    real_root = root.resolve()
+    found: list[tuple[Path, Path | Skipped]] = []
+    for folder, dirs, names in os.walk(root):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (here / d).is_symlink())
+        links = [d for d in os.listdir(here) if not d.startswith(".") and (here / d).is_symlink()]
+        for name in sorted(set(names) | set(links)):
+            if name.startswith("."):
+                continue
+            path = here / name
+            reason = _refusal(path, real_root)
+            if reason:
+                found.append((path, Skipped(display_path(path, follow=False), reason)))
+            elif path.is_file() and suffix_of(path) in SUFFIXES:
+                found.append((path, path))
+    return [entry for _, entry in sorted(found, key=lambda pair: pair[0])]
 
 
-def display_path(path: Path) -> str:
-    """The path as stored: relative to the working folder when inside it."""
-    resolved = path.resolve()
+def _refusal(path: Path, real_root: Path) -> str:
+    """Why a folder entry is not read ("" when it is, or when it is silently not a candidate)."""
+    if path.is_symlink():
+        if not path.exists():
+            return "dangling symlink (its target does not exist), skipped"
+        target = path.resolve()
+        if not target.is_relative_to(real_root):
+            if target.is_dir() or suffix_of(target) in SUFFIXES or suffix_of(path) in SUFFIXES:
+                return (f"symlink to {escape(target.as_posix())}, outside the folder: not followed "
+                        "(name it to index it)")
+            return ""
+        if target.is_dir():
+            return ""  # inside the folder: its files are read where they are
+    mode = path.stat().st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return f"not a regular file ({_kind(mode)}), skipped"
+    return ""
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), "not a file")
+
+
+def escape(text: str) -> str:
+    """Control characters, bidi overrides and undecodable bytes as visible escapes (\\n, \\x1b, \\u202e):
+    a file name printed to a terminal or a page cannot move the cursor or fake a line."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
+
+
+def display_path(path: Path, follow: bool = True) -> str:
+    """The path as stored and shown: relative to the working folder when inside it, control characters
+    escaped (see `escape`). `follow=False` shows a symlink itself, not its target."""
+    resolved = path.resolve() if follow else Path(os.path.abspath(path))
     try:
-        return resolved.relative_to(Path.cwd().resolve()).as_posix()
+        shown = resolved.relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
-        return resolved.as_posix()
+        shown = resolved.as_posix()
+    return escape(shown)
 
 
 def article_id(url: str, where: str) -> str:
@@ -78,63 +169,208 @@ def article_id(url: str, where: str) -> str:
     return hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
 
 
-def read_file(path: Path) -> Iterator[Article | Skipped]:
-    """Yield the articles of one file, or `Skipped` entries for what is bad."""
+def read_file(path: Path, limits: Limits = DEFAULT_LIMITS) -> Iterator[Article | Skipped]:
+    """Yield the articles of one file, or `Skipped` entries for what is bad.
+
+    Never raises: any failure while reading the file (or one of its lines) becomes a `Skipped` with its reason,
+    and a reason repeated on many lines is reported once with a count."""
     shown = display_path(path)
+    skips = _LineSkips(shown)
+    try:
+        for item in _read(path, shown, limits):
+            if isinstance(item, Skipped) and item.line is not None:
+                skips.add(item)
+            else:
+                yield item
+    except Exception as exc:  # one unreadable file must not stop the batch
+        yield Skipped(shown, failure_reason(exc))
+    yield from skips.report()
+
+
+def failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to read"
+    if isinstance(exc, MemoryError):
+        return "too large to read in memory"
+    if isinstance(exc, OSError):
+        return f"cannot read: {exc.strerror or exc}"
+    return f"cannot read: {type(exc).__name__}: {exc}"
+
+
+class _LineSkips:
+    """Line skips of one file grouped by reason: 2,000,000 bad lines are one message with a count."""
+
+    def __init__(self, shown: str) -> None:
+        self.shown = shown
+        self.by_reason: dict[str, list[int]] = {}  # reason: [count, first line]
+
+    def add(self, item: Skipped) -> None:
+        reason = item.reason if item.reason in self.by_reason or len(self.by_reason) < _MAX_REASONS else "other"
+        entry = self.by_reason.setdefault(reason, [0, item.line or 0])
+        entry[0] += 1
+
+    def report(self) -> Iterator[Skipped]:
+        for reason, (count, first) in self.by_reason.items():
+            if count == 1:
+                yield Skipped(self.shown, reason, line=first)
+            else:
+                yield Skipped(self.shown, f"{count:,} lines: {reason} (first at line {first})")
+
+
+def _read(path: Path, shown: str, limits: Limits) -> Iterator[Article | Skipped]:
     suffix = suffix_of(path)
     if suffix not in SUFFIXES:  # before reading it: a named video file is not read to be refused
         yield Skipped(shown, f"unsupported file type {suffix or '(none)'}")
         return
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            yield Skipped(shown, f"file too large ({size} bytes > {MAX_FILE_BYTES})")
-            return
-        raw = path.read_bytes()
-    except OSError as exc:
-        yield Skipped(shown, f"cannot read: {exc.strerror or exc}")
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):  # opening a FIFO would wait forever
+        yield Skipped(shown, f"not a regular file ({_kind(info.st_mode)}), skipped")
         return
-    if suffix == ".jsonl.gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            yield Skipped(shown, f"not a valid gzip file: {exc}")
-            return
+    if info.st_size > limits.max_file_bytes:
+        yield Skipped(shown, f"file too large ({info.st_size:,} bytes > {limits.max_file_bytes:,})")
+        return
+    if suffix in (".jsonl", ".jsonl.gz"):
+        # line by line, streamed: one bad line must not take the good ones with it, nor a bomb the memory
+        yield from _read_json_stream(path, shown, suffix == ".jsonl.gz", info.st_size, limits)
+        return
+    raw = path.read_bytes()
     if not raw.strip():
         yield Skipped(shown, "empty file")
         return
-    if suffix in (".jsonl", ".jsonl.gz") and not raw.startswith((b"\xff\xfe", b"\xfe\xff")) \
-            and raw.count(b"\x00") <= len(raw) // 4:
-        # line by line: one binary or mis-encoded line must not take the good ones with it
-        yield from _read_json_lines(raw, shown)
-        return
     text = decode(raw)
+    del raw
     if text is None:
         yield Skipped(shown, "binary or undecodable content")
-        return
-    if suffix in (".json", ".jsonl", ".jsonl.gz"):
-        yield from _read_json(text, shown, whole=suffix == ".json")
+    elif suffix == ".json":
+        yield from _read_json(text, shown, limits)
     elif suffix in (".html", ".htm"):
         yield _checked(_read_html(text, shown), shown)
     else:
         yield _checked(_read_text(text, shown), shown)
 
 
+def _open(path: Path, gz: bool) -> BinaryIO:
+    return gzip.open(path, "rb") if gz else path.open("rb")  # type: ignore[return-value]
+
+
+def _read_json_stream(path: Path, shown: str, gz: bool, size: int,
+                      limits: Limits) -> Iterator[Article | Skipped]:
+    cap = limits.decompressed_cap(size) if gz else size + 1
+    try:
+        with _open(path, gz) as f:
+            head = f.read(4096)
+    except (OSError, EOFError, zlib.error) as exc:
+        yield Skipped(shown, f"not a valid gzip file: {exc}" if gz else failure_reason(exc))
+        return
+    if not head.strip():
+        yield Skipped(shown, "empty file")
+        return
+    lineno = 0
+    try:
+        with _open(path, gz) as f:
+            stream = io.BufferedReader(_Capped(f, cap), buffer_size=1 << 16)
+            for lineno, line in _lines(stream, head, limits.max_line_bytes):
+                if line is None:
+                    yield Skipped(shown, f"line longer than {limits.max_line_bytes:,} bytes", line=lineno)
+                elif line.strip():
+                    yield _json_line(line, shown, lineno)
+    except _TooBig:
+        limit = "the compressed size times the decompression ratio" if gz else "the file size"
+        yield Skipped(shown, f"stopped after {cap:,} bytes decompressed at line {lineno + 1} ({limit}, "
+                             f"at most {limits.max_decompressed_bytes:,}): the rest of the file is skipped")
+    except (OSError, EOFError, zlib.error) as exc:
+        yield Skipped(shown, f"not a valid gzip file after line {lineno}: {exc}" if gz else failure_reason(exc))
+
+
+class _Capped(io.RawIOBase):
+    """A byte stream that raises `_TooBig` once more than `cap` bytes were read from it."""
+
+    def __init__(self, stream: BinaryIO, cap: int) -> None:
+        self.stream = stream
+        self.cap = cap
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
+        room = self.cap - self.count
+        if room <= 0:  # the lines before the cap were all given out
+            if self.stream.read(1):
+                raise _TooBig
+            return 0
+        data = self.stream.read(min(len(buffer), 1 << 16, room))
+        self.count += len(data)
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def _lines(stream: BinaryIO, head: bytes, max_line: int) -> Iterator[tuple[int, bytes | str | None]]:
+    """(number, line) of a stream; None for a line longer than `max_line` bytes (read past, never kept).
+    UTF-16 (a BOM, or many NUL bytes at the start) is decoded as it is read and gives str lines."""
+    encoding = _utf16(head[:256])
+    if encoding:
+        reader: BinaryIO | io.TextIOWrapper = io.TextIOWrapper(stream, encoding=encoding, errors="replace")
+        limit, newline = max_line // 2, "\n"
+    else:
+        reader, limit, newline = stream, max_line, b"\n"  # type: ignore[assignment]
+    lineno = 0
+    while True:
+        line = reader.readline(limit + 1)
+        if not line:
+            return
+        lineno += 1
+        if len(line) > limit:
+            while line and not line.endswith(newline):  # type: ignore[arg-type]
+                line = reader.readline(1 << 20)
+            yield lineno, None
+            continue
+        yield lineno, line
+
+
+def _utf16(head: bytes) -> str:
+    """The UTF-16 codec the start of a file is in ("" when it is not): a BOM, or Latin text whose every
+    other byte is NUL."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    odd, even = head[1::2], head[0::2]
+    if len(odd) >= 2 and odd.count(0) > 0.8 * len(odd) and even.count(0) < 0.2 * len(even):
+        return "utf-16-le"
+    if len(even) >= 2 and even.count(0) > 0.8 * len(even) and odd.count(0) < 0.2 * len(odd):
+        return "utf-16-be"
+    return ""
+
+
+def _json_line(line: bytes | str, shown: str, lineno: int) -> Article | Skipped:
+    try:
+        text = decode(line) if isinstance(line, bytes) else _checked_text(line)
+        if text is None:
+            return Skipped(shown, "binary or undecodable content", line=lineno)
+        try:
+            item = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return Skipped(shown, f"malformed JSON: {exc.msg}", line=lineno)
+        return _json_article(item, shown, lineno, f"{shown}#{lineno}")
+    except Exception as exc:  # e.g. nested too deeply: this line is skipped, the next is read
+        return Skipped(shown, failure_reason(exc), line=lineno)
+
+
+def _checked_text(text: str) -> str | None:
+    return None if _looks_binary(text) else normalise(text)
+
+
 def decode(raw: bytes) -> str | None:
-    """Bytes to normalised text; None when the bytes are not text."""
+    """Bytes to normalised text; None when the bytes are not text. Stray control characters (a NUL byte)
+    are removed by `normalise`; only text that is mostly control characters is called binary."""
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         text = raw.decode("utf-16", errors="replace")
     elif raw.count(b"\x00") > len(raw) // 4 and len(raw) > 1:
         # UTF-16 without a BOM: every other byte is NUL for Latin text
         text = raw.decode("utf-16-le" if raw[1:2] == b"\x00" else "utf-16-be", errors="replace")
     else:
-        if b"\x00" in raw:
-            return None
         # UTF-8, with any byte that is not UTF-8 read as cp1252: mixed files keep both parts readable
         text = raw.decode("utf-8-sig", errors="rag-cp1252")
-    if _looks_binary(text):
-        return None
-    return normalise(text)
+    return _checked_text(text)
 
 
 def _cp1252_fallback(exc: UnicodeError) -> tuple[str, int]:
@@ -147,9 +383,13 @@ codecs.register_error("rag-cp1252", _cp1252_fallback)
 
 
 def _looks_binary(text: str) -> bool:
-    sample = text[:4096]
-    bad = sum(1 for ch in sample if (ord(ch) < 32 and ch not in "\n\r\t\f") or ch == "\ufffd")
-    return bad > max(8, len(sample) // 20)
+    # the start, middle and end: a text header does not hide a binary body
+    middle = len(text) // 2
+    for sample in {text[:4096], text[middle:middle + 4096], text[-4096:]}:
+        bad = sum(1 for ch in sample if (ord(ch) < 32 and ch not in "\n\r\t\f") or ch == "\ufffd")
+        if bad > max(8, len(sample) // 20):
+            return True
+    return False
 
 
 def normalise(text: str) -> str:
@@ -230,37 +470,29 @@ def _canonical(soup: BeautifulSoup) -> str:
     return str(tag.get("href", "")) if tag else _meta(soup, "og:url")
 
 
-def _read_json(text: str, shown: str, whole: bool) -> Iterator[Article | Skipped]:
-    if whole:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            # a .json file may still hold JSON lines
-            if "\n" not in text.strip():
-                yield Skipped(shown, f"malformed JSON: {exc.msg} at line {exc.lineno}")
-                return
-        else:
-            items = data if isinstance(data, list) else [data]
-            for i, item in enumerate(items, 1):
-                yield _json_article(item, shown, i, f"{shown}#{i}")
+def _read_json(text: str, shown: str, limits: Limits) -> Iterator[Article | Skipped]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # a .json file may still hold JSON lines
+        if "\n" not in text.strip():
+            yield Skipped(shown, f"malformed JSON: {exc.msg} at line {exc.lineno}")
             return
-    yield from _read_json_lines(text.encode("utf-8"), shown)
-
-
-def _read_json_lines(raw: bytes, shown: str) -> Iterator[Article | Skipped]:
-    for lineno, line in enumerate(raw.split(b"\n"), 1):
-        if not line.strip():
-            continue
-        text = decode(line)
-        if text is None:
-            yield Skipped(shown, "binary or undecodable content", line=lineno)
-            continue
-        try:
-            item = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield Skipped(shown, f"malformed JSON: {exc.msg}", line=lineno)
-            continue
-        yield _json_article(item, shown, lineno, f"{shown}#{lineno}")
+    else:
+        items = data if isinstance(data, list) else [data]
+        for i, item in enumerate(items, 1):
+            try:
+                yield _json_article(item, shown, i, f"{shown}#{i}")
+            except Exception as exc:  # e.g. one item nested too deeply
+                yield Skipped(shown, f"item {i}: {failure_reason(exc)}")
+        return
+    raw = text.encode("utf-8")
+    del text
+    for lineno, line in _lines(io.BytesIO(raw), raw[:4096], limits.max_line_bytes):  # type: ignore[arg-type]
+        if line is None:
+            yield Skipped(shown, f"line longer than {limits.max_line_bytes:,} bytes", line=lineno)
+        elif line.strip():
+            yield _json_line(line, shown, lineno)
 
 
 def _json_article(item: object, shown: str, lineno: int, where: str) -> Article | Skipped:

@@ -53,6 +53,11 @@ _URL = re.compile(r"https?://[^\s\"'<>`\\]+", re.I)
 
 # ---------------------------------------------------------------- pure HTML helpers
 
+def plural(count: int, word: str) -> str:
+    """"1 article", "2 articles"."""
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
 def esc(text: object) -> str:
     """Text as inert HTML (quotes too, so it is safe inside attributes)."""
     return html.escape(str(text or ""), quote=True)
@@ -94,7 +99,24 @@ def answer_html(text: str, turn: int, numbers: set[int], abstained: bool = False
         return (f'<div class="rag-abstain rag-done" data-abstained="true"><strong>Not found in the articles.</strong> '
                 f'{esc(_strip_prefix(text))}{extra}</div>')
     body = f'<div class="rag-answer{" rag-done" if done else ""}">{cited_html(text, turn, numbers)}</div>'
-    return f"{body}{timeline_html(timeline, turn, numbers)}{extra}"
+    shown = timeline if timeline_adds(text, timeline) else ()
+    return f"{body}{timeline_html(shown, turn, numbers)}{extra}"
+
+
+def timeline_adds(text: str, points: tuple[TimelinePoint, ...]) -> bool:
+    """Whether a timeline says more than the answer above it: it needs two dates or more, and its points must not
+    be the answer's own sentences in the answer's order (then it would only repeat the answer with dates added);
+    a timeline that reorders them, or quotes what an LLM's answer paraphrases, is shown."""
+    if len({p.date for p in points}) < 2:
+        return False
+    flat = " ".join(_MARKER.sub(" ", text).split())
+    at = 0
+    for point in points:
+        found = flat.find(" ".join(point.text.split()), at)
+        if found < 0:
+            return True
+        at = found + len(" ".join(point.text.split()))
+    return False
 
 
 def timeline_html(points: tuple[TimelinePoint, ...], turn: int, numbers: set[int]) -> str:
@@ -128,43 +150,89 @@ def notice_html(text: str, kind: str = "error") -> str:
     return f'<div class="rag-{kind}">{esc(text)}</div>'
 
 
-def context_of(article_text: str | None, citation: Citation, chars: int = CONTEXT_CHARS) -> tuple[str, str, str]:
-    """(before, quote, after): the quote with up to `chars` of its article on each side."""
+Piece = tuple[str, Citation | None]  # a stretch of article text, and the citation it quotes (None: context)
+
+
+def _cut_before(text: str, cut: bool) -> str:
+    """Context before a quote, starting on a word boundary and marked as cut when the article goes on."""
+    if not cut:
+        return text
+    return "\u2026" + (text.split(" ", 1)[-1] if " " in text else text)
+
+
+def _cut_after(text: str, cut: bool) -> str:
+    if not cut:
+        return text
+    return (text.rsplit(" ", 1)[0] if " " in text else text) + "\u2026"
+
+
+def passages(article_text: str | None, citations: list[Citation], chars: int = CONTEXT_CHARS) -> list[list[Piece]]:
+    """The quotes of one article in up to `chars` of their context, in article order; quotes whose contexts
+    overlap share one passage. A quote whose offsets do not match the text is shown alone, never a wrong passage."""
     text = article_text or ""
-    if text[citation.start:citation.end] != citation.quote:
-        return "", citation.quote, ""
-    lo, hi = max(0, citation.start - chars), min(len(text), citation.end + chars)
-    before, after = text[lo:citation.start], text[citation.end:hi]
-    if lo > 0:  # start and end on a word boundary, marked as cut
-        before = "\u2026" + before.split(" ", 1)[-1] if " " in before else "\u2026" + before
-    if hi < len(text):
-        after = (after.rsplit(" ", 1)[0] if " " in after else after) + "\u2026"
-    return before, citation.quote, after
+    found = sorted((c for c in citations if text[c.start:c.end] == c.quote), key=lambda c: (c.start, c.end))
+    groups: list[list[Citation]] = []
+    for c in found:
+        if groups and c.start - chars <= max(g.end for g in groups[-1]) + chars:
+            groups[-1].append(c)
+        else:
+            groups.append([c])
+    out: list[list[Piece]] = []
+    for group in groups:
+        lo, hi = max(0, group[0].start - chars), min(len(text), max(c.end for c in group) + chars)
+        pieces: list[Piece] = [(_cut_before(text[lo:group[0].start], lo > 0), None)]
+        cursor = group[0].start
+        for c in group:
+            if c.start > cursor:
+                pieces.append((text[cursor:c.start], None))
+            start = max(c.start, cursor)  # a quote inside another: an empty mark keeps its [n] target
+            pieces.append((text[start:c.end] if c.end > start else "", c))
+            cursor = max(cursor, c.end)
+        out.append([*pieces, (_cut_after(text[cursor:hi], hi < len(text)), None)])
+    return out + [[("", None), (c.quote, c), ("", None)] for c in citations if text[c.start:c.end] != c.quote]
 
 
-def card_html(turn: int, citation: Citation, context: tuple[str, str, str]) -> str:
-    """One source card: title (a link only for http(s) urls), source, date, quote in its context."""
-    c = citation
+def _piece_html(turn: int, text: str, citation: Citation | None, numbered: bool) -> str:
+    if citation is None:
+        return esc(text)
+    label = f'<sup class="rag-mark-n">[{citation.n}]</sup>' if numbered else ""
+    return f'{label}<mark id="src-{turn}-{citation.n}" data-n="{citation.n}">{esc(text)}</mark>'
+
+
+def card_html(turn: int, citations: list[Citation], article_text: str | None, chars: int = CONTEXT_CHARS) -> str:
+    """One source card per article: title (a link only for http(s) urls), source, date, and each of its quotes
+    highlighted in the article text around it. A [n] link targets its quote's mark (`#src-<turn>-<n>`)."""
+    c = citations[0]
     url = safe_url(c.url)
     title = esc(c.title or "(untitled)")
     if url:
         title = f'<a href="{esc(url)}" target="_blank" rel="noopener noreferrer nofollow">{title}</a>'
+    several = len(citations) > 1
     meta = [esc(x) for x in (c.source, c.published) if x]
-    if c.attribution:
-        meta.append(f"according to {esc(c.attribution)}")
-    if c.also_reported_by:
-        meta.append(f'<span class="rag-also">also reported by {esc(", ".join(c.also_reported_by))}</span>')
+    meta += [f"{f'[{x.n}] ' if several else ''}according to {esc(x.attribution)}" for x in citations if x.attribution]
+    outlets = list(dict.fromkeys(o for x in citations for o in x.also_reported_by))
+    if outlets:
+        meta.append(f'<span class="rag-also">also reported by {esc(", ".join(outlets))}</span>')
     where = c.url if c.url and not url else ("" if url else c.path)
     if where:
         meta.append(f'<span class="rag-path">{esc(where)}</span>')
-    before, quote, after = context
+    quotes = "".join(
+        f'<div class="rag-quote">{"".join(_piece_html(turn, text, x, several) for text, x in passage)}</div>'
+        for passage in passages(article_text, citations, chars))
+    numbers = " ".join(f"[{x.n}]" for x in citations)
     return (
-        f'<div class="rag-card" id="src-{turn}-{c.n}" data-n="{c.n}">'
-        f'<div class="rag-card-head"><span class="rag-n">[{c.n}]</span> <span class="rag-title">{title}</span></div>'
-        f'<div class="rag-meta">{" · ".join(meta)}</div>'
-        f'<div class="rag-quote">{esc(before)}<mark>{esc(quote)}</mark>{esc(after)}</div>'
-        "</div>"
+        f'<div class="rag-card" id="card-{turn}-{c.n}" data-n="{" ".join(str(x.n) for x in citations)}">'
+        f'<div class="rag-card-head"><span class="rag-n">{numbers}</span> <span class="rag-title">{title}</span></div>'
+        f'<div class="rag-meta">{" · ".join(meta)}</div>{quotes}</div>'
     )
+
+
+def cards_html(turn: int, citations: tuple[Citation, ...], texts: dict[str, str | None]) -> list[str]:
+    """One card per cited article (several citations of one article share it), in the order first cited."""
+    by_article: dict[str, list[Citation]] = {}
+    for c in citations:
+        by_article.setdefault(c.article_id, []).append(c)
+    return [card_html(turn, cs, texts.get(article_id)) for article_id, cs in by_article.items()]
 
 
 def section_html(section: dict, open_: bool = True) -> str:
@@ -176,7 +244,8 @@ def section_html(section: dict, open_: bool = True) -> str:
         count = "no sources"
     else:
         body = "".join(cards)
-        count = f"{len(cards)} source{'s' if len(cards) != 1 else ''}"
+        quotes = section.get("quotes", len(cards))
+        count = plural(len(cards), "article") + (f", {plural(quotes, 'quote')}" if quotes != len(cards) else "")
     note = f" · {esc(section['note'])}" if section.get("note") else ""
     return (
         f'<details class="rag-turn" id="turn-{turn}" data-turn="{turn}"{" open" if open_ else ""}>'
@@ -189,7 +258,7 @@ def section_html(section: dict, open_: bool = True) -> str:
 def panel_html(sections: list[dict]) -> str:
     """Newest answer first and open; earlier ones folded (a click on their [n] unfolds them)."""
     if not sections:
-        return ('<div class="rag-panel-empty">Sources appear here: one card per quoted passage. '
+        return ('<div class="rag-panel-empty">Sources appear here: one card per quoted article. '
                 "Click a [n] in an answer to bring its card into view.</div>")
     ordered = list(reversed(sections))
     return "".join(section_html(s, open_=i == 0) for i, s in enumerate(ordered))
@@ -208,7 +277,7 @@ def report_rows(name: str, report: IndexReport | None, error: str = "") -> str:
     if report.unchanged:
         parts.append(f"{len(report.unchanged)} unchanged (already in the collection)")
     if report.duplicates:
-        parts.append(f"{len(report.duplicates)} duplicate (same text already stored)")
+        parts.append(f"{plural(len(report.duplicates), 'duplicate')} (same text already stored)")
     problems = [s for s in report.skipped if not s.reason.startswith("same text as")]
     if problems:
         parts.append(f"{len(problems)} skipped")
@@ -237,12 +306,11 @@ def status_html(stats: dict) -> str:
     except ValueError:
         pass
     sources = int(stats.get("sources", 0))
-    return (
-        f'<div class="rag-status" id="rag-status"><b>{int(stats.get("articles", 0)):,}</b> articles · '
-        f'<b>{int(stats.get("chunks", 0)):,}</b> passages · '
-        + (f"<b>{sources:,}</b> sources · " if sources else "")
-        + f'embedder <code>{esc(stats.get("embedder", ""))}</code> · last indexed {esc(when)}</div>'
-    )
+    counts = [plural(int(stats.get("articles", 0)), "article"), plural(int(stats.get("chunks", 0)), "passage")]
+    counts += [plural(sources, "source")] if sources else []
+    shown = " · ".join(re.sub(r"^([\d,]+)", r"<b>\1</b>", c) for c in counts)
+    return (f'<div class="rag-status" id="rag-status">{shown} · '
+            f'embedder <code>{esc(stats.get("embedder", ""))}</code> · last indexed {esc(when)}</div>')
 
 
 # ---------------------------------------------------------------- what the page needs from the collection
@@ -257,53 +325,82 @@ _STOP = {
     "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "today", "yesterday",
     "here", "there", "his", "her", "their", "our", "my", "your", "all", "one", "two", "first", "last",
 }
-_NAME = re.compile(r"\b([A-Z][a-z]+(?:[- ][A-Z][a-z]+){0,2})\b")
+# a name: capitalised words, not inside quotes (a film or book title) and not a possessive ("Ukraine's")
+_NAME = re.compile(r"(?<![\w'\"\u2018\u201c])([A-Z][a-z]+(?:[- ][A-Z][a-z]+){0,2})\b(?!['\u2019]\w)")
+_SITE_TAIL = re.compile(r"\s+[|\u2013\u2014-]\s+[^|\u2013\u2014]{1,40}$")  # "... | CNN", "... - The Week UK"
+_CUT = re.compile(r"\s*(?:\.\.\.|\u2026)\s*$")  # a title cut short by its feed
+_ASKS = re.compile(r"(?:what|who|whom|whose|why|how|when|where|which|is|are|was|were|can|could|does|do|did|will|"
+                   r"would|should|has|have)\b", re.I)
+_VERBS = {"say": r"says|said|tells|told|claims|insists|admits|vows", "warn about": r"warns|warned",
+          "announce": r"announces|announced|unveils|unveiled"}
+_IN = r"\b(?:in|near|outside|across)\s+"
+# what may follow a place named after "in": punctuation, the end, a small word ("in Kharkiv and ...") or more of
+# its name ("in Yellowstone National Park"), not a noun ("in Russian forces")
+_AFTER = (r"(?=\s*(?:[,.;:!?)]|$|\s[A-Z]|\s(?:and|or|on|in|at|as|after|before|where|when|while|to|from|for|with|"
+          r"last|this|that|but|since|until|during|over|is|was|has|have|had)\b))")
+_OF = r"\b(?:town|city|village|port|capital|region|province|state|country|island|county|district)\s+of\s+"
 
 
-def question_from_title(title: str) -> list[str]:
-    """Names in a title (not its first word, which is capitalised anyway) turned into questions."""
-    names = []
-    for match in _NAME.finditer(title):
-        name = match.group(1)
-        if match.start() == 0 or len(name) < 3 or name.split()[0].lower() in _STOP:
+def place_name(name: str, text: str) -> str:
+    """`name` as a place ("Kharkiv", "the Americas") when the article's text uses it as one ("in Kharkiv,", "the
+    town of Dovrin"), else ""."""
+    quoted = re.escape(name)
+    bare = len(re.findall(_IN + quoted + _AFTER, text))
+    the = len(re.findall(_IN + r"the\s+" + quoted + _AFTER, text))
+    if not (bare or the or re.search(_OF + quoted + r"\b", text)):
+        return ""
+    return f"the {name}" if the > bare else name
+
+
+def title_questions(title: str, text: str = "") -> list[str]:
+    """Questions a person would ask about an article, from its title and text: the title itself when it is a
+    whole question, "What did <name> say?" when the title reports what someone said, and "What happened in
+    <place>?" for each name in the title that its text uses as a place. A title gives none when nothing fits."""
+    whole = " ".join((title or "").split())
+    for _ in range(2):  # "Headline | Section | Site"
+        whole = _SITE_TAIL.sub("", whole)
+    out = []
+    asked = re.split(r"(?<=\?)\s", whole, maxsplit=1)[0]
+    if asked.endswith("?") and _ASKS.match(asked) and len(asked) <= 90 and not re.search(r"\.\.\.|\u2026", asked):
+        out.append(asked)
+    body = _CUT.sub("", whole)
+    if re.match(r"how to \w", body, re.I) and len(body) == len(whole) and len(body) <= 80:
+        out.append(body.rstrip(".!?:") + "?")  # "How to save money on groceries"
+    for match in _NAME.finditer(body):
+        words = match.group(1).split(" ")
+        while words and words[0].lower() in _STOP:  # "At Des Moines rally" names Des Moines
+            words.pop(0)
+        name = " ".join(words)
+        if len(name) < 3:
             continue
-        names.append(name)
-    return [f"What is reported about {name}?" for name in names]
+        if len(body) < len(whole) and match.end() == len(body):  # the title was cut: so may its last name be
+            continue
+        verb = next((v for v, forms in _VERBS.items() if re.match(rf"\s+(?:{forms})\b", body[match.end():])), "")
+        if verb and not re.search(r"\b(?:of|the|and|de)\s$", body[:match.start()]):  # not "Bank of America warns"
+            out.append(f"What did {name} {verb}?")
+        elif place := place_name(name, text):
+            out.append(f"What happened in {place}?")
+    return list(dict.fromkeys(out))
 
 
-def example_questions(titles: list[str], limit: int = EXAMPLES) -> list[str]:
-    """A few questions the collection can answer, made from article titles, no name twice.
-
-    Names found in titles come first (one per title, then a second, ...); titles
-    without names fill the rest as "What happened: <title>?".
-    """
-    seen: set[str] = set()
+def example_questions(articles: list[tuple[str, str]], limit: int = EXAMPLES) -> list[str]:
+    """A few questions made from (title, text) pairs, no question twice: each article's first question, then
+    their second ones, and so on (so the examples spread over the articles)."""
+    rounds = [title_questions(title, text) for title, text in articles]
     out: list[str] = []
-    rounds = [question_from_title(t) for t in titles]
-    for depth in range(3):
+    for depth in range(max((len(r) for r in rounds), default=0)):
         for questions in rounds:
-            if depth < len(questions) and questions[depth] not in seen:
-                seen.add(questions[depth])
+            if depth < len(questions) and questions[depth].lower() not in {q.lower() for q in out}:
                 out.append(questions[depth])
                 if len(out) >= limit:
                     return out
-    for title, questions in zip(titles, rounds):
-        if len(out) >= limit:
-            break
-        short = " ".join(title.split())
-        if not questions and short:
-            short = short if len(short) <= 70 else short[:70].rsplit(" ", 1)[0] + "\u2026"
-            question = f"What happened: {short.rstrip('.?!')}?"
-            if question not in seen:
-                seen.add(question)
-                out.append(question)
     return out
 
 
 def answerable_examples(assistant: Assistant, limit: int = EXAMPLES) -> list[str]:
-    """Example questions from a spread of titles, kept only when the assistant answers them."""
+    """Example questions from a spread of articles, kept only when the assistant answers them."""
     out = []
-    for question in example_questions(sample_titles(assistant), limit * 3):
+    for question in example_questions(sample_articles(assistant), limit * 3):
         try:
             if not assistant.ask(question, use_llm=False).abstained:  # extractive: quick, and no LLM calls
                 out.append(question)
@@ -319,22 +416,23 @@ def collection_sources(assistant: Assistant) -> list[str]:
     return list(assistant.sources())
 
 
-def sample_titles(assistant: Assistant, limit: int = 24) -> list[str]:
-    """Titles of a spread of articles (evenly over ids, so the sample does not depend on file order)."""
+def sample_articles(assistant: Assistant, limit: int = 48) -> list[tuple[str, str]]:
+    """(title, text) of a spread of articles (evenly over ids, so the sample does not depend on file order)."""
     ids = list(assistant.article_ids())
     if len(ids) > limit:
         step = len(ids) / limit
         ids = [ids[int(i * step)] for i in range(limit)]
-    titles = []
+    articles = []
     for article_id in ids:
         article = assistant.article(article_id)
         if article is not None and article.title:
-            titles.append(article.title)
-    return titles
+            articles.append((article.title, article.text))
+    return articles
 
 
 def parse_day(value: Any, label: str) -> date | None:
-    """A date from the date pickers (None when empty); ValueError naming the field when not a date."""
+    """A date typed in a date field (None when empty); ValueError naming the field and the text when it is
+    anything but a date like 2022-03-01 ("last week" and "14/10/2022" included: never silently ignored)."""
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
@@ -342,14 +440,25 @@ def parse_day(value: Any, label: str) -> date | None:
     if isinstance(value, int | float):
         return datetime.fromtimestamp(value).date()
     text = str(value).strip()
+    if not text:
+        return None
     try:
-        return date.fromisoformat(text[:10])
+        return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text).date()
     except ValueError:
-        raise ValueError(f"{label} date {text!r} is not a date like 2022-03-01") from None
+        raise ValueError(f"{label} date {text!r} is not a date like 2022-03-01 (year-month-day)") from None
+
+
+def date_problems(since: Any, until: Any) -> str:
+    """What is wrong with the date fields ("" when nothing), shown under them as soon as one is left."""
+    try:
+        filters_of([], since, until)
+    except ValueError as exc:
+        return notice_html(str(exc))
+    return ""
 
 
 def filters_of(sources: list[str] | None, since: Any, until: Any) -> Filters:
-    return Filters(tuple(sources or ()), parse_day(since, "from"), parse_day(until, "until"))
+    return Filters(tuple(sources or ()), parse_day(since, "From"), parse_day(until, "Until"))
 
 
 def describe(filters: Filters) -> str:
@@ -400,6 +509,10 @@ CSS = """
 .rag-card { border-top: 1px solid var(--border-color-primary); padding: 8px 2px; scroll-margin: 12px;
   transition: background-color 0.6s; }
 .rag-card.rag-flash { background-color: rgba(250, 204, 21, 0.35); }
+.rag-quote mark { scroll-margin: 40px; transition: outline-color 0.6s; outline: 3px solid transparent; }
+.rag-quote mark.rag-flash { outline-color: #f59e0b; }
+.rag-quote + .rag-quote { margin-top: 6px; }
+.rag-mark-n { color: var(--color-accent); font-weight: 600; margin-right: 2px; }
 .rag-card-head { font-weight: 600; }
 .rag-n { color: var(--color-accent); }
 .rag-meta { font-size: 0.82em; opacity: 0.75; margin: 2px 0 4px; }
@@ -503,9 +616,9 @@ class WebChat:
             filters = filters_of(sources, since, until)
             messages = [Message(role, content) for role, content in session["messages"]]
             stream = self.assistant.stream_chat([*messages, Message("user", question)], filters)
-        except (QuestionError, ValueError) as exc:
+        except (QuestionError, ValueError) as exc:  # the question goes back in its box, to be shortened or resent
             view = [*view[:-1], {"role": "assistant", "content": notice_html(f"Cannot ask this: {exc}")}]
-            yield keep, view, session, panel_html(session["sections"])
+            yield question, view, session, panel_html(session["sections"])
             return
         drafted = stream.answer is None  # an LLM writes it: show its draft as it comes, the checked answer after
         if drafted:
@@ -541,15 +654,13 @@ class WebChat:
         yield keep, view, session, panel_html(sections)
 
     def _section(self, turn: int, question: str, answer: Answer, seconds: float, note: str) -> dict:
-        cards = []
         texts: dict[str, str | None] = {h.article.id: h.article.text for h in answer.hits}  # read already
         for c in answer.citations:
             if c.article_id not in texts:
                 article = self.assistant.article(c.article_id)
                 texts[c.article_id] = article.text if article else None
-            cards.append(card_html(turn, c, context_of(texts[c.article_id], c)))
-        return {"turn": turn, "question": question, "cards": cards, "abstained": answer.abstained,
-                "seconds": seconds, "note": note}
+        return {"turn": turn, "question": question, "cards": cards_html(turn, answer.citations, texts),
+                "quotes": len(answer.citations), "abstained": answer.abstained, "seconds": seconds, "note": note}
 
     # ---- uploads
     def add_files(self, files: list[Any] | None, progress: Any = None):
@@ -620,14 +731,13 @@ def build_app(assistant: Assistant, settings: Settings) -> gr.Blocks:
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
                 chatbot = gr.Chatbot(
-                    elem_id="rag-chat", label="Chat", height=520, render_markdown=False, sanitize_html=True,
-                    allow_tags=False, feedback_options=None, buttons=["copy"], autoscroll=True,
+                    elem_id="rag-chat", label="Chat", show_label=False, height=520, render_markdown=False,
+                    sanitize_html=True, allow_tags=False, feedback_options=None, buttons=["copy"], autoscroll=True,
                     placeholder="Ask about the articles: every answer quotes them, with [n] links to the passages.",
                 )
                 question = gr.Textbox(
                     elem_id="rag-question", show_label=False, lines=1, max_lines=6, submit_btn="Ask",
-                    placeholder="Ask a question, e.g. what happened in Mariupol?  (Enter to send)",
-                    max_length=settings.max_question_chars, autofocus=True,
+                    placeholder="Ask a question, e.g. what happened in Mariupol?  (Enter to send)", autofocus=True,
                 )
                 examples = gr.Dataset(
                     elem_id="rag-examples", label="Examples from the collection", components=[question],
@@ -642,9 +752,11 @@ def build_app(assistant: Assistant, settings: Settings) -> gr.Blocks:
                     choices=collection_sources(assistant), value=[], multiselect=True, label="Sources",
                     elem_id="rag-filter-sources", info="only these sources (none selected: all)",
                 )
+                # plain text fields: gradio's date picker opened off-screen and dropped text it could not read
                 with gr.Row():
-                    since = gr.DateTime(include_time=False, type="string", label="From", elem_id="rag-since")
-                    until = gr.DateTime(include_time=False, type="string", label="Until", elem_id="rag-until")
+                    since = gr.Textbox(label="From", placeholder="YYYY-MM-DD", elem_id="rag-since", max_lines=1)
+                    until = gr.Textbox(label="Until", placeholder="YYYY-MM-DD", elem_id="rag-until", max_lines=1)
+                dates_note = gr.HTML("", elem_id="rag-date-problem", js_on_load=None)
             with gr.Accordion("Add articles", open=False, elem_id="rag-add"):
                 files = gr.File(
                     label=f"Upload {' '.join(UPLOAD_SUFFIXES)} (up to {MAX_UPLOAD_MB} MB each)",
@@ -659,6 +771,8 @@ def build_app(assistant: Assistant, settings: Settings) -> gr.Blocks:
                        ).then(chat.respond, **ask_io, api_visibility="private")
         chatbot.clear(lambda: (new_session(), panel_html([])), outputs=[session, panel], queue=False,
                       api_visibility="private")
+        for field in (since, until):
+            field.blur(date_problems, inputs=[since, until], outputs=dates_note, queue=False, api_visibility="private")
 
         def add(uploaded, progress=gr.Progress()):  # noqa: B008 (gradio's way to ask for a progress bar)
             return chat.add_files(uploaded, progress)
@@ -733,7 +847,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         print(exposure_warning(host, port), file=sys.stderr, flush=True)
     assistant = open_assistant(settings, must_exist=False)
     stats = assistant.stats()
-    print(f"{stats['articles']} articles, {stats['chunks']} passages in {stats['index_dir']}; "
+    print(f"{plural(stats['articles'], 'article')}, {plural(stats['chunks'], 'passage')} in {stats['index_dir']}; "
           f"web chat at http://{'localhost' if is_loopback(host) else host}:{port}", file=sys.stderr, flush=True)
     try:
         warm_up(assistant)
