@@ -3,11 +3,13 @@ English gets a notice. Through the API, `rag chat`, the web chat's handler and a
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 
 import pytest
 
@@ -15,6 +17,7 @@ from rag import Assistant, Message
 from rag.answer import looks_english
 from rag.api import standalone_question
 from tests.conftest import DOVRIN, HARKAVY, SEEDS, write_jsonl
+from tests.slack_fake import BOT_USER
 
 MISSPELT = "what hapened in Mariupl?"
 
@@ -187,3 +190,42 @@ def test_web_chat_answers_a_standalone_question_after_an_abstention(built, setti
     assert "did you mean Mariupol?" in shown[0]
     assert "128" in shown[1] and "Mariupl" not in shown[1]
     assert "Kherson" in shown[3] and "Mariupl" not in shown[3]
+
+
+# ---------------------------------------------------------------- a Slack thread
+
+def test_slack_thread_answers_a_standalone_question_after_an_abstention(built, tmp_path):
+    pytest.importorskip("slack_bolt")
+    from rag.config import Settings
+    from tests.slack_fake import FakeSlack, event_callback, mention_event, message_event, post, sign
+    from ui.slack import HttpServer, SlackBot
+
+    secret, channel, user = "0123456789abcdef0123456789abcdef", "C0000MAIN", "U0000USR"
+    with ExitStack() as stack:
+        fake = FakeSlack()
+        stack.callback(fake.stop)
+        bot = SlackBot(Settings(_env_file=None, index_dir=tmp_path, slack_api_url=fake.url), built[0])
+        stack.callback(bot.close)
+        server = HttpServer(bot.build_app("xoxb-0000-test", secret), secret, "127.0.0.1", 0).start()
+        stack.callback(server.stop)
+
+        def send(message: dict, event: dict) -> None:
+            body = json.dumps(event_callback(event))
+            url = f"http://127.0.0.1:{server.port}/slack/events"
+            assert post(url, body, sign(secret, body), "application/json")[0] == 200
+            fake.wait_for("chat.postMessage", count=len(replies()) + 1, thread_ts=root["ts"])
+            assert bot.wait_idle(30)
+
+        def replies() -> list[str]:
+            return [c.params["text"] for c in fake.called("chat.postMessage", channel=channel, thread_ts=root["ts"])]
+
+        root = fake.add_message(channel, f"<@{BOT_USER}> {MISSPELT}")
+        send(root, mention_event(root, channel))
+        for question in ("what happend in mariupol", "tell me about Mariupl", "and in Kherson?"):
+            message = fake.add_message(channel, question, thread_ts=root["ts"], parent_user_id=user)
+            send(message, message_event(message, channel))
+    texts = replies()
+    assert len(texts) == 4, texts
+    assert "did you mean Mariupol?" in texts[0]
+    assert "128" in texts[1] and "Mariupl" not in texts[1]
+    assert "Kherson" in texts[3] and "Mariupl" not in texts[3]
