@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -58,6 +59,7 @@ class FakeSlack:
         self.calls: list[Call] = []
         self.messages: dict[str, list[dict]] = {}
         self.scripts: list[Scripted] = []
+        self.socket_url = ""  # what apps.connections.open answers (a `FakeSocketMode` sets it)
         self.lock = threading.Condition()
         self._ts = itertools.count(1)
         fake = self
@@ -187,6 +189,11 @@ class FakeSlack:
             self.messages.setdefault(channel, []).append(message)
         return {"ok": True, "channel": channel, "ts": message["ts"], "message": message}
 
+    def api_apps_connections_open(self, params: dict) -> dict:
+        if not self.socket_url:
+            return {"ok": False, "error": "not_allowed_token_type"}
+        return {"ok": True, "url": f"{self.socket_url}?ticket=t{next(self._ts)}"}
+
     def api_chat_postEphemeral(self, params: dict) -> dict:
         return {"ok": True, "message_ts": self.next_ts()}
 
@@ -212,6 +219,80 @@ class FakeSlack:
         if params.get("include_all_metadata") in (True, "true", "1", 1):
             return message
         return {k: v for k, v in message.items() if k != "metadata"}
+
+
+class FakeSocketMode:
+    """Slack's Socket Mode endpoint on 127.0.0.1, speaking its protocol over a real WebSocket.
+
+    Each connection gets `hello`; `deliver` sends an `events_api` envelope on the newest connection and
+    the bot's acks (`{"envelope_id": ...}`) are kept in `acks`. `ask_to_reconnect` sends a `disconnect`
+    message (as Slack does before it retires a host); `drop` cuts the TCP connection without a close frame.
+    Registers itself as `fake`'s answer to apps.connections.open.
+    """
+
+    def __init__(self, fake: FakeSlack) -> None:
+        from websockets.sync.server import serve
+
+        self.connections: list = []
+        self.acks: list[dict] = []
+        self.cond = threading.Condition()
+        self.server = serve(self._session, "127.0.0.1", 0)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        fake.socket_url = f"ws://127.0.0.1:{self.server.socket.getsockname()[1]}/link/"
+        self._envelopes = itertools.count(1)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(timeout=5)
+
+    def _session(self, connection) -> None:
+        with self.cond:
+            self.connections.append(connection)
+            self.cond.notify_all()
+        connection.send(json.dumps({"type": "hello", "num_connections": 1,
+                                    "debug_info": {"host": "applink-fake", "approximate_connection_time": 18060},
+                                    "connection_info": {"app_id": APP_ID}}))
+        try:
+            for raw in connection:
+                with self.cond:
+                    self.acks.append(json.loads(raw))
+                    self.cond.notify_all()
+        except Exception:  # a dropped connection ends its session
+            pass
+
+    def wait_connections(self, count: int, timeout: float = 20.0) -> None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: len(self.connections) >= count, timeout):
+                raise AssertionError(f"{len(self.connections)} Socket Mode connections, expected {count}")
+
+    def deliver(self, payload: dict, envelope_id: str | None = None, retry_attempt: int = 0) -> str:
+        """An Events API envelope on the newest connection; its envelope_id."""
+        envelope_id = envelope_id or f"env-{next(self._envelopes):04d}"
+        with self.cond:
+            connection = self.connections[-1]
+        connection.send(json.dumps({"envelope_id": envelope_id, "payload": payload, "type": "events_api",
+                                    "accepts_response_payload": False, "retry_attempt": retry_attempt,
+                                    "retry_reason": "timeout" if retry_attempt else ""}))
+        return envelope_id
+
+    def wait_ack(self, envelope_id: str, count: int = 1, timeout: float = 20.0) -> None:
+        with self.cond:
+            acked = lambda: sum(a.get("envelope_id") == envelope_id for a in self.acks) >= count  # noqa: E731
+            if not self.cond.wait_for(acked, timeout):
+                raise AssertionError(f"{envelope_id} not acked {count} times: {self.acks}")
+
+    def ask_to_reconnect(self) -> None:
+        with self.cond:
+            connection = self.connections[-1]
+        connection.send(json.dumps({"type": "disconnect", "reason": "refresh_requested",
+                                    "debug_info": {"host": "applink-fake"}}))
+
+    def drop(self) -> None:
+        with self.cond:
+            connection = self.connections[-1]
+        connection.socket.shutdown(socket.SHUT_RDWR)  # no close frame: as a dead network path
+        connection.socket.close()
 
 
 # ---- what Slack sends to the app

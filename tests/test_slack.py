@@ -141,7 +141,7 @@ class Harness:
 
 
 @pytest.fixture(scope="module")
-def slack(tmp_path_factory):
+def slack(tmp_path_factory, embedder):
     from rag.api import Assistant
 
     folder = tmp_path_factory.mktemp("slack")
@@ -155,7 +155,7 @@ def slack(tmp_path_factory):
         fake = FakeSlack()
         stack.callback(fake.stop)
         settings = Settings(index_dir=folder / "index", slack_api_url=fake.url)
-        assistant = Assistant.open(settings.index_dir, settings)
+        assistant = Assistant.open(settings.index_dir, settings, embedder=embedder)
         stack.callback(assistant.close)
         assistant.index([articles])
         bot = SlackBot(settings, assistant)
