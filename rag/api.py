@@ -159,31 +159,34 @@ class Assistant:
         return self.retriever.search(question, k or self.settings.top_k, filters, one_copy=one_copy)
 
     def ask(self, question: str, filters: Filters | None = None, k: int | None = None,
-            use_llm: bool = True, dates: bool = True) -> Answer:
+            use_llm: bool = True, dates: bool = True, today: date | None = None) -> Answer:
         """An answer with citations (by the configured LLM unless `use_llm` is False, else extractive),
         or an abstention. With `dates`, time words in the question ("this week", "in March 2022") become
-        the date filter when `filters` has no dates (see `question_dates`)."""
-        return self._answer(self._turn(question, filters, k, dates), use_llm)
+        the date filter when `filters` has no dates (see `question_dates`), counted from `today` (the
+        real today when None: `rag bench` asks each quiz question as on its date)."""
+        return self._answer(self._turn(question, filters, k, dates, today), use_llm)
 
     def chat(self, messages: list[Message], filters: Filters | None = None, dates: bool = True) -> Answer:
         """Answer the last user message, using earlier turns to complete a follow-up."""
         return self._answer(self._follow_up(messages, filters, dates))
 
     def stream(self, question: str, filters: Filters | None = None, k: int | None = None,
-               dates: bool = True) -> AnswerStream:
+               dates: bool = True, today: date | None = None) -> AnswerStream:
         """The answer as it is written: iterate for text pieces (the LLM's tokens, or the extractive answer
         sentence by sentence); the stream's `answer` is the final, checked `Answer` once iterated."""
-        return self._stream(self._turn(question, filters, k, dates))
+        return self._stream(self._turn(question, filters, k, dates, today))
 
     def stream_chat(self, messages: list[Message], filters: Filters | None = None,
                     dates: bool = True) -> AnswerStream:
         """`chat` as a stream (see `stream`)."""
         return self._stream(self._follow_up(messages, filters, dates))
 
-    def _turn(self, question: str, filters: Filters | None, k: int | None, dates: bool) -> _Turn:
+    def _turn(self, question: str, filters: Filters | None, k: int | None, dates: bool,
+              today: date | None = None) -> _Turn:
         question = self._checked(question)
         self.refresh()
-        searched, filters, asked = self.question_dates(question, filters) if dates else (question, filters, None)
+        searched, filters, asked = (self.question_dates(question, filters, today) if dates
+                                    else (question, filters, None))
         return _Turn(question, searched, self.retriever.search(searched, k or self.settings.top_k, filters), asked,
                      note=self._language_note(question))
 

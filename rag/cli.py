@@ -137,10 +137,15 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--index", metavar="DIR", help="index folder (default: index/, RAG_INDEX_DIR)")
     s.set_defaults(func=cmd_remove)
 
-    s = sub.add_parser("bench", help="benchmark retrieval and answers (optionally against the LlamaIndex quick-start)")
+    s = sub.add_parser("bench", help="benchmark retrieval and answers (optionally against two LlamaIndex pipelines)")
     s.add_argument("bench_dir", type=Path, help="folder with articles.jsonl.gz and questions-dev.jsonl")
-    s.add_argument("--questions", type=Path, help="questions file (default: BENCH_DIR/questions-dev.jsonl)")
-    s.add_argument("--peer", action="store_true", help="also run the LlamaIndex quick-start on the same data")
+    s.add_argument("--questions", type=Path, action="append", metavar="FILE",
+                   help="questions file, repeatable (default: BENCH_DIR/questions-dev.jsonl and the project's "
+                        "benchmarks/unanswerable-<BENCH_DIR name>.jsonl when there is one)")
+    s.add_argument("--peer", action="store_true",
+                   help="also run the LlamaIndex quick-start and BM25+vector hybrid on the same data")
+    s.add_argument("--details", type=Path, metavar="FILE",
+                   help="write one JSON line per question, system and mode (gold ranks, top 10, answer, verdict)")
     s.add_argument("--json", action="store_true")
     s.add_argument("--limit", type=int, help="use only the first N articles (and the questions they answer)")
     s.set_defaults(func=lambda a, st: _run_module("rag.bench", a, st))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -12,9 +14,12 @@ from rag.bench import check_answer, run
 from rag.cli import main
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench" / "rtqa2022"
-KEYS = {"index_s", "reindex_s", "articles", "chunks", "chunks_per_s", "peak_rss_mb", "hit@1", "hit@5", "hit@10",
-        "mrr@10", "answer_correct", "answer_wrong", "ask_p50_ms", "ask_p95_ms", "dated",
-        "story_groups"}
+QUALITY = {"hit@1", "hit@5", "hit@10", "mrr@10", "answer_correct", "answer_wrong", "abstained",
+           "unanswerable_abstained"}
+KEYS = {"index_s", "reindex_s", "articles", "chunks", "chunks_per_s", "peak_rss_mb", *QUALITY, "ask_p50_ms",
+        "ask_p95_ms", "dated", "as_of", "story_groups"}
+PEER_KEYS = {"index_s", "articles", "chunks", "chunks_per_s", "peak_rss_mb", "hit@1", "hit@5", "hit@10", "mrr@10",
+             "ask_p50_ms", "ask_p95_ms", "dated", "as_of"}
 
 ARTICLES = [
     ("a1", "Velmora dam fails", "2022/06/01", "The Brightwater dam in Velmora failed on Tuesday, flooding 412 homes."),
@@ -67,7 +72,8 @@ def test_bench_json_on_tiny_benchmark(tmp_path, capsys, monkeypatch):
     assert set(result) == {"corpus", "ours"}
     ours = result["ours"]
     assert set(ours) == KEYS
-    assert set(ours["dated"]) == {"hit@1", "hit@5", "hit@10", "mrr@10", "answer_correct", "answer_wrong"}
+    assert set(ours["dated"]) == set(ours["as_of"]) == QUALITY
+    assert result["corpus"]["unanswerable"] == 0 and ours["unanswerable_abstained"] is None
     assert ours["articles"] == 5 and ours["chunks"] >= 5
     # ids in the file are not ours (ours come from the url): the bench maps gold ids
     assert ours["hit@1"] == 1.0 and ours["mrr@10"] == 1.0
@@ -81,9 +87,14 @@ def test_peer_is_scored_against_the_same_gold_ids(tmp_path, capsys, monkeypatch)
     bench = write_bench(tmp_path / "bench")
     monkeypatch.chdir(tmp_path)
     assert main(["bench", str(bench), "--peer", "--json"]) == 0
-    peer = json.loads(capsys.readouterr().out)["peer"]
-    # the file's ids are not ours: unmapped, the peer would find every gold article and score 0
-    assert peer["articles"] == 5 and peer["hit@5"] == 1.0
+    result = json.loads(capsys.readouterr().out)
+    for peer in (result["peer"], result["peer_hybrid"]):
+        assert set(peer) == PEER_KEYS
+        # the file's ids are not ours: unmapped, the peer would find every gold article and score 0
+        assert peer["articles"] == 5 and peer["hit@5"] == 1.0
+        # no date handling: asked as on the quiz's date, a peer searches the question as typed
+        assert peer["as_of"] == {k: peer[k] for k in ("hit@1", "hit@5", "hit@10", "mrr@10")}
+    assert result["peer_hybrid"]["chunks"] >= 5
 
 
 def test_a_missing_benchmark_is_one_line(tmp_path, capsys):
@@ -113,3 +124,97 @@ def test_scale_benchmark_corpus_is_deterministic_and_new(tmp_path):
     assert gzip.decompress(first.read_bytes()) == gzip.decompress(second.read_bytes())
     urls = [json.loads(line)["url"] for line in gzip.decompress(first.read_bytes()).decode().splitlines()]
     assert len(set(urls)) == 15
+
+
+def test_scores_count_ranks_answers_and_abstentions_over_the_right_questions():
+    from rag.bench import Reply, score
+
+    questions = [
+        {"id": "q1", "question": "a?", "date": "2022/06/10", "gold_ids": ["g1"], "answer": ["Reyes"],
+         "choices": ["Reyes", "Ruiz"]},
+        {"id": "q2", "question": "b?", "date": "2022/06/10", "gold_ids": ["g2"], "answer": ["240"],
+         "choices": ["240", "120"]},
+        {"id": "u1", "question": "c?", "date": "2022/06/10", "gold_ids": [], "answer": [], "choices": [],
+         "answerable": False},
+        {"id": "u2", "question": "d?", "date": "2022/06/10", "gold_ids": [], "answer": [], "choices": [],
+         "answerable": False},
+    ]
+    replies = {
+        "a?": Reply([("x", "X"), ("g1", "G1")], "Reyes won, Ruiz came second."),  # rank 2, both choices: mixed
+        "b?": Reply([("g2", "G2")], "Not found in the articles.", abstained=True),  # rank 1, abstained
+        "c?": Reply([("x", "X")], "Not found in the articles.", abstained=True),
+        "d?": Reply([("x", "X")], "Something unrelated."),
+    }
+    details = io.StringIO()
+    quality, times = score(lambda q, mode: replies[q["question"]], questions, "as_of", "ours", details)
+    # retrieval and answers over the two answerable questions only
+    assert quality == {"hit@1": 0.5, "hit@5": 1.0, "hit@10": 1.0, "mrr@10": 0.75, "answer_correct": 0.5,
+                       "answer_wrong": 0.5, "abstained": 0.5, "unanswerable_abstained": 0.5}
+    assert len(times) == 4
+    lines = [json.loads(line) for line in details.getvalue().splitlines()]
+    assert [(d["id"], d["mode"], d["verdict"]) for d in lines] == [
+        ("q1", "as_of", "mixed"), ("q2", "as_of", "abstained"), ("u1", "as_of", "abstained"),
+        ("u2", "as_of", "answered")]
+    assert lines[0]["gold_ranks"] == {"g1": 2} and lines[0]["top10"][1] == {"id": "g1", "title": "G1"}
+
+
+def test_unanswerable_questions_time_words_and_details(tmp_path, capsys, monkeypatch):
+    bench = write_bench(tmp_path / "bench")
+    extra = tmp_path / "more.jsonl"
+    extra.write_text("\n".join(json.dumps(q) for q in [
+        {"id": "u1", "date": "2022/06/10", "question": "Who won the Zorvath chess open?", "answerable": False},
+        {"id": "w1", "date": "2022/06/03", "question": "What failed in Velmora this week?",
+         "choices": ["the Brightwater dam", "the ferry", "the library", "the drone"],
+         "answer": ["the Brightwater dam"], "gold_ids": ["a1"], "gold_urls": []},
+    ]) + "\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    details = tmp_path / "details.jsonl"
+    assert main(["bench", str(bench), "--questions", str(bench / "questions-dev.jsonl"), "--questions", str(extra),
+                 "--details", str(details), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["corpus"]["questions"] == 4 and result["corpus"]["unanswerable"] == 1
+    ours = result["ours"]
+    for figures in (ours, ours["dated"], ours["as_of"]):
+        assert figures["unanswerable_abstained"] == 1.0  # no article names Zorvath
+        assert figures["abstained"] == 0.0 and figures["answer_correct"] == 1.0
+    lines = [json.loads(line) for line in details.read_text(encoding="utf-8").splitlines()]
+    assert sorted((d["mode"], d["id"]) for d in lines) == sorted(
+        (mode, q) for mode in ("undated", "dated", "as_of") for q in ("q1", "q2", "q3", "u1", "w1"))
+    by = {(d["mode"], d["id"]): d for d in lines}
+    assert by[("undated", "u1")]["verdict"] == "abstained" and by[("undated", "u1")]["answerable"] is False
+    # as-of: "this week" is read against the question's own date, not the real today
+    asked = by[("as_of", "w1")]["dates"]
+    assert asked["reference"] == "2022-06-03" and asked["since"] == "2022-05-30" and asked["phrase"] == "this week"
+    assert by[("undated", "w1")]["dates"] is None and by[("dated", "w1")]["dates"] is None
+    assert by[("as_of", "w1")]["verdict"] == "correct" and by[("as_of", "w1")]["gold_ranks"]
+    assert by[("undated", "q1")]["top10"][0]["title"] == "Fenwick marathon"
+
+
+def test_the_project_s_unanswerable_questions_are_asked_by_default(tmp_path):
+    from rag.bench import BUNDLED, load_questions, questions_files
+
+    files = questions_files(SHARED, None)
+    assert files == [SHARED / "questions-dev.jsonl", BUNDLED / "unanswerable-rtqa2022.jsonl"]
+    unanswerable = load_questions(files[1])
+    assert len(unanswerable) >= 25 and all(q["answerable"] is False and not q["gold_ids"] for q in unanswerable)
+    assert questions_files(tmp_path, [tmp_path / "x.jsonl"]) == [tmp_path / "x.jsonl"]
+    assert questions_files(tmp_path, None) == [tmp_path / "questions-dev.jsonl"]
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="the shared benchmark is not beside this clone")
+def test_hybrid_peer_on_a_slice_of_the_shared_benchmark(tmp_path):
+    pytest.importorskip("llama_index.retrievers.bm25")
+    from rag.bench import id_map, load_questions, slice_articles
+    from rag.peer import Hybrid
+    from rag.types import Filters
+
+    questions = load_questions(SHARED / "questions-dev.jsonl")
+    source, kept = slice_articles(SHARED / "articles.jsonl.gz", tmp_path / "slice.jsonl.gz", 8, questions)
+    _, ours_id = id_map(source)
+    engine = Hybrid(source, tmp_path / "hybrid", ours_id)
+    assert engine.articles == 8 and engine.chunks > 8
+    asked = [q for q in questions if set(q["gold_ids"]) <= kept][:3]
+    found = [ours_id[q["gold_ids"][0]] in [a for a, _ in engine.ranked(q["question"], None)[:5]] for q in asked]
+    assert asked and sum(found) >= len(asked) - 1
+    # a date range no article is in: BM25 still returns masked chunks (score 0), the peer drops them
+    assert engine.ranked(asked[0]["question"], Filters(since=date(1990, 1, 1), until=date(1990, 1, 2))) == []
