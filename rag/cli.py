@@ -227,14 +227,27 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
         server = ChromaServer(settings.chroma_host, settings.chroma_port, settings.chroma_ssl,
                               dict(settings.chroma_headers)) if settings.chroma_host else None
         remove_index(settings.index_dir, server, settings.chroma_collection)
+    from rag.index import Stopped
+    from rag.progress import ProgressPrinter
+
     assistant = open_assistant(settings, must_exist=False)
+    printer = ProgressPrinter(sys.stderr, settings.progress_every)
     try:
-        report = assistant.index(args.paths, prune=args.prune, progress=sys.stderr.isatty())
+        report = assistant.index(args.paths, prune=args.prune, on_progress=printer)
     except (InputError, IndexError_) as exc:
         raise UserError(str(exc)) from None
+    except Stopped as stop:
+        printer.clear()
+        stored = len(stop.report.indexed) + len(stop.report.replaced)
+        print(f"stopped: {stored} articles stored; run again to continue", file=sys.stderr)
+        return 130
     for skipped in report.skipped:
         print(f"skipped {skipped}", file=sys.stderr)
     print(report.summary())
+    found = report.indexed or report.replaced or report.unchanged or report.duplicates
+    if not found and report.skipped and any(is_url(p) for p in args.paths):
+        print("rag: nothing could be fetched", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -250,7 +263,7 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     except QuestionError as exc:
         raise UserError(str(exc)) from None
     if answer.notice:
-        print(f"rag: {answer.notice}", file=sys.stderr)
+        print(f"note: {answer.notice}", file=sys.stderr)
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
     elif not args.stream:
@@ -285,7 +298,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
 
     assistant = open_assistant(settings)
     stats = assistant.stats()
-    print(f"{stats['articles']} articles, {stats['chunks']} passages. Ask a question (empty line or Ctrl-D to quit).")
+    print(f"{stats['articles']} articles, {stats['chunks']} passages. Ask a question (quit, exit or Ctrl-D to end).")
     messages: list[Message] = []
     while True:
         try:
@@ -293,8 +306,10 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
         except EOFError:
             print()
             return 0
-        if not question:
+        if question.lower() in ("quit", "exit"):
             return 0
+        if not question:
+            continue
         messages.append(Message("user", question))
         try:
             if args.stream:
@@ -307,7 +322,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
             continue
         messages.append(Message("assistant", answer.text))
         if answer.notice:
-            print(f"rag: {answer.notice}", file=sys.stderr)
+            print(f"note: {answer.notice}", file=sys.stderr)
         if not args.stream:
             print(format_answer(answer))
 
@@ -384,7 +399,7 @@ def format_sources(answer: Answer) -> str:
     """"Sources:" and the numbered citations with their quotes ("" when there are none)."""
     lines = ["Sources:"] if answer.citations else []
     for c in answer.citations:
-        where = " · ".join(x for x in (c.source, c.published, c.url or c.path) if x)
+        where = " · ".join(x for x in (f"id {c.article_id}", c.source, c.published, c.url or c.path) if x)
         lines.append(f"[{c.n}] {c.title}\n    {where}\n    chars {c.start}-{c.end}: \u201c{_short(c.quote)}\u201d")
     return "\n".join(lines)
 

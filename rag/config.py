@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     max_decompressed_mb: int = Field(default=1024, gt=0)
     decompression_ratio: float = Field(default=20.0, gt=0)
     max_line_mb: int = Field(default=50, gt=0)
+    # seconds between two progress lines of `rag index` when stderr is not a terminal (RAG_PROGRESS_EVERY)
+    progress_every: float = Field(default=10.0, gt=0)
     chunk_tokens: int = 160  # tiktoken tokens of article text per chunk
     chunk_overlap: int = 24  # tokens repeated from the previous chunk
     top_k: int = 8  # chunks returned by search

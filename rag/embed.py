@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
-from contextlib import nullcontext
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Protocol
 
@@ -89,7 +92,8 @@ class SentenceTransformerEmbedder:
             if self._model is None:
                 from sentence_transformers import SentenceTransformer
 
-                self._model = SentenceTransformer(self.path, device="cpu")
+                with quiet_loading():
+                    self._model = SentenceTransformer(self.path, device="cpu")
             return self._model
 
     @property
@@ -125,6 +129,26 @@ class SentenceTransformerEmbedder:
         with self._lock:
             encoded = tokenizer(texts, add_special_tokens=True, truncation=False)
         return [len(ids) for ids in encoded["input_ids"]]
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No "Loading weights" bar or load report from transformers while a model loads; the caller's own
+    transformers settings (progress bars, verbosity) are as they were afterwards."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _local_model_shape(folder: Path) -> tuple[int | None, int | None]:
@@ -175,9 +199,15 @@ def static_model_folder(model: str, cache_dir: Path) -> Path:
     if not (folder / "config.json").exists():
         from model2vec.distill import distill
 
+        # it takes a while and happens once: say what is going on (stderr, like the progress of `rag index`)
+        print(f"distilling {model} into a static model2vec model in {folder} (once; a few minutes on a "
+              "slow CPU)...", file=sys.stderr, flush=True)
+        started = time.monotonic()
         # one forward pass per vocabulary token of the source model; no download for the packaged one
-        distilled = distill(model_name=resolve_model(model), pca_dims=256, device="cpu")
+        with quiet_loading():
+            distilled = distill(model_name=resolve_model(model), pca_dims=256, device="cpu")
         tmp = folder.with_name(folder.name + ".tmp")
         distilled.save_pretrained(str(tmp))
         tmp.replace(folder)
+        print(f"distilled {model} in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     return folder

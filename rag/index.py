@@ -28,25 +28,40 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from rag.chunk import Chunker
 from rag.embed import Embedder
 from rag.ingest import DEFAULT_LIMITS, Limits, display_path, failure_reason, find_files, read_file
 from rag.news import story_groups
+from rag.progress import ProgressPrinter
 from rag.retrieve import build_lexical
 from rag.store import MARKS_VERSION, IndexError_, Store, storage_error
 from rag.types import Article, Chunk, IndexReport, Skipped
 
 BATCH_CHUNKS = 512  # chunks embedded and stored together
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
+EMBED_SLICE = 128  # chunks embedded between two progress reports
+# article text kept in memory between reading and embedding; articles beyond it are read again
+HOLD_CHARS = 32_000_000
+# (stage, done, total): stages "repairing", "reading" (files), "chunking" (articles, total 0 until the end),
+# "embedding" (chunks), "lexical index", "story groups"; a stage ends with done == total > 0
+Progress = Callable[[str, int, int], None]
+
+
+class Stopped(KeyboardInterrupt):
+    """Ctrl-C during a run: `report` says what was stored before it (answerable; the next run continues)."""
+
+    def __init__(self, report: IndexReport) -> None:
+        super().__init__("indexing stopped")
+        self.report = report
 
 
 def content_hash(article: Article) -> str:
@@ -58,6 +73,20 @@ def content_hash(article: Article) -> str:
 def embed_text(article: Article, chunk: Chunk) -> str:
     """What the embedder reads: the title gives a passage its topic."""
     return f"{article.title}\n{chunk.text}"
+
+
+def run_quietly(stage: str, done: int, total: int) -> None:
+    """A Progress that shows nothing."""
+
+
+@dataclass
+class _Pending:
+    """What the first pass found to embed: articles held in memory, and the spans of those read again later."""
+
+    held: list[tuple[Article, str, list[Chunk]]] = field(default_factory=list)
+    # file -> article id -> (content hash, [(chunk id, start, end)])
+    spilled: dict[Path, dict[str, tuple[str, list[tuple[str, int, int]]]]] = field(default_factory=dict)
+    chunks: int = 0
 
 
 @dataclass
@@ -75,6 +104,7 @@ class _Run:
     seen_hashes: dict[str, str] = field(default_factory=dict)
     # every parsed file: the stored ids of its articles, and whether all of it was read
     file_articles: dict[Path, tuple[list[str], bool]] = field(default_factory=dict)
+    show: Progress = run_quietly
 
     def report(self) -> IndexReport:
         return IndexReport(
@@ -87,37 +117,46 @@ class Indexer:
     """Runs the ingest → chunk → embed → store pipeline against one Store."""
 
     def __init__(self, store: Store, embedder: Embedder, chunker: Chunker, batch_chunks: int = BATCH_CHUNKS,
-                 limits: Limits = DEFAULT_LIMITS) -> None:
+                 hold_chars: int = HOLD_CHARS, limits: Limits = DEFAULT_LIMITS) -> None:
         self.store = store
         self.embedder = embedder
         self.chunker = chunker
         self.batch_chunks = max(1, batch_chunks)
+        self.hold_chars = hold_chars
         self.limits = limits  # how much of one file is read (rag.ingest.Limits)
 
     def run(self, paths: list[Path], prune: bool = False, progress: bool = False,
             on_progress: Progress | None = None) -> IndexReport:
+        """Index `paths`; `on_progress` (or with `progress`, a printer on stderr) hears of each phase.
+
+        Ctrl-C raises `Stopped`: what was stored stays answerable and the next run continues."""
         files = find_files(paths)
-        run = _Run()
+        run = _Run(show=on_progress or (ProgressPrinter(sys.stderr) if progress else run_quietly))
         store = self.store
         store.acquire_writer()
         try:
             interrupted = store.dirty()
             try:
                 if interrupted:
-                    self.repair()
-                pending = self._changed_articles(files, run)
-                self._store_all(pending, run, progress, on_progress)
+                    self.repair(run.show)
+                pending = self._read_and_chunk(files, run)
+                self._store_all(pending, run)
                 if prune:
                     self._prune(run)
                 changed = bool(interrupted or run.indexed or run.replaced or run.pruned)
                 # what is derived from the articles is rebuilt when they changed, or when it is missing
                 # or outdated (then readers must reload too)
                 if changed or self._lexical_missing():
-                    self._build_lexical()
+                    self._build_lexical(run.show)
                     changed = True
                 if changed or store.meta("marks") != MARKS_VERSION:
+                    run.show("story groups", 0, 1)
                     self.group_stories()
+                    run.show("story groups", 1, 1)
                     changed = True
+            except KeyboardInterrupt:
+                self._after_stop(run)
+                raise Stopped(run.report()) from None
             except Exception as exc:
                 self._after_failure(run)
                 raise self._failure(exc, run) from exc
@@ -138,7 +177,7 @@ class Indexer:
         article = lru_cache(maxsize=256)(store.article)  # marks go with their article: it is always there
         store.save_stories(story_groups(store.marks(), store.ids_by_date(), article))
 
-    def repair(self) -> int:
+    def repair(self, show: Progress | None = None) -> int:
         """Make the vectors exactly the chunks SQLite lists (after an interrupted run).
 
         Returns how many vectors were removed or restored."""
@@ -164,6 +203,8 @@ class Indexer:
             part = chunks[i:i + self.batch_chunks]
             vectors = self.embedder.embed([embed_text(articles[c.article_id], c) for c in part])
             store.add_vectors(part, vectors, articles)
+            if show:
+                show("repairing", i + len(part), len(chunks))
         return len(orphans) + len(chunks)
 
     def _failure(self, exc: Exception, run: _Run) -> IndexError_:
@@ -172,6 +213,17 @@ class Indexer:
         kept = len(run.indexed) + len(run.replaced)
         return IndexError_(f"indexing stopped: {error}. {kept} articles were stored before the failure and stay "
                            "answerable; the others were not marked indexed and the next `rag index` picks them up")
+
+    def _after_stop(self, run: _Run) -> None:
+        """After Ctrl-C: make what was committed searchable and say when it was (a second Ctrl-C leaves that to
+        the next run). The dirty flag stays set, so the next run reconciles the vectors and groups stories."""
+        try:
+            if run.indexed or run.replaced or run.pruned:
+                self._build_lexical(run.show)
+                self.store.bump_generation()
+                self.store.touch()
+        except KeyboardInterrupt:
+            pass
 
     def _after_failure(self, run: _Run) -> None:
         """Best effort after a failed run: make what was committed searchable. The dirty flag
@@ -187,8 +239,10 @@ class Indexer:
     def _lexical_missing(self) -> bool:
         return not all((self.store.dir / name / "ids.json").exists() for name in ("bm25", "bm25_articles"))
 
-    def _build_lexical(self) -> None:
+    def _build_lexical(self, show: Progress | None = None) -> None:
         """Build both BM25 indexes aside, then swap them in (a crash never leaves half of one in place)."""
+        if show:
+            show("lexical index", 0, 1)
         folder = self.store.dir
         tmp = folder / ".lexical.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -202,6 +256,8 @@ class Indexer:
             (tmp / name).rename(final)
             shutil.rmtree(old, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
+        if show:
+            show("lexical index", 1, 1)
 
     def _changed_articles(self, files: list[Path | Skipped], run: _Run) -> Iterator[tuple[Article, str, Path]]:
         """Articles that need embedding; records unchanged, duplicate and bad ones (and what `find_files`
@@ -259,21 +315,65 @@ class Indexer:
         # a file with bad parts is read again next time, so its problems are reported again
         run.file_articles[path] = (ids, clean)
 
-    def _store_all(self, pending: Iterator[tuple[Article, str, Path]], run: _Run,
-                   progress: bool, on_progress: Progress | None) -> None:
+    def _read_and_chunk(self, files: list[Path], run: _Run) -> _Pending:
+        """First pass: find and chunk what needs embedding, so the embedding phase knows its total.
+
+        Articles are kept in memory up to `hold_chars` of text; beyond that only their chunk spans are kept
+        and they are read again when embedded, so memory stays bounded however large the collection."""
+        pending = _Pending()
+        held_chars = articles = 0
+        run.show("reading", 0, len(files))
+        for done, path in enumerate(files, 1):
+            for article, digest, _ in self._changed_articles([path], run):
+                if not articles:  # the first one also loads the embedder's tokenizer
+                    run.show("chunking", 0, 0)
+                chunks = self.chunks_for(article, digest)
+                pending.chunks += len(chunks)
+                articles += 1
+                run.show("chunking", articles, 0)
+                if held_chars + len(article.text) <= self.hold_chars:
+                    pending.held.append((article, digest, chunks))
+                    held_chars += len(article.text)
+                else:
+                    spans = [(c.id, c.start, c.end) for c in chunks]
+                    pending.spilled.setdefault(path, {})[article.id] = (digest, spans)
+            run.show("reading", done, len(files))
+        if articles:
+            run.show("chunking", articles, articles)
+        return pending
+
+    def _read_again(self, pending: _Pending, run: _Run) -> Iterator[tuple[Article, str, list[Chunk]]]:
+        """The articles the first pass did not keep, read again, with the chunks it found."""
+        for path, wanted in pending.spilled.items():
+            try:
+                for item in read_file(path):
+                    found = wanted.get(item.id) if isinstance(item, Article) else None
+                    if found and content_hash(item) == found[0]:
+                        del wanted[item.id]
+                        yield item, found[0], [Chunk(cid, item.id, a, b, item.text[a:b]) for cid, a, b in found[1]]
+            except Exception:  # it was read a moment ago: whatever changed, the next run reads it again
+                pass
+            for article_id in wanted:  # the file changed since the first pass: its record is not saved
+                run.failed.add(article_id)
+                run.skipped.append(Skipped(display_path(path), f"article {article_id} changed while it was indexed; "
+                                                               "the next run indexes it"))
+
+    def _store_all(self, pending: _Pending, run: _Run) -> None:
+        total = pending.chunks
+        if total:
+            run.show("embedding", 0, total)
         batch: list[tuple[Article, str, list[Chunk]]] = []
-        size = 0
-        bar = tqdm(desc="embedding", unit="chunk", disable=not progress, leave=False)
-        for article, digest, _path in pending:
-            chunks = self.chunks_for(article, digest)
-            batch.append((article, digest, chunks))
-            size += len(chunks)
+        size = done = 0
+        for item in chain(pending.held, self._read_again(pending, run)):
+            batch.append(item)
+            size += len(item[2])
             if size >= self.batch_chunks:
-                self._store_batch(batch, run, bar, on_progress)
-                batch, size = [], 0
+                self._store_batch(batch, run, done, total)
+                batch, done, size = [], done + size, 0
         if batch:
-            self._store_batch(batch, run, bar, on_progress)
-        bar.close()
+            self._store_batch(batch, run, done, total)
+        if total:
+            run.show("embedding", total, total)
         self._record_files(run)
 
     def chunks_for(self, article: Article, digest: str) -> list[Chunk]:
@@ -286,29 +386,44 @@ class Indexer:
                 return chunks
             budget = max(16, int(budget * 0.75))  # word pieces outnumber tiktoken tokens here
 
-    def _embed_batch(self, batch: list[tuple[Article, str, list[Chunk]]],
-                     run: _Run) -> tuple[list[tuple[Article, str, list[Chunk]]], np.ndarray]:
+    def _embed(self, texts: list[str], tick: Callable[[int], None]) -> np.ndarray:
+        """Vectors of `texts`, embedded a slice at a time; `tick(n)` after each, n texts done so far."""
+        parts = []
+        for i in range(0, len(texts), EMBED_SLICE):
+            parts.append(self.embedder.embed(texts[i:i + EMBED_SLICE]))
+            tick(i + len(parts[-1]))
+        return np.concatenate(parts) if parts else np.zeros((0, self.embedder.dim), dtype=np.float32)
+
+    def _embed_batch(self, batch: list[tuple[Article, str, list[Chunk]]], run: _Run,
+                     tick: Callable[[int], None]) -> tuple[list[tuple[Article, str, list[Chunk]]], np.ndarray]:
         """The batch's vectors; when embedding fails, the articles that fail are left out (and reported)."""
         try:
-            return batch, self.embedder.embed([embed_text(a, c) for a, _, cs in batch for c in cs])
+            return batch, self._embed([embed_text(a, c) for a, _, cs in batch for c in cs], tick)
         except Exception:  # find the articles that fail; the rest of the batch goes on
             pass
         kept: list[tuple[Article, str, list[Chunk]]] = []
         parts: list[np.ndarray] = []
+        done = 0
         for item in batch:
             article, _, chunks = item
             try:
                 parts.append(self.embedder.embed([embed_text(article, c) for c in chunks]))
                 kept.append(item)
+                done += len(chunks)
+                tick(done)
             except Exception as exc:
                 run.failed.add(article.id)
                 run.skipped.append(Skipped(article.path, f"article {article.id} not indexed, embedding failed "
                                                          f"({type(exc).__name__}: {exc}); the next run retries it"))
         return kept, (np.concatenate(parts) if parts else np.zeros((0, self.embedder.dim), dtype=np.float32))
 
-    def _store_batch(self, batch: list[tuple[Article, str, list[Chunk]]], run: _Run,
-                     bar: tqdm, on_progress: Progress | None) -> None:
-        batch, vectors = self._embed_batch(batch, run)
+    def _store_batch(self, batch: list[tuple[Article, str, list[Chunk]]], run: _Run, done: int, total: int) -> None:
+        """Embed and commit one batch; `done` of `total` chunks were embedded before it."""
+
+        def tick(n: int) -> None:  # the phase ends once the last batch is stored, not when it is embedded
+            run.show("embedding", min(done + n, total - 1), total)
+
+        batch, vectors = self._embed_batch(batch, run, tick)
         if not batch:
             return
         chunks = [c for _, _, cs in batch for c in cs]
@@ -325,9 +440,6 @@ class Indexer:
         for article, _, _ in batch:
             (run.replaced if article.id in existed else run.indexed).append(article.id)
         run.embedded += len(chunks)
-        bar.update(len(chunks))
-        if on_progress:
-            on_progress("embedding", run.embedded, 0)
 
     def _record_files(self, run: _Run) -> None:
         # recorded only once all its articles are stored, so a crash re-reads the file
