@@ -31,7 +31,7 @@ from rag.types import Answer, Article, Filters, Hit, IndexReport, Message, Quest
 class _Turn:
     """One question made ready to answer: as asked, as searched (standalone, its time words taken out as
     the date filter, read as `asked`), its hits, the focus of a follow-up, an LLM failure met on the way and a
-    notice for the reader (a question not in English)."""
+    notice for the reader (a question not in English, a search from BM25 alone)."""
 
     question: str
     searched: str
@@ -187,8 +187,8 @@ class Assistant:
         self.refresh()
         searched, filters, asked = (self.question_dates(question, filters, today) if dates
                                     else (question, filters, None))
-        return _Turn(question, searched, self.retriever.search(searched, k or self.settings.top_k, filters), asked,
-                     note=self._language_note(question))
+        hits = self.retriever.search(searched, k or self.settings.top_k, filters)
+        return _Turn(question, searched, hits, asked, note=_joined(hits.notice, self._language_note(question)))
 
     def _answer(self, turn: _Turn, use_llm: bool = True) -> Answer:
         named = self._llm_hits(turn) if use_llm else None
@@ -263,7 +263,8 @@ class Assistant:
         if dates:
             standalone, filters, asked = self.question_dates(standalone, filters)
         hits = self.retriever.search(standalone, self.settings.top_k, filters)
-        return _Turn(question, standalone, hits, asked, focus, failure, self._language_note(question))
+        return _Turn(question, standalone, hits, asked, focus, failure,
+                     _joined(hits.notice, self._language_note(question)))
 
     def article(self, article_id: str) -> Article | None:
         return self.store.article(article_id)
@@ -346,6 +347,10 @@ def _dated_stream(stream: AnswerStream, asked: QuestionDates | None, note: str =
         answer = yield from stream
         return _dated(answer if answer is not None else stream.answer, asked, note)
     return AnswerStream(pieces(), _dated(stream.answer, asked, note) if stream.answer else None, stream.draft)
+
+
+def _joined(*notes: str) -> str:
+    return " ".join(n for n in notes if n)
 
 
 def open_store(folder: Path, settings: Settings) -> Store:

@@ -11,6 +11,10 @@ Filters (sources, date range) apply to every side.
 Question phrasing that says what kind of answer is wanted ("which", "recently",
 "announced") is dropped from the lexical query; the dense side sees it whole.
 
+While another process writes the index, a search serves the last complete state: Chroma's filtered search
+can fail then, so the nearest chunks are searched unfiltered and filtered here against the snapshot; when
+the vector search fails altogether, the lexical side answers alone and the hits carry a notice saying so.
+
 It does not write the index (see `rag.index`) and does not pick sentences or
 decide whether to answer (see `rag.answer`).
 """
@@ -18,8 +22,11 @@ decide whether to answer (see `rag.answer`).
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,10 +38,12 @@ import Stemmer
 from bm25s.stopwords import STOPWORDS_EN
 
 from rag.embed import Embedder
-from rag.store import ChunkTable, Store
+from rag.store import ChunkTable, SearchFailed, Store
 from rag.types import Article, Chunk, Filters, Hit
 
 CANDIDATES = 100  # chunks from the dense side, articles from the lexical side
+UNFILTERED = 10  # when a filtered dense search fails: this many times more chunks, searched unfiltered
+LOAD_TRIES = 20  # a lexical index caught while a writer swaps it in is read again, 0.1 s apart
 # generic phrasing of questions (interrogatives, time deixis, reporting verbs): no topic in them
 QUERY_NOISE = frozenset("""which what who whom whose where when why how recently recent this week weeks last
 past month announced announce announces said says reported report according new newly latest following
@@ -67,6 +76,34 @@ class Words:
             return [[stems[w] for w in words] for words in found]
 
 
+def _load_lexical(folder: Path) -> tuple[bm25s.BM25 | None, list[str]]:
+    """The model and ids saved in `folder` ((None, []) when there is none); ValueError when they disagree."""
+    if not (folder / "ids.json").exists():
+        if _swapping(folder):
+            raise FileNotFoundError(folder)
+        return None, []
+    ids = json.loads((folder / "ids.json").read_text())
+    if not ids:
+        return None, []
+    model = bm25s.BM25.load(str(folder), show_progress=False)
+    scores = model.scores
+    if scores.get("num_docs") != len(ids) or len(scores["data"]) != scores["indptr"][-1]:
+        raise ValueError(f"{folder}: {len(ids)} ids for {scores.get('num_docs')} documents")
+    return model, ids
+
+
+def _swapping(folder: Path) -> bool:
+    """A writer is between the renames of `Lexical.build` (or wrote an index and died before swapping it in)."""
+    return folder.with_name(folder.name + ".old").exists() or folder.with_name(folder.name + ".new").exists()
+
+
+def _sync(folder: Path) -> None:
+    """Flush a folder's files to disk before it is swapped in (a crash then leaves the old or the new one)."""
+    for path in folder.iterdir():
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+
+
 def lexical_query(question: str) -> str:
     """The question without words that only shape it."""
     kept = [w for w in re.findall(r"\w[\w'\u2019-]*", question) if w.lower() not in QUERY_NOISE]
@@ -74,7 +111,10 @@ def lexical_query(question: str) -> str:
 
 
 class Lexical:
-    """A saved bm25s index whose document i has id `ids[i]`."""
+    """A saved bm25s index whose document i has id `ids[i]`.
+
+    `build` writes a new folder beside the old one and swaps them with two renames, so a reader never
+    reads half-written files; a reader that meets the instant between the renames reads again."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -82,18 +122,32 @@ class Lexical:
         self.model: bm25s.BM25 | None = None
         self.ids: list[str] = []
         self._df: np.ndarray | None = None
-        if (folder / "ids.json").exists():
-            self.model = bm25s.BM25.load(str(folder))
-            self.ids = json.loads((folder / "ids.json").read_text())
+        for attempt in range(LOAD_TRIES):
+            try:
+                self.model, self.ids = _load_lexical(folder)
+                return
+            except (OSError, ValueError, KeyError):  # swapped meanwhile: read again; damaged: say so
+                if attempt == LOAD_TRIES - 1 or not _swapping(folder):
+                    raise
+                time.sleep(0.1)
 
     def build(self, ids: list[str], tokens: list[list[str]], k1: float = 1.2, b: float = 0.75) -> None:
         """Index token lists (see `Words`) and save them with their ids."""
-        model = bm25s.BM25(k1=k1, b=b)
-        if tokens:
+        model = bm25s.BM25(k1=k1, b=b) if tokens else None
+        if model is not None:
             model.index(tokens, show_progress=False)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        model.save(str(self.folder))
-        (self.folder / "ids.json").write_text(json.dumps(ids))
+        new, old = self.folder.with_name(self.folder.name + ".new"), self.folder.with_name(self.folder.name + ".old")
+        for leftover in (new, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+        new.mkdir(parents=True)
+        if model is not None:
+            model.save(str(new))
+        (new / "ids.json").write_text(json.dumps(ids))
+        _sync(new)
+        if self.folder.exists():
+            os.replace(self.folder, old)
+        os.replace(new, self.folder)
+        shutil.rmtree(old, ignore_errors=True)
         self.model, self.ids, self._df = model, list(ids), None
 
     def idf(self, terms: list[str]) -> dict[str, float]:
@@ -181,6 +235,14 @@ class _Snapshot:
         )
 
 
+class Hits(list):
+    """A search's hits (a list of `Hit`), with a `notice` for the reader when the search was degraded."""
+
+    def __init__(self, hits: list[Hit] = (), notice: str = "") -> None:
+        super().__init__(hits)
+        self.notice = notice
+
+
 class Retriever:
     """Hybrid search returning `Hit`s grouped by article, best article first."""
 
@@ -204,24 +266,43 @@ class Retriever:
         return self._snap.lexical
 
     def search(self, query: str, k: int = 8, filters: Filters | None = None, per_article: int = 2,
-               one_copy: bool = True) -> list[Hit]:
+               one_copy: bool = True) -> Hits:
         """Up to `k` passages, at most `per_article` of each article; with `one_copy` a syndicated story
-        takes one place (its best-ranked copy, with the others in `Hit.copies`)."""
+        takes one place (its best-ranked copy, with the others in `Hit.copies`). When the vector search
+        failed, the passages come from BM25 alone and `Hits.notice` says so."""
         filters = filters or Filters()
         snap = self._snap  # one consistent view, even if a reload swaps it meanwhile
         table = snap.table
         if not table.ids:
-            return []
-        vector = self.embedder.embed([query])[0]
-        dense = dict(self.store.dense_search(vector, CANDIDATES, filters))
+            return Hits()
         mask = self._mask(table, filters)
+        dense, notice = self._dense(snap, self.embedder.embed([query])[0], filters, mask)
         words = lexical_query(query)
         lexical, doc_lexical = snap.lexical, snap.doc_lexical
         chunk_lex = np.where(mask, lexical.scores(words), 0.0) if snap.lexical_fits else np.zeros(len(mask))
         doc_lex = doc_lexical.scores(words) if snap.doc_lexical_fits else np.zeros(len(snap.article_ids))
         doc_lex = np.where(mask[snap.first_row[:-1]], doc_lex, 0.0)
         ranked = self._rank_articles(snap, dense, doc_lex)
-        return self._hits(snap, ranked, dense, chunk_lex, k, per_article, one_copy)
+        return Hits(self._hits(snap, ranked, dense, chunk_lex, k, per_article, one_copy), notice)
+
+    def _dense(self, snap: _Snapshot, vector: np.ndarray, filters: Filters,
+               mask: np.ndarray) -> tuple[dict[str, float], str]:
+        """{chunk id: cosine} of the nearest chunks passing the filters, and a notice when there are none to have.
+
+        A filtered search that fails (as it does while another process writes, see `Store.dense_search`)
+        is done again unfiltered, for more chunks, and filtered here against the snapshot: the last
+        complete state. When that fails too, the answer comes from BM25 alone, and says so."""
+        try:
+            return dict(self.store.dense_search(vector, CANDIDATES, filters)), ""
+        except SearchFailed as exc:
+            failure = exc
+        if not filters.is_empty():
+            try:
+                found = self.store.dense_search(vector, CANDIDATES * UNFILTERED, Filters())
+                return {cid: cos for cid, cos in found if cid in snap.row and mask[snap.row[cid]]}, ""
+            except SearchFailed as exc:
+                failure = exc
+        return {}, f"The vector search failed ({str(failure)[:200]}), so this answer comes from keyword search alone."
 
     def _mask(self, table: ChunkTable, filters: Filters) -> np.ndarray:
         mask = np.ones(len(table.ids), dtype=bool)

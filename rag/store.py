@@ -69,6 +69,10 @@ class IndexError_(Exception):
     """The index folder cannot be used as asked (wrong embedder, busy, broken)."""
 
 
+class SearchFailed(IndexError_):
+    """A vector search failed (the lexical side can still answer)."""
+
+
 @dataclass(frozen=True)
 class ChromaServer:
     """Where a Chroma server is (`chroma run`); headers carry auth for a proxy in front of it."""
@@ -419,16 +423,23 @@ class Store:
             offset += page
 
     def dense_search(self, vector: np.ndarray, n: int, filters: Filters) -> list[tuple[str, float]]:
-        """(chunk id, cosine similarity) of the nearest chunks passing the filters."""
+        """(chunk id, cosine similarity) of the nearest chunks passing the filters.
+
+        Raises SearchFailed when Chroma cannot search: an embedded client's filtered search fails while
+        another process writes (Chroma's metadata already holds the writer's new chunks, this client's
+        vector index does not: "Error finding id"), a server may be down. The caller decides what to do."""
         with self._searching():
-            collection = self.collection
-            count = collection.count()
-            if count == 0:
-                return []
-            result = collection.query(
-                query_embeddings=[vector.tolist()], n_results=min(n, count),
-                where=chroma_where(filters), include=["distances"],
-            )
+            try:
+                collection = self.collection
+                count = collection.count()
+                if count == 0:
+                    return []
+                result = collection.query(
+                    query_embeddings=[vector.tolist()], n_results=min(n, count),
+                    where=chroma_where(filters), include=["distances"],
+                )
+            except Exception as exc:  # chromadb raises many types (its InternalError, ValueError, Rust panics)
+                raise SearchFailed(f"{type(exc).__name__}: {exc}") from None
         return [(cid, 1.0 - float(d)) for cid, d in zip(result["ids"][0], result["distances"][0])]
 
     # ---------- articles ----------

@@ -1,0 +1,204 @@
+"""Readers while another process writes, and the embedder an index records.
+
+The readers test runs a real `rag index` of 600 articles of the shared rtqa2022 corpus (a slice written into
+the test's temporary folder) while threads ask an `Assistant` in this process and the web chat of a real
+`rag web` (gradio's HTTP API on 127.0.0.1): every question must be answered, from the last complete state.
+Both use the static model2vec embedder (distilled from MiniLM once, cached under ~/.cache/rag-news), so the
+writer has 600 articles done in seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from rag import Assistant, Filters
+from rag.embed import make_embedder
+from tests.conftest import MARIUPOL_SEED, ROOT, write_collection
+
+CORPUS = ROOT.parent / "shared" / "bench" / "rtqa2022" / "articles.jsonl.gz"
+STATIC = "model2vec:all-MiniLM-L6-v2"
+N_ARTICLES = 600
+# (question, sources, since, what the answer says): filtered and dated questions are the ones Chroma failed
+QUESTIONS = [
+    ("How many homes were flooded when the Brightwater dam failed?", (), "", "412 homes"),
+    ("How many passengers does the ferry Aurelia carry?", ("Orrin Gazette",), "", "240 passengers"),
+    ("What does the Kestrel drone cost?", (), "2022-01-01", "899 euros"),
+    ("Who won the Fenwick marathon in 2022?", (), "", "Tomas Reyes"),
+    ("How many people were injured in Mariupol?", (), "", "128"),
+]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env.update({"PYTHONPATH": str(ROOT), "GRADIO_ANALYTICS_ENABLED": "False", **extra})
+    return env
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "rag.cli", *args]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_slice(path: Path, n: int) -> list[dict]:
+    """The first `n` articles of the shared corpus, as a .jsonl.gz of their own (never copied into the project)."""
+    with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
+        lines = list(itertools.islice(f, n))
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.writelines(lines)
+    return [json.loads(line) for line in lines]
+
+
+def _web_ask(url: str, question: str, sources: tuple[str, ...] = (), since: str = "", timeout: float = 60) -> str:
+    """One question through gradio's HTTP API of the web chat: the final chat view, as text.
+
+    Raises RuntimeError when the app reports an error for it."""
+    body = json.dumps({"data": [question, list(sources), since or None, None]}).encode()
+    request = urllib.request.Request(url + "gradio_api/call/ask", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        event_id = json.load(response)["event_id"]
+    event, data = "", ""
+    with urllib.request.urlopen(f"{url}gradio_api/call/ask/{event_id}", timeout=timeout) as response:
+        for raw in response:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                data = line.split(":", 1)[1].strip()
+                if event in ("complete", "error"):
+                    break
+    if event != "complete":
+        raise RuntimeError(f"web chat {event or 'no event'}: {data[:300]}")
+    return data
+
+
+def _wait_for_web(proc: subprocess.Popen, url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"rag web exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError("rag web did not start in time")
+
+
+class Askers:
+    """Threads asking until told to stop; counts answers, errors and wrong answers."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.asked = {"api": 0, "web": 0}
+        self.errors: dict[str, list[str]] = {"api": [], "web": []}
+        self.notices: list[str] = []
+        self.threads: list[threading.Thread] = []
+
+    def start(self, kind: str, ask, n: int) -> None:
+        for i in range(n):
+            thread = threading.Thread(target=self._loop, args=(kind, ask, i), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def _loop(self, kind: str, ask, offset: int) -> None:
+        questions = itertools.islice(itertools.cycle(QUESTIONS), offset, None)
+        while not self.stop.is_set():
+            question, sources, since, expected = next(questions)
+            try:
+                text, notice = ask(question, sources, since)
+                error = "" if expected in text else f"wrong answer to {question!r}: {text[:200]}"
+            except Exception as exc:  # noqa: BLE001 - counted and asserted by the test
+                error, notice = f"{type(exc).__name__}: {exc}", ""
+            with self.lock:
+                self.asked[kind] += 1
+                if error:
+                    self.errors[kind].append(error)
+                if notice:
+                    self.notices.append(notice)
+            time.sleep(0.03)  # leave the writer some of the two CPUs
+
+    def join(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=120)
+
+
+@pytest.mark.skipif(not CORPUS.exists(), reason="shared rtqa2022 corpus not available")
+def test_readers_are_answered_while_another_process_indexes(tmp_path, settings):
+    static = make_embedder(STATIC, cache_dir=settings.cache_dir)
+    index = tmp_path / "index"
+    folder = write_collection(tmp_path / "articles")
+    shutil.copy(MARIUPOL_SEED, folder / MARIUPOL_SEED.name)
+    settings = settings.model_copy(update={"embedder": STATIC, "index_dir": index})
+    assistant = Assistant.open(index, settings, embedder=static)
+    assistant.index([folder])
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    web = subprocess.Popen(_cli("web", "--index", str(index), "--port", str(port)), cwd=tmp_path,
+                           env=_env(RAG_EMBEDDER=STATIC), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    writer = None
+    askers = Askers()
+    try:
+        articles = _write_slice(tmp_path / "slice.jsonl.gz", N_ARTICLES)
+        _wait_for_web(web, url)
+
+        def api_ask(question: str, sources: tuple[str, ...], since: str) -> tuple[str, str]:
+            filters = Filters(sources, date.fromisoformat(since) if since else None)
+            answer = assistant.ask(question, filters)
+            return answer.text, answer.notice if answer.notice.startswith("The vector search") else ""
+
+        askers.start("api", api_ask, 2)
+        askers.start("web", lambda *q: (_web_ask(url, *q), ""), 3)
+        time.sleep(1)
+        started = time.monotonic()
+        writer = subprocess.Popen(_cli("index", str(tmp_path / "slice.jsonl.gz"), "--index", str(index)),
+                                  cwd=tmp_path, env=_env(RAG_EMBEDDER=STATIC, RAG_INDEX_BATCH_CHUNKS="128"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = writer.communicate(timeout=300)
+        seconds = time.monotonic() - started
+        time.sleep(1)
+        askers.join()
+        assert writer.returncode == 0, err.decode()[-2000:]
+        print(f"indexing {N_ARTICLES} articles took {seconds:.1f} s ({out.decode().strip()}); asked "
+              f"{askers.asked}; errors api {len(askers.errors['api'])}, web {len(askers.errors['web'])}; "
+              f"{len(askers.notices)} answers with a notice")
+        assert not askers.errors["api"] and not askers.errors["web"], (
+            askers.errors["api"][:3], askers.errors["web"][:3])
+        assert askers.asked["api"] >= 100 and askers.asked["web"] >= 50, askers.asked
+        # then the new articles are answerable, in both readers, without a restart
+        title = next(a["title"] for a in reversed(articles) if re.fullmatch(r"[A-Za-z ]+", a["title"])
+                     and len(a["title"].split()) >= 5)
+        assert any(h.article.title == title for h in assistant.search(title))
+        assert title in _web_ask(url, title)
+    finally:
+        askers.join()
+        for proc in (writer, web):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        assistant.close()
