@@ -74,12 +74,20 @@ class Assistant:
     @classmethod
     def open(cls, index_dir: Path | str | None = None, settings: Settings | None = None,
              embedder: Embedder | None = None) -> Assistant:
-        """Open (or create) the index in `index_dir`, loading the embedder once."""
+        """Open (or create) the index in `index_dir`, loading the embedder once: the one the index was built
+        with, unless `settings` sets one explicitly (RAG_EMBEDDER; a different one is then an IndexError_)."""
         settings = settings or Settings()
         folder = Path(index_dir) if index_dir is not None else settings.index_dir
-        embedder = embedder or make_embedder(
-            settings.embedder, settings.precision, settings.embed_batch_size, settings.cache_dir)
-        return cls(open_store(folder, settings), embedder, settings)
+        store = open_store(folder, settings)
+        try:
+            if embedder is None:
+                recorded = store.meta("embedder")
+                spec = recorded if recorded and "embedder" not in settings.model_fields_set else settings.embedder
+                embedder = make_embedder(spec, settings.precision, settings.embed_batch_size, settings.cache_dir)
+            return cls(store, embedder, settings)
+        except BaseException:
+            store.close()
+            raise
 
     def index(self, paths: list[Path | str], prune: bool = False, progress: bool = False,
               on_progress: Progress | None = None, allow_private: bool = True) -> IndexReport:

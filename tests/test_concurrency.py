@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -202,3 +203,61 @@ def test_readers_are_answered_while_another_process_indexes(tmp_path, settings):
                     proc.kill()
                     proc.wait()
         assistant.close()
+
+
+# ---------- the embedder an index records ----------
+
+def _meta(index: Path, key: str) -> str:
+    db = sqlite3.connect(f"file:{index / 'articles.sqlite'}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_cli_uses_the_embedder_the_index_records(tmp_path):
+    folder = write_collection(tmp_path / "articles")
+    index = tmp_path / "index"
+    built = subprocess.run(_cli("index", str(folder), "--index", str(index)), cwd=tmp_path,
+                           env=_env(RAG_EMBEDDER=STATIC), capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    question = "How many homes were flooded when the Brightwater dam failed?"
+    ask = subprocess.run(_cli("ask", question, "--index", str(index)), cwd=tmp_path, env=_env(),
+                         capture_output=True, text=True)
+    assert ask.returncode == 0, ask.stderr
+    assert "412 homes" in ask.stdout
+    # an explicit setting that disagrees stays a clear error
+    other = "sentence-transformers:all-MiniLM-L6-v2"
+    refused = subprocess.run(_cli("ask", question, "--index", str(index)), cwd=tmp_path,
+                             env=_env(RAG_EMBEDDER=other), capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert f"built with embedder {STATIC}" in refused.stderr and "--rebuild" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    # --rebuild with a newly chosen embedder starts afresh with it
+    rebuilt = subprocess.run(_cli("index", str(folder), "--index", str(index), "--rebuild"), cwd=tmp_path,
+                             env=_env(RAG_EMBEDDER=other), capture_output=True, text=True)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert _meta(index, "embedder") == other
+
+
+def test_assistant_open_uses_the_recorded_embedder_unless_one_is_set(tmp_path, settings):
+    from rag.api import open_store
+    from rag.config import Settings
+    from rag.store import IndexError_
+
+    static = make_embedder(STATIC, cache_dir=settings.cache_dir)
+    index = tmp_path / "index"
+    builder = Assistant(open_store(index, settings), static, settings)
+    builder.index([write_collection(tmp_path / "articles")])
+    builder.close()
+    unset = Settings(_env_file=None, cache_dir=settings.cache_dir)
+    assert "embedder" not in unset.model_fields_set
+    opened = Assistant.open(index, unset)
+    try:
+        assert opened.embedder.name == STATIC and opened.stats()["embedder"] == STATIC
+        assert "899 euros" in opened.ask("What does the Kestrel drone cost?").text
+    finally:
+        opened.close()
+    explicit = Settings(_env_file=None, embedder="sentence-transformers:all-MiniLM-L6-v2")
+    with pytest.raises(IndexError_, match=f"built with embedder {STATIC}"):
+        Assistant.open(index, explicit)
