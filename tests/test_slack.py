@@ -645,6 +645,7 @@ def _post_bytes(url: str, body: bytes, headers: dict) -> int:
         return exc.code
 
 
+@pytest.mark.slow  # 200 answers: about 20 s on two busy cores
 def test_200_signed_events_at_concurrency_50_are_all_acked_at_once_and_answered_once(s):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -669,7 +670,8 @@ def test_200_signed_events_at_concurrency_50_are_all_acked_at_once_and_answered_
     p50, p99 = acks[99], acks[197]
     print(f"\n200 events at concurrency 50: sent in {sent:.1f} s, acks p50 {p50 * 1000:.0f} ms, "
           f"p99 {p99 * 1000:.0f} ms, max {acks[-1] * 1000:.0f} ms; all answered after {answered:.1f} s")
-    assert p99 < 2.0  # under 1 s measured on an idle machine; the bound leaves room for a loaded one
+    # about 0.5 s measured with two cores shared by ~18 busy processes; the bound leaves room for worse
+    assert p99 < 3.0
 
 
 def test_a_replayed_request_is_not_answered_again_after_a_restart(s):
@@ -688,6 +690,8 @@ def test_a_replayed_request_is_not_answered_again_after_a_restart(s):
         # the same message as a message event (another event id) is not answered either
         other = json.dumps(event_callback(message_event(message, CHANNEL)))
         assert post(url, other, sign(SECRET, other), "application/json")[0] == 200
+        assert restarted.wait_idle(30)
+        assert len(s.replies(message["ts"])) == 1
         # a follow-up in the thread it answered before the restart still is
         follow = s.fake.add_message(CHANNEL, "Who is the mayor?", thread_ts=message["ts"], parent_user_id=USER)
         reply = json.dumps(event_callback(message_event(follow, CHANNEL)))

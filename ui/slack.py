@@ -1,9 +1,12 @@
 """The Slack bot: answers questions about the indexed news with cited passages.
 
-`rag slack` runs it over Socket Mode (SLACK_BOT_TOKEN, SLACK_APP_TOKEN);
-`rag slack --http [--port 3000]` serves the Events API at /slack/events
-(SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET). RAG_SLACK_API_URL overrides the Web
-API base URL. Built with slack-bolt on top of `rag.api.Assistant` only.
+`rag slack` runs it over Socket Mode (SLACK_BOT_TOKEN, SLACK_APP_TOKEN; slack_sdk's
+built-in client); `rag slack --http [--host 127.0.0.1] [--port 3000]` serves the
+Events API at /slack/events with uvicorn (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET),
+plain HTTP behind an HTTPS proxy. RAG_SLACK_API_URL overrides the Web API base URL
+(apps.connections.open included). Built with slack-bolt on top of `rag.api.Assistant` only.
+Handled events, messages and threads are kept in `slack.sqlite` in the index folder,
+so a restart neither answers a redelivered or replayed event again nor forgets its threads.
 
 Where it answers: an @mention in a channel (in that message's thread), a DM,
 a follow-up in a thread it has answered (the thread is the chat context), and
