@@ -28,7 +28,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -276,14 +276,19 @@ class Retriever:
         if not table.ids:
             return Hits()
         mask = self._mask(table, filters)
-        dense, notice = self._dense(snap, self.embedder.embed([query])[0], filters, mask)
+        vector = self.embedder.embed([query])[0]
+        dense, notice = self._dense(snap, vector, filters, mask)
         words = lexical_query(query)
         lexical, doc_lexical = snap.lexical, snap.doc_lexical
         chunk_lex = np.where(mask, lexical.scores(words), 0.0) if snap.lexical_fits else np.zeros(len(mask))
         doc_lex = doc_lexical.scores(words) if snap.doc_lexical_fits else np.zeros(len(snap.article_ids))
         doc_lex = np.where(mask[snap.first_row[:-1]], doc_lex, 0.0)
         ranked = self._rank_articles(snap, dense, doc_lex)
-        return Hits(self._hits(snap, ranked, dense, chunk_lex, k, per_article, one_copy), notice)
+        hits = self._hits(snap, ranked, dense, chunk_lex, k, per_article, one_copy)
+        if notice and hits:  # found by BM25 alone: their own similarity, for the answer's evidence score
+            similarity = self.embedder.embed([h.chunk.text for h in hits]) @ vector
+            hits = [replace(h, dense=float(cos)) for h, cos in zip(hits, similarity)]
+        return Hits(hits, notice)
 
     def _dense(self, snap: _Snapshot, vector: np.ndarray, filters: Filters,
                mask: np.ndarray) -> tuple[dict[str, float], str]:

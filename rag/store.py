@@ -665,7 +665,8 @@ def remove_index(folder: Path, server: ChromaServer | None = None, collection_na
                               f"{folder}; try again when it is done") from None
         for name in ("articles.sqlite", "articles.sqlite-wal", "articles.sqlite-shm"):
             (folder / name).unlink(missing_ok=True)
-        for name in ("chroma", "bm25", "bm25_articles"):
+        lexical = [f"{name}{end}" for name in ("bm25", "bm25_articles") for end in ("", ".new", ".old")]
+        for name in ("chroma", *lexical):
             shutil.rmtree(folder / name, ignore_errors=True)
         if server is not None:
             import chromadb

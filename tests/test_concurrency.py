@@ -261,3 +261,44 @@ def test_assistant_open_uses_the_recorded_embedder_unless_one_is_set(tmp_path, s
     explicit = Settings(_env_file=None, embedder="sentence-transformers:all-MiniLM-L6-v2")
     with pytest.raises(IndexError_, match=f"built with embedder {STATIC}"):
         Assistant.open(index, explicit)
+
+
+# ---------- a failed vector search, a lexical index caught mid-swap ----------
+
+def test_a_failed_vector_search_is_answered_from_bm25_with_a_notice(tmp_path, settings):
+    from chromadb.errors import InternalError
+
+    static = make_embedder(STATIC, cache_dir=settings.cache_dir)
+    assistant = Assistant.open(tmp_path / "index", settings.model_copy(update={"embedder": STATIC}), embedder=static)
+    assistant.index([write_collection(tmp_path / "articles")])
+    collection = assistant.store.collection
+
+    def broken(*args, **kwargs):  # what Chroma raises while another process writes
+        raise InternalError("Error executing plan: Internal error: Error finding id")
+
+    collection.query = broken
+    try:
+        for filters in (None, Filters(since=date(2022, 1, 1))):
+            answer = assistant.ask("What does the Kestrel drone cost?", filters)
+            assert "899 euros" in answer.text and answer.citations
+            assert "keyword search alone" in answer.notice and "Error finding id" in answer.notice
+    finally:
+        assistant.close()
+
+
+def test_a_lexical_index_caught_between_the_renames_of_a_swap_is_read_again(tmp_path):
+    from rag.retrieve import Lexical, Words
+
+    folder = tmp_path / "bm25"
+    words = Words()
+    Lexical(folder).build(["a", "b"], words.tokens(["floods in Dovrin", "a bridge collapses"]))
+    old = folder.with_name("bm25.old")
+    os.replace(folder, old)  # a writer between its two renames
+    swap = threading.Timer(0.3, lambda: os.replace(old, folder))
+    swap.start()
+    try:
+        reader = Lexical(folder)
+    finally:
+        swap.join()
+    assert reader.ids == ["a", "b"] and reader.model is not None
+    assert reader.scores("bridge")[1] > 0
