@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import importlib.util
 import json
 import statistics
 import sys
@@ -71,10 +72,24 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
         print(f"rag: {missing[0]}: no such file (BENCH_DIR holds articles.jsonl.gz and questions-dev.jsonl)",
               file=sys.stderr)
         return 2
+    lacking = peer_lacking() if args.peer else ""
+    if lacking:
+        print(f"rag: --peer needs {lacking}", file=sys.stderr)
+        return 2
     with open(args.details, "w", encoding="utf-8") if args.details else nullcontext() as details:
         result = run(args.bench_dir, files, args.peer, args.limit, settings, details)
     print(json.dumps(result, indent=2) if args.json else table(result))
     return 0
+
+
+def peer_lacking() -> str:
+    """What the peers need and is not installed ("" when nothing): found before minutes of indexing."""
+    if importlib.util.find_spec("llama_index.embeddings.huggingface") is None:
+        return "the peer extra: .venv/bin/pip install -e '.[peer]'"
+    if importlib.util.find_spec("llama_index.retrievers.bm25") is None:
+        # its pystemmer<3 pin would downgrade the stemmer our own BM25 uses
+        return "llama-index-retrievers-bm25: .venv/bin/pip install --no-deps llama-index-retrievers-bm25"
+    return ""
 
 
 def questions_files(bench_dir: Path, given: list[Path] | Path | None) -> list[Path]:
