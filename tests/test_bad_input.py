@@ -62,7 +62,7 @@ def messy(tmp_path_factory, settings, static):
                     "url": 12345}),
         json.dumps({"title": None, "text": None}),
         json.dumps([1, 2, 3]),
-        "\x00\x01garbage",
+        "".join(map(chr, range(1, 9))) + "\x00\x0e\x0f\x10garbage",  # mostly control characters: binary
         json.dumps({"title": "Nested", "content": [{"text": "The Brask dam holds 3 million cubic metres."},
                                                    None, 7], "date": 1650000000}),
     ]
