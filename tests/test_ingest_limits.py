@@ -172,3 +172,17 @@ def test_display_path_escapes_control_characters(tmp_path):
     shown = display_path(tmp_path / "a\nb\x1b[2J\u202ec\x7f.txt")
     assert shown.endswith("a\\nb\\x1b[2J\\u202ec\\x7f.txt")
     assert display_path(Path("plain name é.txt")) == "plain name é.txt"
+
+
+def test_a_web_upload_of_a_bomb_says_why_it_was_refused(tmp_path, settings, static):
+    from ui.web import report_rows
+
+    bomb = _zeros_bomb(tmp_path / "upload.jsonl.gz", 100, head=(json.dumps(GOOD) + "\n").encode())
+    assistant = Assistant(Store(tmp_path / "index"), static, settings)
+    try:
+        report = assistant.index([bomb])  # what the web chat's upload calls for each file
+    finally:
+        assistant.close()
+    assert len(report.indexed) == 1
+    row = report_rows("upload.jsonl.gz", report)
+    assert "stopped after 16,777,216 bytes decompressed" in row and "the rest of the file is skipped" in row
