@@ -20,7 +20,7 @@ from rag.dates import MONTHS, WEEKDAYS, find_range, without_phrase
 from rag.embed import Embedder, make_embedder
 from rag.feeds import fetch_articles, is_url
 from rag.index import Indexer, Progress
-from rag.ingest import display_path
+from rag.ingest import display_path, limits_from
 from rag.llm import AnswerStream, make_answerer
 from rag.retrieve import Retriever
 from rag.store import ChromaServer, IndexError_, Store
@@ -107,7 +107,8 @@ class Assistant:
                     self.store.restore_removed(display_path(files[-1]))
         if failed and not files:
             return IndexReport(skipped=tuple(failed))
-        indexer = Indexer(self.store, self.embedder, self.chunker, self.settings.index_batch_chunks)
+        indexer = Indexer(self.store, self.embedder, self.chunker, self.settings.index_batch_chunks,
+                          limits=limits_from(self.settings))
         try:
             report = indexer.run(files, prune=prune, progress=progress, on_progress=on_progress)
             if failed:
