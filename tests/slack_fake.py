@@ -233,7 +233,8 @@ class FakeSocketMode:
     def __init__(self, fake: FakeSlack) -> None:
         from websockets.sync.server import serve
 
-        self.connections: list = []
+        self.connections: list = []  # every connection made
+        self.live: list = []  # those still open
         self.acks: list[dict] = []
         self.cond = threading.Condition()
         self.server = serve(self._session, "127.0.0.1", 0)
@@ -249,6 +250,7 @@ class FakeSocketMode:
     def _session(self, connection) -> None:
         with self.cond:
             self.connections.append(connection)
+            self.live.append(connection)
             self.cond.notify_all()
         connection.send(json.dumps({"type": "hello", "num_connections": 1,
                                     "debug_info": {"host": "applink-fake", "approximate_connection_time": 18060},
@@ -260,17 +262,23 @@ class FakeSocketMode:
                     self.cond.notify_all()
         except Exception:  # a dropped connection ends its session
             pass
+        finally:
+            with self.cond:
+                self.live.remove(connection)
+                self.cond.notify_all()
 
     def wait_connections(self, count: int, timeout: float = 20.0) -> None:
+        """Until `count` connections were made, one of them still open (and no more closing)."""
         with self.cond:
-            if not self.cond.wait_for(lambda: len(self.connections) >= count, timeout):
-                raise AssertionError(f"{len(self.connections)} Socket Mode connections, expected {count}")
+            if not self.cond.wait_for(lambda: len(self.connections) >= count and len(self.live) == 1, timeout):
+                raise AssertionError(f"{len(self.connections)} Socket Mode connections ({len(self.live)} open), "
+                                     f"expected {count}")
 
     def deliver(self, payload: dict, envelope_id: str | None = None, retry_attempt: int = 0) -> str:
         """An Events API envelope on the newest connection; its envelope_id."""
         envelope_id = envelope_id or f"env-{next(self._envelopes):04d}"
         with self.cond:
-            connection = self.connections[-1]
+            connection = self.live[-1]
         connection.send(json.dumps({"envelope_id": envelope_id, "payload": payload, "type": "events_api",
                                     "accepts_response_payload": False, "retry_attempt": retry_attempt,
                                     "retry_reason": "timeout" if retry_attempt else ""}))
@@ -284,13 +292,13 @@ class FakeSocketMode:
 
     def ask_to_reconnect(self) -> None:
         with self.cond:
-            connection = self.connections[-1]
+            connection = self.live[-1]
         connection.send(json.dumps({"type": "disconnect", "reason": "refresh_requested",
                                     "debug_info": {"host": "applink-fake"}}))
 
     def drop(self) -> None:
         with self.cond:
-            connection = self.connections[-1]
+            connection = self.live[-1]
         connection.socket.shutdown(socket.SHUT_RDWR)  # no close frame: as a dead network path
         connection.socket.close()
 

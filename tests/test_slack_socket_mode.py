@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("slack_bolt")
-pytest.importorskip("websockets")
+pytest.importorskip("websockets")  # the stand-in
+pytest.importorskip("websocket")  # websocket-client, the bot's Socket Mode client
 
 from rag.config import Settings  # noqa: E402
 from tests.slack_fake import BOT_USER, FakeSlack, FakeSocketMode, event_callback, mention_event  # noqa: E402
@@ -42,12 +43,12 @@ def test_socket_mode_acks_answers_and_reconnects(tmp_path, embedder):
         assistant.index([tmp_path / "articles"])
         bot = SlackBot(settings, assistant)
         stack.callback(bot.close)
-        handler = bot.socket_mode(bot.build_app("xoxb-0000-test", socket_mode=True), APP_TOKEN, ping_interval=0.5)
+        handler = bot.socket_mode(bot.build_app("xoxb-0000-test", socket_mode=True), APP_TOKEN)
         started = time.monotonic()
         handler.connect()  # what `start()` does, without blocking
         stack.callback(handler.close)
         socket_mode.wait_connections(1)
-        assert len(fake.called("apps.connections.open")) == 1  # through RAG_SLACK_API_URL
+        assert fake.called("apps.connections.open")  # through RAG_SLACK_API_URL
         print(f"\nconnected in {time.monotonic() - started:.1f} s")
 
         def ask(question: str) -> tuple[dict, str, dict]:
@@ -61,18 +62,22 @@ def test_socket_mode_acks_answers_and_reconnects(tmp_path, embedder):
         assert "128" in reply["text"] and "[1]" in reply["text"]
 
         # Slack retires a host: it says `disconnect`, the bot opens a new connection
+        made, opened = len(socket_mode.connections), len(fake.called("apps.connections.open"))
         socket_mode.ask_to_reconnect()
-        socket_mode.wait_connections(2)
+        socket_mode.wait_connections(made + 1)
         second, envelope2, _ = ask("What happened in Mariupol?")
         socket_mode.wait_ack(envelope2)
         fake.wait_for("chat.postMessage", thread_ts=second["ts"])
 
         # the connection dies without a word: the bot notices and reconnects
+        made = len(socket_mode.connections)
         dropped = time.monotonic()
         socket_mode.drop()
-        socket_mode.wait_connections(3, timeout=30)
-        print(f"\nreconnected {time.monotonic() - dropped:.1f} s after the connection dropped")
-        assert len(fake.called("apps.connections.open")) == 3
+        socket_mode.wait_connections(made + 1, timeout=30)
+        reconnected = time.monotonic() - dropped
+        print(f"\nreconnected {reconnected:.1f} s after the connection dropped")
+        assert reconnected < 10  # noticed by the socket, not after minutes of missed pings
+        assert len(fake.called("apps.connections.open")) >= opened + 2  # a new URL for each new connection
         # Slack redelivers the first envelope (it counts it as lost): acked again, not answered again
         socket_mode.deliver(payload, envelope, retry_attempt=1)
         socket_mode.wait_ack(envelope, count=2)

@@ -1,7 +1,7 @@
 """The Slack bot: answers questions about the indexed news with cited passages.
 
-`rag slack` runs it over Socket Mode (SLACK_BOT_TOKEN, SLACK_APP_TOKEN; slack_sdk's
-built-in client); `rag slack --http [--host 127.0.0.1] [--port 3000]` serves the
+`rag slack` runs it over Socket Mode (SLACK_BOT_TOKEN, SLACK_APP_TOKEN; the
+websocket-client library); `rag slack --http [--host 127.0.0.1] [--port 3000]` serves the
 Events API at /slack/events with uvicorn (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET),
 plain HTTP behind an HTTPS proxy. RAG_SLACK_API_URL overrides the Web API base URL
 (apps.connections.open included). Built with slack-bolt on top of `rag.api.Assistant` only.
@@ -385,12 +385,13 @@ class SlackBot:
         return self.executor.wait_idle(timeout)
 
     def socket_mode(self, app: App, app_token: str, ping_interval: float = 10.0) -> Any:
-        """Bolt's Socket Mode handler on slack_sdk's built-in client (no other dependency); `.start()` blocks.
+        """Bolt's Socket Mode handler on the websocket-client library; `.start()` blocks, `.connect()` does not.
 
         It opens connections with apps.connections.open through the app's Web API client, so
-        RAG_SLACK_API_URL applies; it reconnects after a `disconnect` message, a closed connection, or
-        4 x `ping_interval` seconds without a pong."""
-        from slack_bolt.adapter.socket_mode.builtin import SocketModeHandler
+        RAG_SLACK_API_URL applies, and reconnects after a `disconnect` message or a closed connection.
+        Not slack_sdk's built-in client: a connection dropped without a close frame kept it spinning on
+        the dead socket for about a minute (6 x `ping_interval`) before it reconnected."""
+        from slack_bolt.adapter.socket_mode.websocket_client import SocketModeHandler
 
         return SocketModeHandler(app, app_token, web_client=app.client, ping_interval=ping_interval)
 
