@@ -10,8 +10,9 @@ together) do not:
   word, in any case, in the passages ("Brandt's" is "Brandt");
 - every rare word: an index term of the claim (`tokens`) that few passages of the index contain (its
   `idf` at least `RARE_IDF`, or `RARE_SHARE` of an unseen word's idf on a small index), found among the
-  passages' index terms; words that link or attribute rather than state (`LINKING`: "earlier",
-  "meanwhile", "reportedly") are not content, however rare in a small index.
+  passages' index terms; function words (bm25s's longer English stop list: "were", "after") and words
+  that link or attribute rather than state (`LINKING`: "earlier", "meanwhile", "reportedly") are not
+  content, however rare they are in a small index.
 
 An empty list means grounded. It does not judge what the claim says about those words (a sentence
 that rearranges the passage's words can still pass): it catches invented figures, names and facts, not
@@ -24,6 +25,8 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 
+from bm25s.stopwords import STOPWORDS_EN_PLUS
+
 Tokens = Callable[[list[str]], list[list[str]]]
 Idf = Callable[[list[str]], dict[str, float]]
 
@@ -33,7 +36,9 @@ _UNSEEN = "\x00unseen"  # no index term looks like this: its idf is the highest 
 
 LINKING = frozenset("""earlier later meanwhile however also additionally furthermore moreover then subsequently
 previously afterwards reportedly according said says stated states reported reports added adds overall both
-respectively instead still yet already further finally first second third""".split())
+respectively instead still yet already further finally first second third would could may might must shall also
+""".split()) | frozenset(w for w in STOPWORDS_EN_PLUS if w.isalpha())
+_NOT_CONTENT = " ".join(sorted(LINKING))
 _SMALL = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen".split())}
@@ -44,7 +49,7 @@ _WORDS = "|".join(sorted([*_SMALL, *_TENS], key=len, reverse=True))
 _SCALE = "|".join(_SCALES)
 _NUMBER = re.compile(
     rf"(?<![\w.,])(?P<digits>\d{{1,3}}(?:,\d{{3}})+|\d+)(?P<frac>\.\d+)?(?!\.\d)"
-    rf"(?:\s*(?P<scale>{_SCALE})s?\b|(?P<abbr>m|mn|bn|k)\b)?"
+    rf"(?:\s*(?P<scale>{_SCALE})s?\b|(?P<abbr>m|mn|bn|k)\b)?(?:\s*(?:%|per\s?cent\b|percent\b))?"
     rf"|\b(?P<words>(?:{_WORDS})(?:[\s-](?:{_WORDS}))?)(?:\s+(?P<wscale>{_SCALE})s?)?\b",
     re.I)
 _MARKER = re.compile(r"\[\d+(?:\s*[,\u2013-]\s*\d+)*\]")
@@ -106,8 +111,8 @@ def unsupported(claim: str, passages: Sequence[str], tokens: Tokens, idf: Idf) -
     words = {w.lower() for w in _NAME.findall(text)}
     missing += [w for w in names(claim) if w.lower() not in words]
     # numbers were compared by value: their words and digits ("1300", "three") are not terms to find
-    claim_terms, passage_terms, *linking = tokens([_NUMBER.sub(" ", claim), text, *LINKING])
-    known = {*passage_terms, *(w.lower() for w in missing), *(t for words in linking for t in words)}
+    claim_terms, passage_terms, linking = tokens([_NUMBER.sub(" ", claim), text, _NOT_CONTENT])
+    known = {*passage_terms, *linking, *(w.lower() for w in missing)}
     missing += [t for t in rare_terms(claim_terms, idf) if t not in known]
     return missing
 
