@@ -209,10 +209,10 @@ def test_hybrid_peer_on_a_slice_of_the_shared_benchmark(tmp_path):
     from rag.types import Filters
 
     questions = load_questions(SHARED / "questions-dev.jsonl")
-    source, kept = slice_articles(SHARED / "articles.jsonl.gz", tmp_path / "slice.jsonl.gz", 8, questions)
+    source, kept = slice_articles(SHARED / "articles.jsonl.gz", tmp_path / "slice.jsonl.gz", 6, questions)
     _, ours_id = id_map(source)
     engine = Hybrid(source, tmp_path / "hybrid", ours_id)
-    assert engine.articles == 8 and engine.chunks > 8
+    assert engine.articles == 6 and engine.chunks > 6
     asked = [q for q in questions if set(q["gold_ids"]) <= kept][:3]
     found = [ours_id[q["gold_ids"][0]] in [a for a, _ in engine.ranked(q["question"], None)[:5]] for q in asked]
     assert asked and sum(found) >= len(asked) - 1
