@@ -76,7 +76,7 @@ def test_socket_mode_acks_answers_and_reconnects(tmp_path, embedder):
         socket_mode.wait_connections(made + 1, timeout=30)
         reconnected = time.monotonic() - dropped
         print(f"\nreconnected {reconnected:.1f} s after the connection dropped")
-        assert reconnected < 10  # noticed by the socket, not after minutes of missed pings
+        assert reconnected < 15  # within a check or two (3 s apart), not after a minute of missed pings
         assert len(fake.called("apps.connections.open")) >= opened + 2  # a new URL for each new connection
         # Slack redelivers the first envelope (it counts it as lost): acked again, not answered again
         socket_mode.deliver(payload, envelope, retry_attempt=1)

@@ -70,6 +70,7 @@ HANDLED_FILE = "slack.sqlite"  # in the index folder: what was handled, so a res
 PRUNE_SECONDS = 60  # expired rows are deleted at most this often
 DM_CONTEXT_SECONDS = 3600  # earlier DMs within this window are the chat context of a DM
 MAX_BODY_BYTES = 1 << 20
+SOCKET_PING_SECONDS = 3.0  # Socket Mode: pings, and the check that reconnects a dead connection (Bolt's default 10)
 SIGNATURE_MAX_AGE = 5 * 60  # seconds between a request's timestamp and now, either way (as Slack says)
 BACKLOG = 2048  # connections waiting to be accepted: Slack delivers bursts at once
 CONCURRENT_ANSWERS = 4  # questions answered at once (one slow LLM answer does not hold up the others)
@@ -384,11 +385,12 @@ class SlackBot:
     def wait_idle(self, timeout: float = 30.0) -> bool:
         return self.executor.wait_idle(timeout)
 
-    def socket_mode(self, app: App, app_token: str, ping_interval: float = 10.0) -> Any:
+    def socket_mode(self, app: App, app_token: str, ping_interval: float = SOCKET_PING_SECONDS) -> Any:
         """Bolt's Socket Mode handler on the websocket-client library; `.start()` blocks, `.connect()` does not.
 
         It opens connections with apps.connections.open through the app's Web API client, so
-        RAG_SLACK_API_URL applies, and reconnects after a `disconnect` message or a closed connection.
+        RAG_SLACK_API_URL applies, and reconnects after a `disconnect` message or a closed connection (a dead
+        one is noticed by the check every `ping_interval` seconds).
         Not slack_sdk's built-in client: a connection dropped without a close frame kept it spinning on
         the dead socket for about a minute (6 x `ping_interval`) before it reconnected."""
         from slack_bolt.adapter.socket_mode.websocket_client import SocketModeHandler
