@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -353,3 +354,23 @@ def test_removing_the_last_article_leaves_an_empty_index_that_answers(tmp_path, 
     assert f"1 removed: {article_id}" in capsys.readouterr().out
     assert main(["stats", "--json", "--index", index]) == 0
     assert json.loads(capsys.readouterr().out)["articles"] == 0
+
+
+def test_ask_counts_time_words_from_the_given_today(api, assistant):
+    body = {"question": "What happened in Dovrin this week?", "today": "2022-03-04"}
+    doc = httpx.post(f"{api}/v1/ask", json=body, timeout=30).json()
+    assert doc["dates"]["reference"] == "2022-03-04" and doc["dates"]["reference_kind"] == "today"
+    assert doc == assistant.ask(body["question"], today=date(2022, 3, 4)).to_dict()
+    assert httpx.post(f"{api}/v1/ask", json={**body, "today": "2022-02-30"}).json()["error"]["param"] == "today"
+
+
+def test_openapi_documents_the_errors_as_they_are_sent(api, settings):
+    spec = httpx.get(f"{api}/openapi.json").json()
+    ask = spec["paths"]["/v1/ask"]["post"]["responses"]
+    assert "422" not in ask and {"200", "400", "401", "413", "429"} <= set(ask)
+    assert ask["400"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/ErrorDoc"
+    assert "404" in spec["paths"]["/v1/articles/{article_id}"]["get"]["responses"]
+    question = spec["components"]["schemas"]["AskRequest"]["properties"]["question"]
+    assert question["maxLength"] == settings.max_question_chars
+    wrong = httpx.put(f"{api}/v1/articles/x")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "DELETE, GET"

@@ -26,12 +26,12 @@ import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -86,11 +86,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         return ApiError(400, message, param=param).response()
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, ApiError):  # the body limit, met while FastAPI read the body
             return exc.__cause__.response()
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return ApiError(exc.status_code, str(exc.detail), code=code, headers=dict(exc.headers or {})).response()
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names the methods of the first route of the path only
+            headers["Allow"] = ", ".join(_allowed(request.app, request.scope))
+        return ApiError(exc.status_code, str(exc.detail), code=code, headers=headers).response()
 
     @app.exception_handler(QuestionError)
     async def bad_question(_request: Request, exc: QuestionError) -> JSONResponse:
@@ -108,7 +111,27 @@ def _install_error_handlers(app: FastAPI) -> None:
         return ApiError(500, f"internal error ({type(exc).__name__})", kind="server_error").response()
 
 
+def _allowed(app: FastAPI, scope) -> list[str]:
+    """The methods of every route of the request's path."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if route.matches(scope)[0] != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
+
+
 # ---------------------------------------------------------------- models (OpenAPI)
+
+
+def _iso(value: Any) -> Any:
+    if not isinstance(value, (str, date)):  # a number would be read as a timestamp
+        raise ValueError("a date is written YYYY-MM-DD")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso)]
 
 
 class Strict(BaseModel):
@@ -117,8 +140,8 @@ class Strict(BaseModel):
 
 class FilterFields(Strict):
     sources: list[str] = Field(default_factory=list, description="only these sources")
-    since: date | None = Field(None, description="only articles published on or after this day")
-    until: date | None = Field(None, description="only articles published on or before this day")
+    since: IsoDate | None = Field(None, description="only articles published on or after this day")
+    until: IsoDate | None = Field(None, description="only articles published on or before this day")
 
     def filters(self) -> Filters:
         try:
@@ -127,13 +150,15 @@ class FilterFields(Strict):
             raise ApiError(400, f"since/until: {exc}", param="since") from None
 
 
-class AskRequest(FilterFields):
-    question: str = Field(description="the question (at most RAG_MAX_QUESTION_CHARS characters)")
+class SearchRequest(FilterFields):
+    question: str = Field(pattern=r"\S", description="the question (at most RAG_MAX_QUESTION_CHARS characters "
+                          "once its runs of white space count as one)")
     k: int | None = Field(None, ge=1, le=100, description="passages to retrieve")
 
 
-class SearchRequest(AskRequest):
-    pass
+class AskRequest(SearchRequest):
+    today: IsoDate | None = Field(None, description="the day relative time words ('this week', "
+                               "'since Tuesday') count from (default: the server's today)")
 
 
 class ChatTurn(Strict):
@@ -238,6 +263,19 @@ class IndexDoc(BaseModel):
 
 class RemovedDoc(BaseModel):
     removed: list[str]
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorDoc(BaseModel):
+    """Every error, in OpenAI's shape."""
+
+    error: ErrorBody
 
 
 class OpenAIMessage(BaseModel):
@@ -486,6 +524,7 @@ def build_app(assistant: Assistant, settings: Settings) -> FastAPI:
     _rest_routes(app, assistant, metrics, guard)
     _index_routes(app, assistant, settings, guard)
     _openai_routes(app, assistant, metrics, guard)
+    app.openapi = lambda: _documented(app, settings)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict:
@@ -505,13 +544,50 @@ def build_app(assistant: Assistant, settings: Settings) -> FastAPI:
     return app
 
 
+_ERRORS = {"400": "invalid request (OpenAI's error shape, as every error)", "401": "no or a wrong API key",
+           "413": "request body too large", "429": "rate limit reached (see Retry-After)",
+           "503": "the index is busy or unavailable (see Retry-After)"}
+
+
+def _documented(app: FastAPI, settings: Settings) -> dict:
+    """The OpenAPI document as the API behaves: errors in OpenAI's shape with their real codes (400, not
+    FastAPI's 422), 404 where a path names something, the question's length limit."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(ErrorDoc.model_json_schema(ref_template="#/components/schemas/{model}").pop("$defs"))
+    schemas["ErrorDoc"] = ErrorDoc.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDoc"}}}}
+    for path, operations in spec["paths"].items():
+        for operation in operations.values():
+            responses = operation["responses"]
+            responses.pop("422", None)
+            codes = dict(_ERRORS) if path.startswith("/v1/") else {}
+            if "{" in path or path == "/v1/chat/completions":  # an article, a model
+                codes["404"] = "not found"
+            for code, description in codes.items():
+                responses.setdefault(code, {"description": description, **error})
+    for name in ("AskRequest", "SearchRequest"):
+        schemas[name]["properties"]["question"]["maxLength"] = settings.max_question_chars
+    upload = spec["paths"]["/v1/index"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    upload["required"] = ["files"]
+    upload["properties"]["files"]["minItems"] = 1
+    app.openapi_schema = spec
+    return spec
+
+
 def _rest_routes(app: FastAPI, assistant: Assistant, metrics: Metrics, guard) -> None:
     @app.post("/v1/ask", response_model=AnswerDoc, response_model_exclude_none=True, dependencies=[guard],
               tags=["answers"])
     def ask(body: AskRequest, request: Request) -> dict:
         """The cited answer to one question: exactly `rag ask --json`'s document."""
         request.state.question = body.question
-        answer = assistant.ask(body.question, body.filters(), k=body.k)
+        answer = assistant.ask(body.question, body.filters(), k=body.k, today=body.today)
         metrics.answered(answer, "ask")
         return answer.to_dict()
 
