@@ -1,0 +1,464 @@
+"""Lexical: BM25 indexes that an update extends instead of rebuilding.
+
+Scores are exactly those of a bm25s index (its default "lucene" BM25, float32) built from scratch over the
+same token lists, but they are computed at query time from term frequencies, so documents can be added and
+removed without touching the others:
+
+- a folder holds `manifest.json` and the segments it names. A segment is one batch of documents, written
+  once and never changed: term-major postings (CSR: each term's documents and term frequencies), document
+  lengths, ids and tags (what the caller compares to see that a document changed), memory-mapped when read;
+- an update writes one new segment with the added documents, and a new manifest whose `dead` list holds the
+  removed ones (a changed document is removed and added again). So adding N documents costs work on N;
+- the document count, average length and document frequencies are counted over the live documents of all
+  segments, so every score equals a rebuild's. When the later segments and dead documents outgrow
+  MERGE_FRACTION of the index, all segments are merged into one (vectorised over the postings, no
+  re-tokenizing): the only step that costs in proportion to the collection, and only now and then.
+
+Writes are atomic: a segment is written aside and renamed in, then the manifest is replaced by a rename; a
+crash leaves the old manifest, and files it does not name are deleted by the next write. A reader that loses
+a race with a merge (its segments deleted meanwhile) reads the manifest again.
+
+It does not know articles or chunks beyond `sync_lexical` (what to index comes from the store), and does not
+rank hits (see `rag.retrieve`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import Stemmer
+from bm25s.stopwords import STOPWORDS_EN
+
+from rag.types import Article
+
+LOAD_TRIES = 20  # a manifest replaced while it is read (its segments deleted by a merge) is read again, 0.1 s apart
+MERGE_FRACTION = 0.25  # later segments plus dead documents beyond this share of the index: merge all into one
+MAX_SEGMENTS = 16  # more than this many segments: merge (each costs a little per query term)
+MANIFEST = "manifest.json"
+PASSAGES, ARTICLES = "bm25", "bm25_articles"  # the two indexes' folders in an index
+PASSAGE_K1, ARTICLE_K1 = 1.2, 1.5
+
+_WORD = re.compile(r"(?u)\b\w\w+\b")
+
+
+class Words:
+    """The BM25 vocabulary: lower-cased words of 2+ characters, no stop words, stemmed.
+
+    One tokenizer for indexing, queries and answer scoring, so they agree; stems
+    are cached because news reuses its words.
+    """
+
+    def __init__(self) -> None:
+        self.stemmer = Stemmer.Stemmer("english")
+        self.stop = frozenset(STOPWORDS_EN)
+        self._stems: dict[str, str] = {}
+        self._lock = threading.Lock()  # a Stemmer is not safe to share between threads
+
+    def tokens(self, texts: list[str]) -> list[list[str]]:
+        found = [[w for w in _WORD.findall(text.lower()) if w not in self.stop] for text in texts]
+        with self._lock:
+            new = list({w for words in found for w in words if w not in self._stems})
+            if new:
+                self._stems.update(zip(new, self.stemmer.stemWords(new)))
+            stems = self._stems
+            return [[stems[w] for w in words] for words in found]
+
+
+@dataclass
+class Segment:
+    """One batch of documents: postings of term i are docs[indptr[i]:indptr[i + 1]] (local doc numbers)."""
+
+    terms: list[str]
+    indptr: np.ndarray  # int64
+    docs: np.ndarray  # int32
+    tf: np.ndarray  # int32
+    lens: np.ndarray  # int64, tokens per document
+    ids: list[str]
+    tags: list[str]
+
+    def __post_init__(self) -> None:
+        self.index = {t: i for i, t in enumerate(self.terms)}
+
+    @classmethod
+    def of_tokens(cls, ids: list[str], tokens: list[list[str]], tags: list[str]) -> Segment:
+        vocab: dict[str, int] = {}
+        flat = [vocab.setdefault(t, len(vocab)) for doc in tokens for t in doc]
+        lens = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        n = max(len(tokens), 1)
+        key = np.asarray(flat, dtype=np.int64) * n + np.repeat(np.arange(len(tokens), dtype=np.int64), lens)
+        pairs, tf = np.unique(key, return_counts=True)  # sorted by term, then document
+        return cls(list(vocab), _indptr(pairs // n, len(vocab)), (pairs % n).astype(np.int32),
+                   tf.astype(np.int32), lens, list(ids), list(tags))
+
+    @classmethod
+    def load(cls, folder: Path) -> Segment:
+        meta = json.loads((folder / "docs.json").read_text(encoding="utf-8"))
+        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ("indptr", "docs", "tf", "lens")}
+        segment = cls(meta["terms"], ids=meta["ids"], tags=meta["tags"], **arrays)
+        if len(segment.lens) != len(segment.ids) or len(segment.indptr) != len(segment.terms) + 1 \
+                or segment.indptr[-1] != len(segment.docs):
+            raise ValueError(f"{folder}: the segment's parts disagree")
+        return segment
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True)
+        for name in ("indptr", "docs", "tf", "lens"):
+            np.save(folder / f"{name}.npy", getattr(self, name))
+        (folder / "docs.json").write_text(json.dumps({"ids": self.ids, "tags": self.tags, "terms": self.terms}),
+                                          encoding="utf-8")
+        for path in folder.iterdir():  # on disk before the manifest names it
+            _fsync(path)
+
+    def term_of_posting(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.terms), dtype=np.int64), np.diff(self.indptr))
+
+
+def _indptr(terms: np.ndarray, n_terms: int) -> np.ndarray:
+    out = np.zeros(n_terms + 1, dtype=np.int64)
+    np.cumsum(np.bincount(terms, minlength=n_terms), out=out[1:])
+    return out
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _merge(segments: list[Segment], alive: np.ndarray) -> Segment:
+    """One segment holding the live documents of `segments` (in their order), with their postings."""
+    vocab: dict[str, int] = {}
+    terms, docs, tfs = [], [], []
+    new_pos = np.cumsum(alive) - 1
+    offset = 0
+    for seg in segments:
+        local = np.fromiter((vocab.setdefault(t, len(vocab)) for t in seg.terms), dtype=np.int64,
+                            count=len(seg.terms))
+        global_docs = np.asarray(seg.docs, dtype=np.int64) + offset
+        keep = alive[global_docs]
+        terms.append(local[seg.term_of_posting()][keep])
+        docs.append(new_pos[global_docs[keep]])
+        tfs.append(np.asarray(seg.tf)[keep])
+        offset += len(seg.ids)
+    term, doc, tf = np.concatenate(terms), np.concatenate(docs), np.concatenate(tfs)
+    used = np.bincount(term, minlength=len(vocab)) > 0  # terms only dead documents had are dropped
+    renumber = np.cumsum(used) - 1
+    term = renumber[term]
+    order = np.lexsort((doc, term))
+    names = [t for t, u in zip(vocab, used) if u]
+    live = np.flatnonzero(alive)
+    lens = np.concatenate([np.asarray(s.lens) for s in segments])[live]
+    ids = [i for s in segments for i in s.ids]
+    tags = [t for s in segments for t in s.tags]
+    return Segment(names, _indptr(term, len(names)), doc[order].astype(np.int32), tf[order].astype(np.int32),
+                   lens.astype(np.int64), [ids[i] for i in live], [tags[i] for i in live])
+
+
+class Lexical:
+    """A saved BM25 index whose document i has id `ids[i]` (and `tags[i]`), scored like bm25s.
+
+    `build` replaces it, `update` removes and adds documents; both swap a new manifest in by a rename,
+    so a reader never reads half-written files."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.words = Words()
+        for attempt in range(LOAD_TRIES):
+            seen = self._manifest_text()
+            try:
+                self._load(seen)
+                return
+            except (OSError, ValueError, KeyError):  # replaced meanwhile (a merge): read again; damaged: say so
+                if attempt == LOAD_TRIES - 1 or (self._manifest_text() == seen and not _swapping(folder)):
+                    raise
+                time.sleep(0.1)
+
+    # ---------- reading ----------
+    def _manifest_text(self) -> str | None:
+        try:
+            return (self.folder / MANIFEST).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+    def _load(self, text: str | None) -> None:
+        if text is None and _swapping(self.folder):
+            raise FileNotFoundError(self.folder / MANIFEST)
+        manifest = json.loads(text) if text is not None else {}
+        self.manifest = manifest
+        self.k1, self.b = float(manifest.get("k1", PASSAGE_K1)), float(manifest.get("b", 0.75))
+        self.segments = [Segment.load(self.folder / name) for name in manifest.get("segments", [])]
+        self.offsets = np.cumsum([0] + [len(s.ids) for s in self.segments])
+        size = int(self.offsets[-1])
+        self.alive = np.ones(size, dtype=bool)
+        if manifest.get("dead"):
+            self.alive[np.load(self.folder / manifest["dead"])] = False
+        self.live = np.flatnonzero(self.alive)
+        all_ids = [i for s in self.segments for i in s.ids]
+        all_tags = [t for s in self.segments for t in s.tags]
+        self.ids = [all_ids[i] for i in self.live]
+        self.tags = [all_tags[i] for i in self.live]
+        self._rows = self.live  # scores() are of these documents, in this order (see `align`)
+        lens = np.concatenate([np.asarray(s.lens) for s in self.segments]) if self.segments else np.zeros(0)
+        n = len(self.live)
+        # bm25s: avgdl is numpy's mean of the lengths (a float64); the length norm is computed in float64
+        avgdl = np.float64(lens[self.live].sum(dtype=np.float64)) / n if n else np.float64(1.0)
+        self._norm = self.k1 * ((1 - self.b) + self.b * lens.astype(np.float64) / avgdl)
+        self._df: dict[str, int] = {}
+        self._vocabulary: dict[str, int] | None = None
+
+    def _postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
+        """Global document positions (dead ones included) and term frequencies of a term."""
+        docs, tfs = [], []
+        for seg, offset in zip(self.segments, self.offsets):
+            i = seg.index.get(term)
+            if i is not None:
+                a, b = seg.indptr[i], seg.indptr[i + 1]
+                docs.append(np.asarray(seg.docs[a:b], dtype=np.int64) + offset)
+                tfs.append(seg.tf[a:b])
+        if not docs:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
+        return (docs[0], tfs[0]) if len(docs) == 1 else (np.concatenate(docs), np.concatenate(tfs))
+
+    def _doc_freq(self, term: str, docs: np.ndarray) -> int:
+        if term not in self._df:
+            self._df[term] = int(np.count_nonzero(self.alive[docs]))
+        return self._df[term]
+
+    def align(self, ids: list[str]) -> bool:
+        """When the live documents are exactly `ids`, make `ids` and `scores()` follow that order; whether
+        they are. An index updated in place keeps its added documents last, the caller's order may differ."""
+        if ids == self.ids:
+            return True
+        if len(ids) != len(self.ids):
+            return False
+        position = dict(zip(self.ids, self.live.tolist()))
+        rows = np.fromiter((position.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
+        if (rows < 0).any() or np.unique(rows).size != rows.size:
+            return False
+        order = {i: n for n, i in enumerate(self.ids)}
+        self.tags = [self.tags[order[i]] for i in ids]
+        self.ids, self._rows = list(ids), rows
+        return True
+
+    def scores(self, query: str) -> np.ndarray:
+        """BM25 score of every document for the query (zeros when nothing matches), as bm25s computes it:
+        per query word (repeats count again) idf * tf / (tf + norm) in float64, rounded to float32, summed
+        in float32 in the query's order."""
+        n = len(self.ids)
+        total = np.zeros(len(self.alive), dtype=np.float32)
+        for term in self.words.tokens([query])[0]:
+            docs, tf = self._postings(term)
+            df = self._doc_freq(term, docs)
+            if not df:
+                continue
+            idf = np.float64(np.float32(math.log(1 + (n - df + 0.5) / (df + 0.5))))
+            tf64 = tf.astype(np.float64)
+            total[docs] += (idf * (tf64 / (self._norm[docs] + tf64))).astype(np.float32)
+        return total[self._rows]
+
+    def idf(self, terms: list[str]) -> dict[str, float]:
+        """Inverse document frequency of stemmed terms (an unseen term gets the highest)."""
+        n = len(self.ids)
+        if not n:
+            return {t: 1.0 for t in terms}
+        return {t: float(np.log(1 + (n + 0.5) / (self._doc_freq(t, self._postings(t)[0]) + 0.5))) for t in terms}
+
+    def vocabulary(self) -> dict[str, int]:
+        """{term: document frequency} of the terms live documents hold (for "did you mean")."""
+        if self._vocabulary is None:
+            vocabulary: dict[str, int] = {}
+            for seg, offset in zip(self.segments, self.offsets):
+                live = self.alive[np.asarray(seg.docs, dtype=np.int64) + offset]
+                counts = np.bincount(seg.term_of_posting(), weights=live, minlength=len(seg.terms))
+                for term, count in zip(seg.terms, counts.tolist()):
+                    if count:
+                        vocabulary[term] = vocabulary.get(term, 0) + int(count)
+            self._vocabulary = vocabulary
+        return self._vocabulary
+
+    # ---------- writing (one writer at a time: the index's writer lock) ----------
+    def build(self, ids: list[str], tokens: list[list[str]], k1: float = PASSAGE_K1, b: float = 0.75,
+              tags: list[str] | None = None, scratch: Path | None = None) -> None:
+        """Replace the index by these documents (token lists, see `Words`)."""
+        segment = Segment.of_tokens(ids, tokens, tags or [""] * len(ids))
+        self._commit([self._write(segment, scratch)], None, k1, b)
+
+    def update(self, remove: Iterable[str], ids: list[str], tokens: list[list[str]], tags: list[str] | None = None,
+               scratch: Path | None = None) -> None:
+        """Remove the documents `remove` names and add these; merges the segments when they have grown."""
+        position = dict(zip(self.ids, self.live.tolist()))
+        dead = self.alive.copy()
+        gone = [position[i] for i in remove if i in position]
+        dead[gone] = False
+        if not gone and not ids:
+            return
+        names = list(self.manifest.get("segments", []))
+        segments = list(self.segments)
+        if ids:
+            segments.append(Segment.of_tokens(ids, tokens, tags or [""] * len(ids)))
+            dead = np.concatenate([dead, np.ones(len(ids), dtype=bool)])
+        alive = dead
+        main = len(segments[0].ids) if segments else 0
+        later = len(alive) - main + np.count_nonzero(~alive)
+        if later > MERGE_FRACTION * max(np.count_nonzero(alive), 1) or len(segments) > MAX_SEGMENTS:
+            self._commit([self._write(_merge(segments, alive), scratch)], None, self.k1, self.b)
+            return
+        if ids:
+            names.append(self._write(segments[-1], scratch))
+        self._commit(names, np.flatnonzero(~alive), self.k1, self.b)
+
+    def _next_name(self, prefix: str) -> str:
+        number = int(self.manifest.get("next", 1))
+        self.manifest["next"] = number + 1
+        return f"{prefix}{number:06d}"
+
+    def _write(self, segment: Segment, scratch: Path | None) -> str:
+        """Write a segment aside, then rename it into the folder; its name."""
+        self._collect()
+        name = self._next_name("seg-")
+        aside = (scratch or self.folder) / f".{name}.tmp"
+        shutil.rmtree(aside, ignore_errors=True)
+        segment.save(aside)
+        os.replace(aside, self.folder / name)
+        return name
+
+    def _commit(self, names: list[str], dead: np.ndarray | None, k1: float, b: float) -> None:
+        """Swap in a manifest naming these segments and dead documents, then reload."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        manifest = {"version": 1, "k1": k1, "b": b, "segments": names, "next": int(self.manifest.get("next", 1))}
+        if dead is not None and dead.size:
+            manifest["dead"] = self._next_name("dead-") + ".npy"
+            manifest["next"] = self.manifest["next"]
+            np.save(self.folder / manifest["dead"], dead.astype(np.int64))
+            _fsync(self.folder / manifest["dead"])
+        aside = self.folder / f".{MANIFEST}.tmp"
+        aside.write_text(json.dumps(manifest), encoding="utf-8")
+        _fsync(aside)
+        os.replace(aside, self.folder / MANIFEST)
+        _fsync(self.folder)
+        self._load(json.dumps(manifest))
+        self._collect()
+
+    def _collect(self) -> None:
+        """Delete what the manifest does not name: leftovers of a crash, segments a merge replaced."""
+        if not self.folder.exists():
+            self.folder.mkdir(parents=True)
+            return
+        keep = {MANIFEST, *self.manifest.get("segments", []), self.manifest.get("dead")}
+        for path in self.folder.iterdir():
+            if path.name not in keep:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _swapping(folder: Path) -> bool:
+    """A writer of the earlier layout is between the renames of a swap (or wrote an index and died before it)."""
+    return folder.with_name(folder.name + ".old").exists() or folder.with_name(folder.name + ".new").exists()
+
+
+class _Catalogue(Protocol):
+    dir: Path
+
+    def article(self, article_id: str) -> Article | None: ...
+
+
+class _Table(Protocol):
+    ids: list[str]
+    article_ids: list[str]
+    starts: np.ndarray
+    ends: np.ndarray
+
+
+def open_for_update(folder: Path, k1: float) -> Lexical | None:
+    """The index in `folder`, or None when it must be built whole (missing, unreadable, other parameters)."""
+    try:
+        lexical = Lexical(folder)
+    except (OSError, ValueError, KeyError):
+        return None
+    return lexical if lexical.manifest.get("segments") and lexical.k1 == k1 else None
+
+
+def _fresh(folder: Path) -> Lexical:
+    """An index to build whole in `folder`: the one there (its manifest swapped out only by the build), or,
+    when it cannot be read, an empty one in its place."""
+    try:
+        return Lexical(folder)
+    except (OSError, ValueError, KeyError):
+        for leftover in (folder.with_name(folder.name + ".old"), folder.with_name(folder.name + ".new")):
+            shutil.rmtree(leftover, ignore_errors=True)
+        (folder / MANIFEST).unlink(missing_ok=True)
+        return Lexical(folder)
+
+
+def sync_lexical(store: _Catalogue, table: _Table, scratch: Path | None = None,
+                 rebuild: bool = False) -> tuple[int, int]:
+    """Bring both BM25 indexes (passages, whole articles) to the chunks in `table`, doing work only for what
+    differs from what they hold; returns (passages, articles) tokenized.
+
+    A passage is its article's title and its text; an article its title and text. A changed article has new
+    chunk ids (they carry its content version), and the article-level document's tag is its first chunk id,
+    so both levels see the change. With `rebuild`, both are built whole."""
+    first_chunk: dict[str, str] = {}
+    for cid, article_id in zip(table.ids, table.article_ids):
+        first_chunk.setdefault(article_id, cid)
+    words = Words()
+    articles: dict[str, Article | None] = {}
+
+    def article(article_id: str) -> Article | None:
+        if article_id not in articles:
+            articles[article_id] = store.article(article_id)
+        return articles[article_id]
+
+    def title_tokens(a: Article) -> list[str]:
+        return words.tokens([a.title])[0]
+
+    # passages
+    passages = None if rebuild else open_for_update(store.dir / PASSAGES, PASSAGE_K1)
+    have = set(passages.ids) if passages is not None else set()
+    rows = [i for i, cid in enumerate(table.ids) if cid not in have]
+    tokens: list[list[str]] = []
+    titles: dict[str, list[str]] = {}
+    for i in rows:
+        a = article(table.article_ids[i])
+        text = a.text[int(table.starts[i]):int(table.ends[i])] if a else ""
+        head = titles.setdefault(a.id, title_tokens(a)) if a else []
+        tokens.append(head + words.tokens([text])[0])
+    added = [table.ids[i] for i in rows]
+    if passages is None:
+        _fresh(store.dir / PASSAGES).build(added, tokens, PASSAGE_K1, scratch=scratch)
+    else:
+        wanted = set(table.ids)
+        passages.update([cid for cid in passages.ids if cid not in wanted], added, tokens, scratch=scratch)
+    # whole articles
+    docs = None if rebuild else open_for_update(store.dir / ARTICLES, ARTICLE_K1)
+    held = dict(zip(docs.ids, docs.tags)) if docs is not None else {}
+    changed = [a for a, cid in first_chunk.items() if held.get(a) != cid]
+    doc_tokens = []
+    for article_id in changed:
+        a = article(article_id)
+        title, body = words.tokens([a.title, a.text]) if a else ([], [])
+        doc_tokens.append(title + body)
+    tags = [first_chunk[a] for a in changed]
+    if docs is None:
+        _fresh(store.dir / ARTICLES).build(changed, doc_tokens, ARTICLE_K1, tags=tags, scratch=scratch)
+    else:
+        stale = [a for a, tag in held.items() if first_chunk.get(a) != tag]
+        docs.update(stale, changed, doc_tokens, tags, scratch=scratch)
+    return len(rows), len(changed)
+
+
+def build_lexical(store: _Catalogue, table: _Table, scratch: Path | None = None) -> None:
+    """Rebuild both BM25 indexes from the store, whatever they hold."""
+    sync_lexical(store, table, scratch, rebuild=True)

@@ -1,0 +1,195 @@
+"""The incremental BM25 indexes (rag.lexical): updated in place, they score exactly like a rebuild and like
+bm25s, and an update's work is the changed articles', not the collection's."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import bm25s
+import numpy as np
+
+from rag.index import content_hash
+from rag.lexical import ARTICLES, MANIFEST, PASSAGES, Lexical, Words, build_lexical, sync_lexical
+from rag.store import Store
+from rag.types import Article, Chunk
+
+# a Zipf-like vocabulary: a few words in most articles, many in few, so document frequencies vary
+VOCABULARY = [f"{a}{b}" for a in ("flood", "bridge", "port", "grain", "vote", "court", "strike", "fire", "drone",
+                                  "tariff", "mayor", "rail") for b in ("", "s", "ing", "ed", "er", "ville", "ian")]
+NAMES = ["Dovrin", "Kestrel", "Zorvath", "Mariupol", "Oslo", "Quito", "Lagos", "Perth"]
+
+
+def _text(rng: random.Random, words: int) -> str:
+    weights = [1 / (i + 1) for i in range(len(VOCABULARY))]
+    paragraphs = []
+    for _ in range(rng.randint(1, 4)):
+        picked = rng.choices(VOCABULARY, weights, k=words) + rng.sample(NAMES, 2)
+        rng.shuffle(picked)
+        paragraphs.append(" ".join(picked) + ".")
+    return "\n\n".join(paragraphs)
+
+
+def _article(rng: random.Random, n: int, words: int = 40) -> Article:
+    return Article(f"a{n:05d}", f"{rng.choice(NAMES)} {rng.choice(VOCABULARY)} report {n}", _text(rng, words),
+                   source="wire", published="2022-05-01")
+
+
+def _chunks(article: Article) -> list[Chunk]:
+    """One chunk per paragraph, under versioned ids as the indexer makes them."""
+    version = content_hash(article)[:8]
+    out, start = [], 0
+    for i, part in enumerate(article.text.split("\n\n")):
+        start = article.text.index(part, start)
+        out.append(Chunk(f"{article.id}:{version}:{i}", article.id, start, start + len(part), part))
+        start += len(part)
+    return out
+
+
+def _save(store: Store, articles: list[Article]) -> None:
+    store.save_articles([(a, content_hash(a), _chunks(a)) for a in articles])
+
+
+def _remove(store: Store, article_id: str) -> None:
+    with store._locked(write=True) as db:  # the catalogue's rows; the vectors are not the subject here
+        db.execute("DELETE FROM chunks WHERE article_id = ?", (article_id,))
+        db.execute("DELETE FROM articles WHERE id = ?", (article_id,))
+
+
+def _rebuilt(store: Store, folder: Path) -> tuple[Lexical, Lexical]:
+    """Both indexes built from scratch from the store's current articles, in another folder."""
+    build_lexical(SimpleNamespace(dir=folder, article=store.article), store.chunk_table())
+    return Lexical(folder / PASSAGES), Lexical(folder / ARTICLES)
+
+
+def _queries(rng: random.Random) -> list[str]:
+    picks = [" ".join(rng.sample(VOCABULARY + NAMES, rng.randint(1, 5))) for _ in range(60)]
+    return picks + ["flood flood bridge", "Dovrin", "nothing matches zzzz", "", "ports of Kestrel flooded"]
+
+
+def _assert_same_ranking(updated: Lexical, rebuilt: Lexical, order: list[str], queries: list[str]) -> None:
+    assert updated.align(order) and rebuilt.align(order)
+    assert updated.ids == rebuilt.ids == order
+    for query in queries:
+        a, b = updated.scores(query), rebuilt.scores(query)
+        assert a.dtype == b.dtype == np.float32
+        assert np.array_equal(a, b), query  # the same float32 sums, not merely close
+        assert np.array_equal(np.argsort(-a, kind="stable"), np.argsort(-b, kind="stable")), query
+    terms = Words().tokens([" ".join(VOCABULARY + NAMES + ["unseen"])])[0]
+    assert updated.idf(terms) == rebuilt.idf(terms)
+    assert updated.vocabulary() == rebuilt.vocabulary()
+
+
+def _check(store: Store, tmp_path: Path, name: str, queries: list[str]) -> None:
+    table = store.chunk_table()
+    passages, articles = _rebuilt(store, tmp_path / name)
+    _assert_same_ranking(Lexical(store.dir / PASSAGES), passages, table.ids, queries)
+    _assert_same_ranking(Lexical(store.dir / ARTICLES), articles, list(dict.fromkeys(table.article_ids)), queries)
+
+
+def test_updated_in_place_the_indexes_rank_exactly_like_a_rebuild(tmp_path):
+    rng = random.Random(7)
+    store = Store(tmp_path / "index")
+    try:
+        _save(store, [_article(rng, n) for n in range(300)])
+        assert sync_lexical(store, store.chunk_table()) == (len(store.chunk_table().ids), 300)
+        queries = _queries(rng)
+        # added, changed (new text and title: new chunk ids) and removed articles, in one update
+        changed = store.article("a00010")
+        _save(store, [_article(rng, n) for n in range(300, 340)]
+              + [Article(changed.id, "Kestrel grain court", _text(rng, 30), source="wire")])
+        _remove(store, "a00020")
+        sync_lexical(store, store.chunk_table())
+        assert len(json.loads((store.dir / PASSAGES / MANIFEST).read_text())["segments"]) == 2  # not merged
+        _check(store, tmp_path, "rebuilt1", queries)
+        # only a removal (dead documents, no new segment), then enough new articles to merge the segments
+        _remove(store, "a00030")
+        sync_lexical(store, store.chunk_table())
+        _check(store, tmp_path, "rebuilt2", queries)
+        _save(store, [_article(rng, n) for n in range(340, 480)])
+        sync_lexical(store, store.chunk_table())
+        manifest = json.loads((store.dir / PASSAGES / MANIFEST).read_text())
+        assert len(manifest["segments"]) == 1 and "dead" not in manifest  # merged
+        _check(store, tmp_path, "rebuilt3", queries)
+    finally:
+        store.close()
+
+
+def test_scores_are_bm25s_scores(tmp_path):
+    rng = random.Random(3)
+    words = Words()
+    texts = [_text(rng, 30) for _ in range(200)] + [""]
+    tokens = words.tokens(texts)
+    ids = [str(i) for i in range(len(texts))]
+    for k1 in (1.2, 1.5):
+        ours = Lexical(tmp_path / f"k{k1}")
+        ours.build(ids, tokens, k1=k1)
+        model = bm25s.BM25(k1=k1, b=0.75)
+        model.index(tokens, show_progress=False)
+        for query in _queries(rng):
+            known = [t for t in words.tokens([query])[0] if t in model.vocab_dict]
+            expected = model.get_scores(known) if known else np.zeros(len(ids), dtype=np.float32)
+            assert np.array_equal(ours.scores(query), expected), query
+
+
+def test_adding_ten_articles_leaves_the_main_segment_alone(tmp_path):
+    rng = random.Random(11)
+    store = Store(tmp_path / "index")
+    try:
+        _save(store, [_article(rng, n, words=25) for n in range(2000)])
+        sync_lexical(store, store.chunk_table())
+        mains = {}
+        for name in (PASSAGES, ARTICLES):
+            main = store.dir / name / json.loads((store.dir / name / MANIFEST).read_text())["segments"][0]
+            mains[name] = {p.name: p.stat().st_mtime_ns for p in main.iterdir()}, main
+        new = [_article(rng, n, words=25) for n in range(2000, 2010)]
+        _save(store, new)
+        done = sync_lexical(store, store.chunk_table())
+        assert done == (sum(len(_chunks(a)) for a in new), 10)  # tokenized: the new articles' passages, and them
+        for name, (stamps, main) in mains.items():
+            assert json.loads((store.dir / name / MANIFEST).read_text())["segments"][0] == main.name
+            assert {p.name: p.stat().st_mtime_ns for p in main.iterdir()} == stamps
+        hits = Lexical(store.dir / ARTICLES)
+        assert hits.align(list(dict.fromkeys(store.chunk_table().article_ids)))
+        assert hits.ids[int(np.argmax(hits.scores(new[3].title)))] == new[3].id
+    finally:
+        store.close()
+
+
+def test_a_damaged_or_earlier_format_index_is_built_again_whole(tmp_path):
+    rng = random.Random(5)
+    store = Store(tmp_path / "index")
+    try:
+        _save(store, [_article(rng, n) for n in range(20)])
+        (store.dir / PASSAGES).mkdir()
+        (store.dir / PASSAGES / "ids.json").write_text('["half', encoding="utf-8")  # the bm25s layout
+        sync_lexical(store, store.chunk_table())
+        (store.dir / ARTICLES / MANIFEST).write_text("{", encoding="utf-8")
+        sync_lexical(store, store.chunk_table())
+        assert not (store.dir / PASSAGES / "ids.json").exists()
+        _check(store, tmp_path, "rebuilt", _queries(rng))
+    finally:
+        store.close()
+
+
+def test_a_reader_that_meets_a_merge_reads_the_manifest_again(tmp_path, monkeypatch):
+    from rag import lexical
+
+    folder = tmp_path / "bm25"
+    words = Words()
+    writer = Lexical(folder)
+    writer.build(["a", "b"], words.tokens(["floods in Dovrin", "a bridge collapses"]))
+    load, merges = lexical.Segment.load, []
+
+    def merged_meanwhile(segment_folder: Path) -> lexical.Segment:
+        if not merges:  # the reader has read the manifest; a writer merges (deleting its segment) before it goes on
+            merges.append(segment_folder.name)
+            writer.update(["a"], ["c", "d"], words.tokens(["a bridge reopens", "bridge tolls"]))
+        return load(segment_folder)
+
+    monkeypatch.setattr(lexical.Segment, "load", staticmethod(merged_meanwhile))
+    reader = Lexical(folder)
+    assert merges and not (folder / merges[0]).exists()
+    assert reader.ids == ["b", "c", "d"] and reader.scores("bridge").min() > 0
