@@ -114,7 +114,8 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     """Commands whose work lives in other modules, imported only when run."""
     s = sub.add_parser("web", help="start the web chat (gradio)")
     s.add_argument("--index", metavar="DIR", help="index folder (default: index/, RAG_INDEX_DIR)")
-    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--host", default="127.0.0.1", type=_bracketed,
+                   help="address to listen on; an IPv6 one such as :: works with or without brackets")
     s.add_argument("--port", type=int, default=7860)
     s.set_defaults(func=lambda a, st: _run_module("ui.web", a, st))
 
@@ -149,6 +150,12 @@ def _add_optional_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true")
     s.add_argument("--limit", type=int, help="use only the first N articles (and the questions they answer)")
     s.set_defaults(func=lambda a, st: _run_module("rag.bench", a, st))
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address in brackets ("[::]"): gradio puts the host into urls as it is, and "http://:::7860"
+    is no url (it crashed `rag web --host ::`)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _run_module(name: str, args: argparse.Namespace, settings: Settings) -> int:
