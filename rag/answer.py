@@ -25,6 +25,7 @@ from datetime import date
 from functools import lru_cache
 
 from rag.chunk import sentence_spans
+from rag.clean import is_junk
 from rag.dates import MONTHS, WEEKDAYS
 from rag.news import (
     attribution,
@@ -181,7 +182,8 @@ class Extractive:
             if any(s.hit.article.id == hit.article.id for s in leads) or len(leads) >= self.max_sentences:
                 continue
             text = hit.article.text
-            spans = [(a, b) for a, b in sentence_spans(text) if _one_line(text[a:b]) != hit.article.title.strip()]
+            spans = [(a, b) for a, b in sentence_spans(text) if _one_line(text[a:b]) != hit.article.title.strip()
+                     and not is_junk(text, a, b)]  # captions, credits, headlines, boilerplate: rag.clean
             if spans:
                 a, b = spans[0]
                 leads.append(_Sentence(len(leads), a, b, frozenset(), 1.0, 1.0, hit))
@@ -193,7 +195,8 @@ class Extractive:
 
     def _score(self, hits: list[Hit], weights: dict[str, float], focus: list[str]) -> list[_Sentence]:
         spans = [(rank, hit, a, b) for rank, hit in enumerate(hits)
-                 for a, b in sentence_spans(hit.article.text, hit.chunk.start, hit.chunk.end)]
+                 for a, b in sentence_spans(hit.article.text, hit.chunk.start, hit.chunk.end)
+                 if not is_junk(hit.article.text, a, b)]  # captions, credits, headlines, boilerplate: rag.clean
         token_lists = self.tokens([hit.article.text[a:b] for _, hit, a, b in spans])
         total = sum(weights.values()) or 1.0
         question_terms = set(weights)

@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
@@ -418,18 +419,51 @@ def _read_text(text: str, shown: str) -> Article:
 
 
 def _read_html(html: str, shown: str) -> Article:
+    """An article page: text and metadata from trafilatura (it reads JSON-LD too, and leaves out captions, share
+    bars and link lists); the page's own meta tags win where they say something, and our own extraction stands in
+    for a page trafilatura finds no text in."""
     soup = BeautifulSoup(html, "lxml")
+    found = _extracted(html, _canonical(soup))
     meta = {
-        "title": _meta(soup, "og:title", "twitter:title") or _tag_text(soup, "title") or _tag_text(soup, "h1"),
+        "title": found.get("title") or _meta(soup, "og:title", "twitter:title") or _tag_text(soup, "title")
+        or _tag_text(soup, "h1"),
         "published": _meta(
             soup, "article:published_time", "og:published_time", "date", "pubdate",
             "publishdate", "dc.date", "datePublished", "sailthru.date", "parsely-pub-date",
-        ) or _time_tag(soup),
-        "source": _meta(soup, "og:site_name", "application-name"),
+        ) or found.get("date") or _time_tag(soup),
+        "source": _meta(soup, "og:site_name", "application-name") or found.get("sitename"),
         "url": _canonical(soup),
-        "authors": _meta(soup, "author", "article:author"),
+        "authors": _meta(soup, "author", "article:author") or [a.strip() for a in (found.get("author") or "")
+                                                               .split(";") if a.strip()],
     }
-    return make_article(meta, html_text(soup), shown, where=shown)
+    text = normalise(found.get("text") or "") or html_text(soup)
+    return make_article(meta, text, shown, where=shown)
+
+
+def _extracted(html: str, url: str) -> dict:
+    """trafilatura's reading of a page ({} when it finds nothing or fails): title, date, author ("A; B"),
+    sitename, text. Dates only from the page's markup and url, not guessed from its prose."""
+    import trafilatura
+
+    try:
+        document = trafilatura.bare_extraction(
+            html, url=url or None, with_metadata=True, include_comments=False, include_tables=True,
+            date_extraction_params={"extensive_search": False, "original_date": True}, config=_trafilatura_config())
+    except Exception:  # a page trafilatura cannot parse is read by our own extraction
+        return {}
+    return document.as_dict() if document is not None else {}
+
+
+@lru_cache(maxsize=1)
+def _trafilatura_config():  # type: ignore[no-untyped-def]
+    """trafilatura's settings, but a short article is kept as found: by default a text under 250 characters is
+    extracted again by a fallback that keeps the navigation ("Home | World")."""
+    from trafilatura.settings import use_config
+
+    config = use_config()
+    config.set("DEFAULT", "MIN_EXTRACTED_SIZE", "1")
+    config.set("DEFAULT", "MIN_OUTPUT_SIZE", "1")
+    return config
 
 
 def html_text(soup: BeautifulSoup) -> str:
