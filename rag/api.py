@@ -304,8 +304,7 @@ class Assistant:
 
     def _vocabulary(self) -> dict[str, int]:
         """The lexical index's terms (for "did you mean")."""
-        model = self.retriever.lexical.model
-        return model.vocab_dict if model is not None else {}
+        return self.retriever.lexical.vocabulary()
 
     def _language_note(self, question: str) -> str:
         """A notice when the question does not look English and the embedder reads English only."""

@@ -4,15 +4,16 @@ A file whose size and mtime match the last run is not even parsed. An article
 whose content hash matches is left alone; a changed one is chunked, embedded
 and stored under new chunk ids before its old chunks are removed; the same
 text under a second id is stored once. `prune` drops articles whose files are
-gone. The lexical index and the groups of syndicated copies (`rag.news.story_groups`)
-are rebuilt when anything changed.
+gone. The lexical indexes are brought up to date in place when anything changed
+(`rag.lexical.sync_lexical`: work in proportion to what changed), the groups of
+syndicated copies (`rag.news.story_groups`) are recomputed.
 
 Crash safety: vectors are stored before the SQLite commit that marks their
 article indexed, old vectors are removed after it, and the run sets the
 store's `dirty` flag before its first write. A run that finds the flag set
 (the last one was killed or failed) first reconciles: vectors SQLite does not
 list are deleted, chunks SQLite lists without a vector are embedded again from
-the stored text. The lexical index is built aside and swapped in. So a run
+the stored text. Lexical segments are written aside and named by a manifest swapped in by a rename. So a run
 killed at any point, run again, ends exactly where a clean build would.
 
 An article whose embedding fails is skipped with a reason and not marked
@@ -41,9 +42,9 @@ import numpy as np
 from rag.chunk import Chunker
 from rag.embed import Embedder
 from rag.ingest import DEFAULT_LIMITS, Limits, display_path, failure_reason, find_files, read_file
+from rag.lexical import ARTICLES, MANIFEST, PASSAGES, sync_lexical
 from rag.news import story_groups
 from rag.progress import ProgressPrinter
-from rag.retrieve import build_lexical
 from rag.store import MARKS_VERSION, IndexError_, Store, storage_error
 from rag.types import Article, Chunk, IndexReport, Skipped
 
@@ -237,25 +238,18 @@ class Indexer:
             pass
 
     def _lexical_missing(self) -> bool:
-        return not all((self.store.dir / name / "ids.json").exists() for name in ("bm25", "bm25_articles"))
+        return not all((self.store.dir / name / MANIFEST).exists() for name in (PASSAGES, ARTICLES))
 
     def _build_lexical(self, show: Progress | None = None) -> None:
-        """Build both BM25 indexes aside, then swap them in (a crash never leaves half of one in place)."""
+        """Bring both BM25 indexes up to the stored chunks, in place: new segments are written in a scratch
+        folder, renamed in, then named by a manifest swapped in by a rename (a crash leaves the old one)."""
         if show:
             show("lexical index", 0, 1)
-        folder = self.store.dir
-        tmp = folder / ".lexical.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        build_lexical(_LexicalTarget(tmp, self.store), self.store.chunk_table())
-        for name in ("bm25", "bm25_articles"):
-            final, old = folder / name, folder / f".{name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            if final.exists():
-                final.rename(old)
-            (tmp / name).rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        scratch = self.store.dir / ".lexical.tmp"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir()
+        sync_lexical(self.store, self.store.chunk_table(), scratch)
+        shutil.rmtree(scratch, ignore_errors=True)
         if show:
             show("lexical index", 1, 1)
 
@@ -466,10 +460,3 @@ class Indexer:
                     run.pruned.append(article_id)
             self.store.forget_file(shown)
 
-
-class _LexicalTarget:
-    """What `build_lexical` needs of a Store (`dir`, `article`), with `dir` pointing elsewhere."""
-
-    def __init__(self, folder: Path, store: Store) -> None:
-        self.dir = folder
-        self.article = store.article

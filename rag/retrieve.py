@@ -21,173 +21,30 @@ decide whether to answer (see `rag.answer`).
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from pathlib import Path
 
-import bm25s
 import numpy as np
-import Stemmer
-from bm25s.stopwords import STOPWORDS_EN
 
 from rag.embed import Embedder
+from rag.lexical import ARTICLES, PASSAGES, Lexical
 from rag.store import ChunkTable, SearchFailed, Store
 from rag.types import Article, Chunk, Filters, Hit
 
 CANDIDATES = 100  # chunks from the dense side, articles from the lexical side
 UNFILTERED = 10  # when a filtered dense search fails: this many times more chunks, searched unfiltered
-LOAD_TRIES = 20  # a lexical index caught while a writer swaps it in is read again, 0.1 s apart
 # generic phrasing of questions (interrogatives, time deixis, reporting verbs): no topic in them
 QUERY_NOISE = frozenset("""which what who whom whose where when why how recently recent this week weeks last
 past month announced announce announces said says reported report according new newly latest following
 named name became become becomes""".split())
 
 
-_WORD = re.compile(r"(?u)\b\w\w+\b")
-
-
-class Words:
-    """The BM25 vocabulary: lower-cased words of 2+ characters, no stop words, stemmed.
-
-    One tokenizer for indexing, queries and answer scoring, so they agree; stems
-    are cached because news reuses its words.
-    """
-
-    def __init__(self) -> None:
-        self.stemmer = Stemmer.Stemmer("english")
-        self.stop = frozenset(STOPWORDS_EN)
-        self._stems: dict[str, str] = {}
-        self._lock = threading.Lock()  # a Stemmer is not safe to share between threads
-
-    def tokens(self, texts: list[str]) -> list[list[str]]:
-        found = [[w for w in _WORD.findall(text.lower()) if w not in self.stop] for text in texts]
-        with self._lock:
-            new = list({w for words in found for w in words if w not in self._stems})
-            if new:
-                self._stems.update(zip(new, self.stemmer.stemWords(new)))
-            stems = self._stems
-            return [[stems[w] for w in words] for words in found]
-
-
-def _load_lexical(folder: Path) -> tuple[bm25s.BM25 | None, list[str]]:
-    """The model and ids saved in `folder` ((None, []) when there is none); ValueError when they disagree."""
-    if not (folder / "ids.json").exists():
-        if _swapping(folder):
-            raise FileNotFoundError(folder)
-        return None, []
-    ids = json.loads((folder / "ids.json").read_text())
-    if not ids:
-        return None, []
-    model = bm25s.BM25.load(str(folder), show_progress=False)
-    scores = model.scores
-    if scores.get("num_docs") != len(ids) or len(scores["data"]) != scores["indptr"][-1]:
-        raise ValueError(f"{folder}: {len(ids)} ids for {scores.get('num_docs')} documents")
-    return model, ids
-
-
-def _swapping(folder: Path) -> bool:
-    """A writer is between the renames of `Lexical.build` (or wrote an index and died before swapping it in)."""
-    return folder.with_name(folder.name + ".old").exists() or folder.with_name(folder.name + ".new").exists()
-
-
-def _sync(folder: Path) -> None:
-    """Flush a folder's files to disk before it is swapped in (a crash then leaves the old or the new one)."""
-    for path in folder.iterdir():
-        with open(path, "rb") as f:
-            os.fsync(f.fileno())
-
-
 def lexical_query(question: str) -> str:
     """The question without words that only shape it."""
     kept = [w for w in re.findall(r"\w[\w'\u2019-]*", question) if w.lower() not in QUERY_NOISE]
     return " ".join(kept) or question
-
-
-class Lexical:
-    """A saved bm25s index whose document i has id `ids[i]`.
-
-    `build` writes a new folder beside the old one and swaps them with two renames, so a reader never
-    reads half-written files; a reader that meets the instant between the renames reads again."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.words = Words()
-        self.model: bm25s.BM25 | None = None
-        self.ids: list[str] = []
-        self._df: np.ndarray | None = None
-        for attempt in range(LOAD_TRIES):
-            try:
-                self.model, self.ids = _load_lexical(folder)
-                return
-            except (OSError, ValueError, KeyError):  # swapped meanwhile: read again; damaged: say so
-                if attempt == LOAD_TRIES - 1 or not _swapping(folder):
-                    raise
-                time.sleep(0.1)
-
-    def build(self, ids: list[str], tokens: list[list[str]], k1: float = 1.2, b: float = 0.75) -> None:
-        """Index token lists (see `Words`) and save them with their ids."""
-        model = bm25s.BM25(k1=k1, b=b) if tokens else None
-        if model is not None:
-            model.index(tokens, show_progress=False)
-        new, old = self.folder.with_name(self.folder.name + ".new"), self.folder.with_name(self.folder.name + ".old")
-        for leftover in (new, old):
-            shutil.rmtree(leftover, ignore_errors=True)
-        new.mkdir(parents=True)
-        if model is not None:
-            model.save(str(new))
-        (new / "ids.json").write_text(json.dumps(ids))
-        _sync(new)
-        if self.folder.exists():
-            os.replace(self.folder, old)
-        os.replace(new, self.folder)
-        shutil.rmtree(old, ignore_errors=True)
-        self.model, self.ids, self._df = model, list(ids), None
-
-    def idf(self, terms: list[str]) -> dict[str, float]:
-        """Inverse document frequency of stemmed terms (an unseen term gets the highest)."""
-        n = len(self.ids)
-        if self.model is None or not n:
-            return {t: 1.0 for t in terms}
-        if self._df is None:
-            self._df = np.diff(self.model.scores["indptr"])
-        vocab = self.model.vocab_dict
-        return {t: float(np.log(1 + (n + 0.5) / (self._df[vocab[t]] + 0.5 if t in vocab else 0.5))) for t in terms}
-
-    def scores(self, query: str) -> np.ndarray:
-        """BM25 score of every document for the query (zeros when nothing matches)."""
-        if self.model is None or not self.ids:
-            return np.zeros(len(self.ids), dtype=np.float32)
-        vocab = self.model.vocab_dict
-        known = [t for t in self.words.tokens([query])[0] if t in vocab]
-        if not known:
-            return np.zeros(len(self.ids), dtype=np.float32)
-        return np.asarray(self.model.get_scores(known), dtype=np.float32)
-
-
-def build_lexical(store: Store, table: ChunkTable) -> None:
-    """Rebuild both BM25 indexes (passages and whole articles) from the store."""
-    words = Words()
-    chunk_tokens: list[list[str]] = []
-    doc_ids: list[str] = []
-    doc_tokens: list[list[str]] = []
-    current: Article | None = None
-    title: list[str] = []
-    for article_id, start, end in zip(table.article_ids, table.starts, table.ends):
-        if current is None or current.id != article_id:
-            current = store.article(article_id)
-            title, body = words.tokens([current.title, current.text])
-            doc_ids.append(article_id)
-            doc_tokens.append(title + body)
-        chunk_tokens.append(title + words.tokens([current.text[start:end]])[0])
-    Lexical(store.dir / "bm25").build(table.ids, chunk_tokens)
-    Lexical(store.dir / "bm25_articles").build(doc_ids, doc_tokens, k1=1.5)
 
 
 def _minmax(values: np.ndarray) -> np.ndarray:
@@ -224,7 +81,9 @@ class _Snapshot:
         members: dict[str, tuple[str, ...]] = {}
         for article_id, story_id in sorted(story.items()):
             members[story_id] = (*members.get(story_id, ()), article_id)
-        lexical, doc_lexical = Lexical(store.dir / "bm25"), Lexical(store.dir / "bm25_articles")
+        lexical, doc_lexical = Lexical(store.dir / PASSAGES), Lexical(store.dir / ARTICLES)
+        # an index updated in place keeps its added documents last: its scores are put in the table's order
+        lexical.align(table.ids), doc_lexical.align(articles)
         return cls(
             table=table, row={cid: i for i, cid in enumerate(table.ids)}, article_ids=articles,
             article_pos={a: i for i, a in enumerate(articles)},

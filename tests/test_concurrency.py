@@ -287,7 +287,7 @@ def test_a_failed_vector_search_is_answered_from_bm25_with_a_notice(tmp_path, se
 
 
 def test_a_lexical_index_caught_between_the_renames_of_a_swap_is_read_again(tmp_path):
-    from rag.retrieve import Lexical, Words
+    from rag.lexical import Lexical, Words
 
     folder = tmp_path / "bm25"
     words = Words()
@@ -300,5 +300,5 @@ def test_a_lexical_index_caught_between_the_renames_of_a_swap_is_read_again(tmp_
         reader = Lexical(folder)
     finally:
         swap.join()
-    assert reader.ids == ["a", "b"] and reader.model is not None
+    assert reader.ids == ["a", "b"] and reader.vocabulary()
     assert reader.scores("bridge")[1] > 0

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from rag import Assistant
+from rag.lexical import Lexical
 from rag.store import IndexError_, Store
 from tests.conftest import ROOT, write_collection
 
@@ -111,8 +112,11 @@ def _snapshot(index: Path, check: bool = True) -> dict:
         count = collection.count()
     finally:
         client.close()
-    lexical = json.loads((index / "bm25" / "ids.json").read_text()) if check else []
     table = [r[0] for r in _query(index, "SELECT id FROM chunks ORDER BY article_id, seq")]
+    lexical = Lexical(index / "bm25") if check else None
+    if lexical is not None and not lexical.align(table):
+        lexical.ids = sorted(lexical.ids)  # not the table's chunks: shown as they are
+    lexical = lexical.ids if lexical is not None else []
     return {"articles": articles, "chunks": chunks, "files": files, "vectors": vectors, "own": own,
             "count": count, "lexical": lexical, "table": table, "dirty": _dirty(index)}
 
@@ -403,7 +407,7 @@ def test_damaged_lexical_index_is_a_clear_error(tmp_path, settings, embedder):
     assistant = _assistant(tmp_path / "index", settings, embedder)
     assistant.index([folder])
     assistant.close()
-    (tmp_path / "index" / "bm25" / "ids.json").write_text('["half', encoding="utf-8")
+    (tmp_path / "index" / "bm25" / "manifest.json").write_text('{"segments": ["half', encoding="utf-8")
     with pytest.raises(IndexError_, match="lexical index.*--rebuild"):
         _assistant(tmp_path / "index", settings, embedder)
 
