@@ -374,3 +374,27 @@ def test_openapi_documents_the_errors_as_they_are_sent(api, settings):
     assert question["maxLength"] == settings.max_question_chars
     wrong = httpx.put(f"{api}/v1/articles/x")
     assert wrong.status_code == 405 and wrong.headers["allow"] == "DELETE, GET"
+
+
+@pytest.mark.fuzz
+def test_schemathesis_finds_no_server_error(tmp_path, settings, embedder):
+    """Schemathesis' generated requests (from /openapi.json, bounded) against a real server with a key: no 5xx."""
+    import shutil
+    import subprocess
+    import sys
+
+    pytest.importorskip("schemathesis")
+    st = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+    own = open_assistant(tmp_path, settings, embedder, [write_jsonl(tmp_path / "news.jsonl", DOVRIN + HARKAVY)])
+    keyed = settings.model_copy(update={"api_keys": settings.api_keys.__class__("fuzz-key")})
+    try:
+        with serving(build_app(own, keyed)) as url:
+            run = subprocess.run(
+                [st, "run", f"{url}/openapi.json", "-H", "Authorization: Bearer fuzz-key", "--checks",
+                 "not_a_server_error", "--max-examples", "6", "--phases", "coverage,fuzzing", "--workers", "2",
+                 "--request-timeout", "60", "--seed", "1", "--no-color"],
+                capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    finally:
+        own.close()
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert " passed" in run.stdout.rsplit("Test cases:", 1)[-1] and "failed" not in run.stdout.lower()
