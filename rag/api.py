@@ -8,6 +8,7 @@ logic of its own and does not read the environment: pass `Settings`.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from dataclasses import dataclass, replace
 from datetime import date
@@ -19,11 +20,12 @@ from rag.config import Settings
 from rag.dates import MONTHS, WEEKDAYS, find_range, without_phrase
 from rag.embed import Embedder, make_embedder
 from rag.feeds import fetch_articles, is_url
-from rag.index import Indexer, Progress
+from rag.index import Indexer, Progress, Stopped, run_quietly
 from rag.ingest import display_path, limits_from
 from rag.llm import AnswerStream, make_answerer
+from rag.progress import ProgressPrinter
 from rag.retrieve import Retriever
-from rag.store import ChromaServer, IndexError_, Store
+from rag.store import FULL, ChromaServer, IndexError_, Store
 from rag.types import Answer, Article, Filters, Hit, IndexReport, Message, QuestionDates
 
 
@@ -49,16 +51,21 @@ class QuestionError(ValueError):
 class Assistant:
     """Index news articles and answer questions about them with cited quotes."""
 
-    def __init__(self, store: Store, embedder: Embedder, settings: Settings) -> None:
+    def __init__(self, store: Store, embedder: Embedder, settings: Settings, full: Embedder | None = None) -> None:
         self.settings = settings
         self.store = store
-        self.embedder = embedder
+        self.embedder = embedder  # the first (fast) stage's, or the only one's
+        self.full = full  # a two-stage index: the full stage's (loaded when first used)
+        if full is not None:
+            store.check_full_embedder(full.name)
         store.check_embedder(embedder.name, embedder.dim)
         self.chunker = Chunker(settings.chunk_tokens, settings.chunk_overlap)
         self._generation = store.generation()
         self._refresh_lock = threading.Lock()
         try:
-            self.retriever = Retriever(store, embedder, dense_weight_for(embedder.name, settings.dense_weight))
+            full_side = (full, dense_weight_for(full.name, settings.dense_weight)) if full is not None else None
+            self.retriever = Retriever(store, embedder, dense_weight_for(embedder.name, settings.dense_weight),
+                                       full_side)
         except (OSError, ValueError, KeyError) as exc:  # a half-written or damaged lexical index
             raise IndexError_(f"the lexical index in {store.dir} cannot be read ({type(exc).__name__}: {exc}); "
                               f"rebuild it: `rag index --rebuild PATH... --index {store.dir}`") from None
@@ -75,16 +82,18 @@ class Assistant:
     def open(cls, index_dir: Path | str | None = None, settings: Settings | None = None,
              embedder: Embedder | None = None) -> Assistant:
         """Open (or create) the index in `index_dir`, loading the embedder once: the one the index was built
-        with, unless `settings` sets one explicitly (RAG_EMBEDDER; a different one is then an IndexError_)."""
+        with, unless `settings` sets one explicitly (RAG_EMBEDDER; a different one is then an IndexError_).
+
+        Without an explicit embedder a new index has two stages (RAG_FAST_EMBEDDER, then RAG_FULL_EMBEDDER),
+        and an index that records two keeps them; each stage's model is loaded when first used."""
         settings = settings or Settings()
         folder = Path(index_dir) if index_dir is not None else settings.index_dir
         store = open_store(folder, settings)
         try:
+            full = None
             if embedder is None:
-                recorded = store.meta("embedder")
-                spec = recorded if recorded and "embedder" not in settings.model_fields_set else settings.embedder
-                embedder = make_embedder(spec, settings.precision, settings.embed_batch_size, settings.cache_dir)
-            return cls(store, embedder, settings)
+                embedder, full = stage_embedders(store, settings)
+            return cls(store, embedder, settings, full)
         except BaseException:
             store.close()
             raise
@@ -108,16 +117,37 @@ class Assistant:
         if failed and not files:
             return IndexReport(skipped=tuple(failed))
         indexer = Indexer(self.store, self.embedder, self.chunker, self.settings.index_batch_chunks,
-                          limits=limits_from(self.settings))
+                          limits=limits_from(self.settings), window=self.full)
         try:
             report = indexer.run(files, prune=prune, progress=progress, on_progress=on_progress)
             if failed:
                 report = replace(report, skipped=tuple(failed) + report.skipped)
+            self._full_stage(indexer, report, progress, on_progress)
         finally:
             with self._refresh_lock:
                 self.retriever.reload()
                 self._generation = self.store.generation()
         return report
+
+    def _full_stage(self, indexer: Indexer, report: IndexReport, progress: bool,
+                    on_progress: Progress | None) -> None:
+        """A two-stage index: the full stage's vectors of every passage without one, in the same call when the
+        caller shows progress (`rag index`, bench) or they are few (an upload to a complete index), so the
+        dense side stays at full quality. Ctrl-C raises `Stopped` with the fast pass's report."""
+        if self.full is None:
+            return
+        batch_caller = progress or on_progress is not None
+        if not batch_caller and indexer.full_backlog() > self.settings.stage_inline_chunks:
+            return  # a long backlog is left to `rag index`: an upload must not wait for it
+        show = on_progress or (ProgressPrinter(sys.stderr, self.settings.progress_every) if progress else run_quietly)
+        try:
+            indexer.run_full_stage(self.full, show)
+        except KeyboardInterrupt:
+            raise Stopped(report) from None
+        except IndexError_ as exc:  # another writer kept the lock: the fast stage answers meanwhile
+            if batch_caller:
+                raise IndexError_(f"the full stage stopped ({exc}); the index answers from the fast stage, "
+                                  "and the next `rag index` continues it") from None
 
     def remove(self, article_ids: list[str]) -> list[str]:
         """Delete articles from every part of the index (catalogue, vectors, lexical index, story groups) in one
@@ -154,7 +184,7 @@ class Assistant:
             with self.store.quiet() as quiet:
                 if not quiet:
                     return False
-                self.store.reopen_vectors()
+                self.store.reopen_vectors(self.retriever.dense_stage())
                 self.retriever.reload()
                 self._generation = self.store.generation()
         return True
@@ -292,12 +322,24 @@ class Assistant:
         articles, chunks = self.store.counts()
         stories = self.store.stories()
         groups = len(set(stories.values()))
+        self.refresh()
+        serving = self.full if self.retriever.stage == FULL and self.full is not None else self.embedder
         return {
             "articles": articles, "chunks": chunks, "story_groups": groups,
-            "syndicated_copies": len(stories) - groups, "embedder": self.embedder.name,
-            "dim": self.embedder.dim, "index_dir": str(self.store.dir),
+            "syndicated_copies": len(stories) - groups, "embedder": serving.name,
+            "dim": serving.dim, "index_dir": str(self.store.dir),
             "sources": len(self.store.sources()), "last_indexed": self.store.meta("last_indexed"),
+            **self._stage_stats(),
         }
+
+    def _stage_stats(self) -> dict:
+        """Which stage answers: "single" (one embedder), "fast" (full-stage vectors still being computed:
+        `full_vectors` says how many of how many) or "full"."""
+        if self.full is None:
+            return {"stage": "single"}
+        done, total = self.store.full_progress()
+        return {"stage": "full" if done >= total else "fast", "full_vectors": f"{done:,} of {total:,}",
+                "fast_embedder": self.embedder.name, "full_embedder": self.full.name}
 
     def close(self) -> None:
         self.store.close()
@@ -359,6 +401,64 @@ def _dated_stream(stream: AnswerStream, asked: QuestionDates | None, note: str =
 
 def _joined(*notes: str) -> str:
     return " ".join(n for n in notes if n)
+
+
+def stage_embedders(store: Store, settings: Settings) -> tuple[Embedder, Embedder | None]:
+    """(first stage's embedder, full stage's or None) for an index: the explicit RAG_EMBEDDER alone; else the
+    one or two the index records; else, for a new index, RAG_FAST_EMBEDDER then RAG_FULL_EMBEDDER."""
+    recorded = store.meta("embedder")
+    explicit = "embedder" in settings.model_fields_set
+    if explicit or (recorded and not store.two_stage()):
+        spec = settings.embedder if explicit or not recorded else recorded
+        return make_embedder(spec, settings.precision, settings.embed_batch_size, settings.cache_dir), None
+    if recorded:
+        full_dim = store.meta("full_embedder") and store.meta("full_dim")
+        return (LazyEmbedder(recorded, settings, int(store.meta("dim") or 0) or None),
+                LazyEmbedder(store.meta("full_embedder") or "", settings, int(full_dim) if full_dim else None))
+    return LazyEmbedder(settings.fast_embedder, settings), LazyEmbedder(settings.full_embedder, settings)
+
+
+_PROVIDERS = {"st": "sentence-transformers", "huggingface": "sentence-transformers", "static": "model2vec"}
+
+
+class LazyEmbedder:
+    """An embedder built on first use, so a process that never embeds with a stage's model never loads it; its
+    name (and dimension, when the index records it) are known before. It does not embed by itself."""
+
+    def __init__(self, spec: str, settings: Settings, dim: int | None = None) -> None:
+        provider, _, model = spec.partition(":") if ":" in spec else ("sentence-transformers", "", spec)
+        self.name = f"{_PROVIDERS.get(provider, provider)}:{model}"
+        self.spec = spec
+        self.settings = settings
+        self._dim = dim
+        self._model: Embedder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> Embedder:
+        with self._lock:
+            if self._model is None:
+                s = self.settings
+                self._model = make_embedder(self.spec, s.precision, s.embed_batch_size, s.cache_dir)
+            return self._model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def dim(self) -> int:
+        return self._dim if self._dim is not None else self.model.dim
+
+    @property
+    def max_tokens(self) -> int:
+        return self.model.max_tokens
+
+    def embed(self, texts: list[str], progress: bool = False):
+        return self.model.embed(texts, progress)
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        return self.model.token_counts(texts)
 
 
 def open_store(folder: Path, settings: Settings) -> Store:

@@ -94,3 +94,10 @@ class Settings(BaseSettings):
     # urls given to the server may be fetched from loopback, private and link-local addresses (tests, intranets)
     api_allow_private_urls: bool = False
     api_log_questions: bool = False  # the request log line carries the question text
+    # a new index without RAG_EMBEDDER set has two stages: answerable after the fast model's pass, at the full
+    # model's quality once every passage has its vector from it (`rag index` computes them after the fast pass)
+    fast_embedder: str = "model2vec:all-MiniLM-L6-v2"  # RAG_FAST_EMBEDDER
+    full_embedder: str = "sentence-transformers:all-MiniLM-L6-v2"  # RAG_FULL_EMBEDDER
+    # an index call that reports no progress (uploads, the API) computes the full stage in the same call only when
+    # at most this many passages lack their full-stage vector; `rag index` always does (RAG_STAGE_INLINE_CHUNKS)
+    stage_inline_chunks: int = Field(default=2000, ge=0)

@@ -21,6 +21,12 @@ indexed (the next run tries it again); a storage failure stops the run with
 an `IndexError_` saying what was kept. Either way, what was committed stays
 answerable, including the old version of an article whose update failed.
 
+Two-stage indexes (`run_full_stage`): after the fast pass, which makes every
+article answerable, each chunk gets a second vector from the full-stage model,
+in batches embedded without the writer lock and committed under it (vectors
+first, then the `full_chunks` rows), so other writers wait for one commit, not
+the stage. Ctrl-C keeps the committed batches; the next run embeds the rest.
+
 It does not rank or answer, and it holds the writer lock only while it writes.
 """
 
@@ -45,13 +51,15 @@ from rag.ingest import DEFAULT_LIMITS, Limits, display_path, failure_reason, fin
 from rag.lexical import ARTICLES, MANIFEST, PASSAGES, sync_lexical
 from rag.news import story_groups
 from rag.progress import ProgressPrinter
-from rag.store import MARKS_VERSION, IndexError_, Store, storage_error
+from rag.store import FULL, MARKS_VERSION, IndexError_, Store, storage_error
 from rag.types import Article, Chunk, IndexReport, Skipped
 
 BATCH_CHUNKS = 512  # chunks embedded and stored together
 EMBED_SLICE = 128  # chunks embedded between two progress reports
 # article text kept in memory between reading and embedding; articles beyond it are read again
 HOLD_CHARS = 32_000_000
+FULL_PHASE = "MiniLM vectors"  # the progress phase of the full stage
+STAGE_WAIT = 120.0  # seconds a full-stage commit waits for another writer before the stage is left for later
 # (stage, done, total): stages "repairing", "reading" (files), "chunking" (articles, total 0 until the end),
 # "embedding" (chunks), "lexical index", "story groups"; a stage ends with done == total > 0
 Progress = Callable[[str, int, int], None]
@@ -118,9 +126,11 @@ class Indexer:
     """Runs the ingest → chunk → embed → store pipeline against one Store."""
 
     def __init__(self, store: Store, embedder: Embedder, chunker: Chunker, batch_chunks: int = BATCH_CHUNKS,
-                 hold_chars: int = HOLD_CHARS, limits: Limits = DEFAULT_LIMITS) -> None:
+                 hold_chars: int = HOLD_CHARS, limits: Limits = DEFAULT_LIMITS, window: Embedder | None = None) -> None:
         self.store = store
         self.embedder = embedder
+        # whose window chunks must fit: the full stage's model in a two-stage index (the fast one has none)
+        self.window = window or embedder
         self.chunker = chunker
         self.batch_chunks = max(1, batch_chunks)
         self.hold_chars = hold_chars
@@ -206,7 +216,79 @@ class Indexer:
             store.add_vectors(part, vectors, articles)
             if show:
                 show("repairing", i + len(part), len(chunks))
-        return len(orphans) + len(chunks)
+        return len(orphans) + len(chunks) + (self._repair_full(chunk_ids) if store.two_stage() else 0)
+
+    def _repair_full(self, chunk_ids: set[str]) -> int:
+        """Full-stage vectors of chunks SQLite no longer lists are removed, and so are `full_chunks` rows
+        without their vector (the full stage embeds those again)."""
+        store = self.store
+        vector_ids = store.vector_ids(stage=FULL)
+        listed = store.full_ids()
+        orphans = sorted(vector_ids - chunk_ids)
+        for i in range(0, len(orphans), 5000):
+            store.stage_collection(FULL).delete(ids=orphans[i:i + 5000])
+        stale = sorted((listed - chunk_ids) | (listed - vector_ids))
+        store.forget_full(stale)
+        return len(orphans) + len(stale)
+
+    def full_backlog(self) -> int:
+        """Chunks still without a full-stage vector."""
+        done, total = self.store.full_progress()
+        return total - done
+
+    def run_full_stage(self, full: Embedder, show: Progress = run_quietly) -> int:
+        """Give every chunk its full-stage vector; returns how many were stored. Bumps the generation when the
+        stage completes, so readers switch their dense side to it.
+
+        Each batch is embedded without the writer lock and committed under it; a chunk removed or replaced by
+        another writer meanwhile is left out. Ctrl-C (KeyboardInterrupt) keeps the committed batches."""
+        store = self.store
+        stored = 0
+        for _ in range(3):  # chunks another writer added during a round are done in the next
+            rows = store.without_full()
+            if not rows:
+                break
+            total = len(rows)
+            show(FULL_PHASE, 0, total)
+            for i in range(0, total, self.batch_chunks):
+                part = rows[i:i + self.batch_chunks]
+                stored += self._full_batch(full, part)
+                show(FULL_PHASE, i + len(part), total)  # after the commit: the phase ends once all are stored
+        if stored and store.full_complete():
+            store.acquire_writer(STAGE_WAIT)
+            try:
+                store.bump_generation()
+            finally:
+                store.release_writer()
+        return stored
+
+    def _full_batch(self, full: Embedder, rows: list[tuple[str, str, int, int]]) -> int:
+        """Embed these chunks by the full-stage model and commit those still indexed; how many were."""
+        store = self.store
+        articles: dict[str, Article] = {}
+        chunks: list[Chunk] = []
+        for cid, article_id, start, end in rows:
+            if article_id not in articles:
+                article = store.article(article_id)
+                if article is None:
+                    continue
+                articles[article_id] = article
+            chunks.append(Chunk(cid, article_id, start, end, articles[article_id].text[start:end]))
+        vectors = full.embed([embed_text(articles[c.article_id], c) for c in chunks])
+        store.acquire_writer(STAGE_WAIT)
+        try:
+            live = {r[0] for r in store.chunks_by_id([c.id for c in chunks])}
+            keep = [i for i, c in enumerate(chunks) if c.id in live]
+            if not keep:
+                return 0
+            if store.meta("full_dim") is None:
+                store.set_meta("full_dim", str(vectors.shape[1]))
+            kept = [chunks[i] for i in keep]
+            store.add_vectors(kept, vectors[keep], articles, stage=FULL)
+            store.mark_full([c.id for c in kept])
+        finally:
+            store.release_writer()
+        return len(kept)
 
     def _failure(self, exc: Exception, run: _Run) -> IndexError_:
         """The error a failed run raises: what went wrong, what was kept, what to do."""
@@ -375,8 +457,8 @@ class Indexer:
         budget = self.chunker.max_tokens
         while True:
             chunks = self.chunker.chunk(article, budget, version=digest[:8])
-            counts = self.embedder.token_counts([embed_text(article, c) for c in chunks])
-            if max(counts, default=0) <= self.embedder.max_tokens or budget <= 16:
+            counts = self.window.token_counts([embed_text(article, c) for c in chunks])
+            if max(counts, default=0) <= self.window.max_tokens or budget <= 16:
                 return chunks
             budget = max(16, int(budget * 0.75))  # word pieces outnumber tiktoken tokens here
 

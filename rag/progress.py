@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from typing import TextIO
 
-UNITS = {"reading": "files", "chunking": "articles", "embedding": "chunks", "repairing": "chunks"}
+UNITS = {"reading": "files", "chunking": "articles", "embedding": "chunks", "repairing": "chunks",
+         "MiniLM vectors": "chunks"}  # the full stage of a two-stage index (rag.index.FULL_PHASE)
 
 
 class ProgressPrinter:

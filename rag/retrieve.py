@@ -8,6 +8,11 @@ returned, so ten passages of one long article cannot crowd out the rest; a
 story syndicated by several outlets (grouped at index time) takes one place.
 Filters (sources, date range) apply to every side.
 
+A two-stage index has a second vector per chunk by its full-stage model: the
+dense side searches those once every chunk has one, the fast stage's before
+(never a mix: the two models' similarities are not comparable), and the
+question is embedded by that stage's model only.
+
 Question phrasing that says what kind of answer is wanted ("which", "recently",
 "announced") is dropped from the lexical query; the dense side sees it whole.
 
@@ -30,7 +35,7 @@ import numpy as np
 
 from rag.embed import Embedder
 from rag.lexical import ARTICLES, PASSAGES, Lexical
-from rag.store import ChunkTable, SearchFailed, Store
+from rag.store import FULL, ChunkTable, SearchFailed, Store
 from rag.types import Article, Chunk, Filters, Hit
 
 CANDIDATES = 100  # chunks from the dense side, articles from the lexical side
@@ -71,9 +76,10 @@ class _Snapshot:
     doc_lexical_fits: bool
     story: dict[str, str]  # article id -> story id, for articles with syndicated copies
     members: dict[str, tuple[str, ...]]  # story id -> its articles
+    stage: str | None = None  # whose vectors the dense side searches: None the first stage, FULL the full one
 
     @classmethod
-    def of(cls, store: Store) -> _Snapshot:
+    def of(cls, store: Store, stage: str | None = None) -> _Snapshot:
         table = store.chunk_table()
         articles = list(dict.fromkeys(table.article_ids))
         first = {a: i for i, a in reversed(list(enumerate(table.article_ids)))}
@@ -90,7 +96,7 @@ class _Snapshot:
             first_row=np.array([first[a] for a in articles] + [len(table.ids)], dtype=np.int64),
             lexical=lexical, doc_lexical=doc_lexical,
             lexical_fits=lexical.ids == table.ids, doc_lexical_fits=doc_lexical.ids == articles,
-            article=lru_cache(maxsize=1024)(store.article), story=story, members=members,
+            article=lru_cache(maxsize=1024)(store.article), story=story, members=members, stage=stage,
         )
 
 
@@ -105,15 +111,31 @@ class Hits(list):
 class Retriever:
     """Hybrid search returning `Hit`s grouped by article, best article first."""
 
-    def __init__(self, store: Store, embedder: Embedder, dense_weight: float = 0.5) -> None:
+    def __init__(self, store: Store, embedder: Embedder, dense_weight: float = 0.5,
+                 full: tuple[Embedder, float] | None = None) -> None:
         self.store = store
         self.embedder = embedder
         self.dense_weight = dense_weight
+        self.full = full  # a two-stage index: the full stage's embedder and dense weight
         self.reload()
 
-    def reload(self) -> None:
-        """Pick up what the indexer wrote: a new snapshot, swapped in whole."""
-        self._snap = _Snapshot.of(self.store)
+    def dense_stage(self) -> str | None:
+        """The stage the dense side should search now: FULL once every chunk has its full-stage vector."""
+        return FULL if self.full is not None and self.store.full_complete() else None
+
+    def reload(self, stage: str | None = None) -> None:
+        """Pick up what the indexer wrote: a new snapshot, swapped in whole (searching `stage`'s vectors; by
+        default the one `dense_stage` says)."""
+        self._snap = _Snapshot.of(self.store, stage if stage is not None else self.dense_stage())
+
+    @property
+    def stage(self) -> str | None:
+        """The stage the current snapshot searches (None: the first, or only, one)."""
+        return self._snap.stage
+
+    def _side(self, snap: _Snapshot) -> tuple[Embedder, float]:
+        """The embedder and dense weight of the stage `snap` searches."""
+        return self.full if snap.stage == FULL and self.full is not None else (self.embedder, self.dense_weight)
 
     @property
     def table(self) -> ChunkTable:
@@ -135,17 +157,18 @@ class Retriever:
         if not table.ids:
             return Hits()
         mask = self._mask(table, filters)
-        vector = self.embedder.embed([query])[0]
+        embedder, weight = self._side(snap)
+        vector = embedder.embed([query])[0]
         dense, notice = self._dense(snap, vector, filters, mask)
         words = lexical_query(query)
         lexical, doc_lexical = snap.lexical, snap.doc_lexical
         chunk_lex = np.where(mask, lexical.scores(words), 0.0) if snap.lexical_fits else np.zeros(len(mask))
         doc_lex = doc_lexical.scores(words) if snap.doc_lexical_fits else np.zeros(len(snap.article_ids))
         doc_lex = np.where(mask[snap.first_row[:-1]], doc_lex, 0.0)
-        ranked = self._rank_articles(snap, dense, doc_lex)
-        hits = self._hits(snap, ranked, dense, chunk_lex, k, per_article, one_copy)
+        ranked = self._rank_articles(snap, dense, doc_lex, weight)
+        hits = self._hits(snap, ranked, dense, chunk_lex, k, per_article, one_copy, weight)
         if notice and hits:  # found by BM25 alone: their own similarity, for the answer's evidence score
-            similarity = self.embedder.embed([h.chunk.text for h in hits]) @ vector
+            similarity = embedder.embed([h.chunk.text for h in hits]) @ vector
             hits = [replace(h, dense=float(cos)) for h, cos in zip(hits, similarity)]
         return Hits(hits, notice)
 
@@ -157,12 +180,12 @@ class Retriever:
         is done again unfiltered, for more chunks, and filtered here against the snapshot: the last
         complete state. When that fails too, the answer comes from BM25 alone, and says so."""
         try:
-            return dict(self.store.dense_search(vector, CANDIDATES, filters)), ""
+            return dict(self.store.dense_search(vector, CANDIDATES, filters, snap.stage)), ""
         except SearchFailed as exc:
             failure = exc
         if not filters.is_empty():
             try:
-                found = self.store.dense_search(vector, CANDIDATES * UNFILTERED, Filters())
+                found = self.store.dense_search(vector, CANDIDATES * UNFILTERED, Filters(), snap.stage)
                 return {cid: cos for cid, cos in found if cid in snap.row and mask[snap.row[cid]]}, ""
             except SearchFailed as exc:
                 failure = exc
@@ -179,8 +202,8 @@ class Retriever:
             mask &= (table.published_ord <= filters.until.toordinal()) & (table.published_ord > 0)
         return mask
 
-    def _rank_articles(self, snap: _Snapshot, dense: dict[str, float],
-                       doc_lex: np.ndarray) -> list[tuple[int, float]]:
+    def _rank_articles(self, snap: _Snapshot, dense: dict[str, float], doc_lex: np.ndarray,
+                       weight: float) -> list[tuple[int, float]]:
         """(article position, fused score), best first."""
         best_dense: dict[int, float] = {}
         for cid, cos in dense.items():
@@ -194,12 +217,12 @@ class Retriever:
         floor = min(best_dense.values(), default=0.0)
         dense_part = _minmax(np.array([best_dense.get(int(p), floor) for p in candidates]))
         lex_part = _minmax(doc_lex[candidates])
-        fused = self.dense_weight * dense_part + (1 - self.dense_weight) * lex_part
+        fused = weight * dense_part + (1 - weight) * lex_part
         order = np.argsort(-fused)
         return [(int(candidates[i]), float(fused[i])) for i in order]
 
     def _hits(self, snap: _Snapshot, ranked: list[tuple[int, float]], dense: dict[str, float],
-              chunk_lex: np.ndarray, k: int, per_article: int, one_copy: bool) -> list[Hit]:
+              chunk_lex: np.ndarray, k: int, per_article: int, one_copy: bool, weight: float) -> list[Hit]:
         table, first_row = snap.table, snap.first_row
         lex_max = max(float(chunk_lex.max()), 1e-6) if chunk_lex.size else 1.0
         hits: list[Hit] = []
@@ -216,7 +239,7 @@ class Retriever:
                            if a is not None and a.id != article.id)
             rows = range(int(first_row[pos]), int(first_row[pos + 1]))
             scored = sorted(
-                ((self.dense_weight * dense.get(table.ids[i], 0.0) + (1 - self.dense_weight) * chunk_lex[i] / lex_max,
+                ((weight * dense.get(table.ids[i], 0.0) + (1 - weight) * chunk_lex[i] / lex_max,
                   i) for i in rows),
                 key=lambda x: (-x[0], x[1]),
             )

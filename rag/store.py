@@ -8,6 +8,11 @@ Layout of the index folder:
   `article_id`, `source` and `published_ord` metadata for filtered search.
 - `bm25/`: the bm25s lexical index over chunk texts, rebuilt after changes.
 
+A two-stage index (meta `full_embedder` set) keeps a second vector per chunk,
+by the full-stage model, in the collection `<collection>-full`; the chunks
+that have one are listed in `full_chunks` (their commit point). The first
+collection holds the fast stage's vectors (or the only stage's).
+
 With a Chroma server (`ChromaServer`, from RAG_CHROMA_HOST/PORT) the vectors
 live in a server collection instead of `chroma/`; SQLite and bm25s stay here.
 
@@ -57,10 +62,12 @@ CREATE TABLE IF NOT EXISTS marks (article_id TEXT NOT NULL, hash INTEGER NOT NUL
 CREATE INDEX IF NOT EXISTS marks_article ON marks(article_id);
 CREATE TABLE IF NOT EXISTS stories (article_id TEXT PRIMARY KEY, story TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS removed (article_id TEXT PRIMARY KEY, path TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS full_chunks (id TEXT PRIMARY KEY);
 """
 
 
 DEFAULT_COLLECTION = "chunks"
+FULL = "full"  # the stage whose vectors live in the `<collection>-full` collection
 MARKS_VERSION = "1"  # bump when `rag.news.marks` changes: the next index run recomputes them all
 WRITER_WAIT = 5.0  # seconds a writer waits for a reader that is briefly reopening the index
 
@@ -147,7 +154,7 @@ class Store:
         self.server = server
         self.collection_name = collection_name or DEFAULT_COLLECTION
         self._lock = threading.RLock()
-        self._collection = None
+        self._collections: dict[str, object] = {}  # stage (None: the first) -> chromadb Collection
         self._client = None
         self._writer_fd: int | None = None
         # dense searches share the Chroma client; reopening it waits for them (and they for it)
@@ -320,17 +327,23 @@ class Store:
     # ---------- chroma ----------
     @property
     def collection(self):  # chromadb Collection; typed loosely to keep chromadb at this seam
-        with self._lock:
-            if self._collection is None:
-                self._collection = self._open_collection()
-            return self._collection
+        return self.stage_collection(None)
 
-    def _open_collection(self):
+    def stage_collection(self, stage: str | None):
+        """The collection of a stage's vectors: None the first (fast or only) stage, FULL the full stage."""
+        with self._lock:
+            if stage not in self._collections:
+                self._collections[stage] = self._open_collection(stage_collection_name(self.collection_name, stage))
+            return self._collections[stage]
+
+    def _open_collection(self, name: str):
         import chromadb
 
         where = self.server or self.dir / "chroma"
         try:
-            if self.server is None:
+            if self._client is not None:  # one client for every stage's collection
+                client = self._client
+            elif self.server is None:
                 client = chromadb.PersistentClient(
                     path=str(self.dir / "chroma"),
                     settings=chromadb.Settings(anonymized_telemetry=False, allow_reset=False),
@@ -342,26 +355,28 @@ class Store:
                     settings=chromadb.Settings(anonymized_telemetry=False, allow_reset=False),
                 )
             self._max_batch = client.get_max_batch_size()
-            collection = client.get_or_create_collection(self.collection_name, metadata={"hnsw:space": "cosine"})
+            collection = client.get_or_create_collection(name, metadata={"hnsw:space": "cosine"})
         except Exception as exc:  # chromadb raises many types (ValueError, its own errors, Rust panics)
             if self.server is not None:
-                raise IndexError_(f"cannot use the Chroma server at {where} (collection {self.collection_name!r}): "
+                raise IndexError_(f"cannot use the Chroma server at {where} (collection {name!r}): "
                                   f"{exc}. Is `chroma run` up, and are RAG_CHROMA_HOST/PORT right?") from None
             raise storage_error(exc, where) from None
         self._client = client
         return collection
 
     def _close_client(self) -> None:
-        client, self._client, self._collection = self._client, None, None
+        client, self._client = self._client, None
+        self._collections = {}
         if client is not None and hasattr(client, "close"):
             try:
                 client.close()
             except Exception:  # closing is best effort
                 pass
 
-    def reopen_vectors(self) -> None:
+    def reopen_vectors(self, stage: str | None = None) -> None:
         """See vectors written by other processes: an embedded Chroma client only sees its own
-        writes until it is reopened. A server needs nothing. Waits for running searches."""
+        writes until it is reopened. A server needs nothing. Waits for running searches; loads the
+        vector index of `stage` (the one searched) now."""
         if self.server is not None or self._writer_fd is not None:
             return
         with self._vec_cond:
@@ -370,9 +385,9 @@ class Store:
         try:
             with self._lock:
                 self._close_client()
-                collection = self.collection
+                collection = self.stage_collection(stage)
             if collection.count():  # load the vector index now, while no writer runs
-                dim = int(self.meta("dim") or 0)
+                dim = int(self.meta("full_dim" if stage == FULL else "dim") or 0)
                 if dim:
                     collection.query(query_embeddings=[[1.0] + [0.0] * (dim - 1)], n_results=1, include=[])
         finally:
@@ -392,8 +407,9 @@ class Store:
                 self._vec_users -= 1
                 self._vec_cond.notify_all()
 
-    def add_vectors(self, chunks: list[Chunk], vectors: np.ndarray, article: dict[str, Article]) -> None:
-        collection = self.collection
+    def add_vectors(self, chunks: list[Chunk], vectors: np.ndarray, article: dict[str, Article],
+                    stage: str | None = None) -> None:
+        collection = self.stage_collection(stage)
         for i in range(0, len(chunks), self._max_batch):
             part = chunks[i:i + self._max_batch]
             collection.upsert(
@@ -407,12 +423,18 @@ class Store:
             )
 
     def delete_vectors(self, chunk_ids: list[str]) -> None:
-        for i in range(0, len(chunk_ids), 5000):
-            self.collection.delete(ids=chunk_ids[i:i + 5000])
+        """Every stage's vectors of these chunks (a full-stage vector's row first: it says the vector exists)."""
+        stages: list[str | None] = [None]
+        if self.two_stage():
+            self.forget_full(chunk_ids)
+            stages.append(FULL)
+        for stage in stages:
+            for i in range(0, len(chunk_ids), 5000):
+                self.stage_collection(stage).delete(ids=chunk_ids[i:i + 5000])
 
-    def vector_ids(self, page: int = 10_000) -> set[str]:
-        """Every chunk id Chroma holds (for reconciling with SQLite)."""
-        collection = self.collection
+    def vector_ids(self, page: int = 10_000, stage: str | None = None) -> set[str]:
+        """Every chunk id Chroma holds for a stage (for reconciling with SQLite)."""
+        collection = self.stage_collection(stage)
         ids: set[str] = set()
         offset = 0
         while True:
@@ -422,7 +444,8 @@ class Store:
                 return ids
             offset += page
 
-    def dense_search(self, vector: np.ndarray, n: int, filters: Filters) -> list[tuple[str, float]]:
+    def dense_search(self, vector: np.ndarray, n: int, filters: Filters,
+                     stage: str | None = None) -> list[tuple[str, float]]:
         """(chunk id, cosine similarity) of the nearest chunks passing the filters.
 
         Raises SearchFailed when Chroma cannot search: an embedded client's filtered search fails while
@@ -430,7 +453,7 @@ class Store:
         vector index does not: "Error finding id"), a server may be down. The caller decides what to do."""
         with self._searching():
             try:
-                collection = self.collection
+                collection = self.stage_collection(stage)
                 count = collection.count()
                 if count == 0:
                     return []
@@ -441,6 +464,49 @@ class Store:
             except Exception as exc:  # chromadb raises many types (its InternalError, ValueError, Rust panics)
                 raise SearchFailed(f"{type(exc).__name__}: {exc}") from None
         return [(cid, 1.0 - float(d)) for cid, d in zip(result["ids"][0], result["distances"][0])]
+
+    # ---------- the full stage of a two-stage index ----------
+    def two_stage(self) -> bool:
+        return self.meta("full_embedder") is not None
+
+    def check_full_embedder(self, name: str) -> None:
+        """Record the full stage's model of a new index; refuse another one later (like `check_embedder`)."""
+        stored = self.meta("full_embedder")
+        if stored is None:
+            self.set_meta("full_embedder", name)
+        elif stored != name:
+            raise IndexError_(f"the index in {self.dir} has full-stage vectors by {stored}, not {name}. Re-index: "
+                              f"`rag index --rebuild PATH... --index {self.dir}` or choose another --index folder.")
+
+    def full_progress(self) -> tuple[int, int]:
+        """(chunks with a full-stage vector, all chunks)."""
+        with self._locked() as db:
+            done = db.execute("SELECT COUNT(*) FROM chunks c JOIN full_chunks f ON f.id = c.id").fetchone()[0]
+            total = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        return done, total
+
+    def full_complete(self) -> bool:
+        done, total = self.full_progress()
+        return done >= total
+
+    def without_full(self) -> list[tuple[str, str, int, int]]:
+        """(chunk id, article id, start, end) of the chunks without a full-stage vector, article by article."""
+        with self._locked() as db:
+            return db.execute('SELECT c.id, c.article_id, c.start, c."end" FROM chunks c LEFT JOIN full_chunks f '
+                              "ON f.id = c.id WHERE f.id IS NULL ORDER BY c.article_id, c.seq").fetchall()
+
+    def mark_full(self, chunk_ids: list[str]) -> None:
+        """Their full-stage vectors are stored: the commit point of a full-stage batch."""
+        with self._locked(write=True) as db:
+            db.executemany("INSERT OR IGNORE INTO full_chunks VALUES (?)", [(c,) for c in chunk_ids])
+
+    def forget_full(self, chunk_ids: list[str]) -> None:
+        with self._locked(write=True) as db:
+            db.executemany("DELETE FROM full_chunks WHERE id = ?", [(c,) for c in chunk_ids])
+
+    def full_ids(self) -> set[str]:
+        with self._locked() as db:
+            return {r[0] for r in db.execute("SELECT id FROM full_chunks")}
 
     # ---------- articles ----------
     def article_hash(self, article_id: str) -> str | None:
@@ -669,18 +735,28 @@ def remove_index(folder: Path, server: ChromaServer | None = None, collection_na
         for name in ("chroma", *lexical):
             shutil.rmtree(folder / name, ignore_errors=True)
         if server is not None:
-            import chromadb
-
-            try:
-                client = chromadb.HttpClient(host=server.host, port=server.port, ssl=server.ssl,
-                                             headers=dict(server.headers) or None,
-                                             settings=chromadb.Settings(anonymized_telemetry=False))
-                client.delete_collection(collection_name)
-            except Exception as exc:  # a missing collection is fine; an unreachable server is not
-                if "does not exist" not in str(exc).lower() and "not found" not in str(exc).lower():
-                    raise IndexError_(f"cannot delete collection {collection_name!r} on {server}: {exc}") from None
+            for stage in (None, FULL):
+                _delete_collection(server, stage_collection_name(collection_name, stage))
     finally:
         os.close(fd)
+
+
+def _delete_collection(server: ChromaServer, name: str) -> None:
+    import chromadb
+
+    try:
+        client = chromadb.HttpClient(host=server.host, port=server.port, ssl=server.ssl,
+                                     headers=dict(server.headers) or None,
+                                     settings=chromadb.Settings(anonymized_telemetry=False))
+        client.delete_collection(name)
+    except Exception as exc:  # a missing collection is fine; an unreachable server is not
+        if "does not exist" not in str(exc).lower() and "not found" not in str(exc).lower():
+            raise IndexError_(f"cannot delete collection {name!r} on {server}: {exc}") from None
+
+
+def stage_collection_name(collection: str, stage: str | None) -> str:
+    """The Chroma collection of a stage: the configured name for the first stage, `<name>-full` for the full one."""
+    return collection if stage is None else f"{collection}-{stage}"
 
 
 def chroma_where(filters: Filters) -> dict | None:
