@@ -213,3 +213,12 @@ def test_ctrl_c_during_full_stage_resumes(tmp_path: Path, settings: Settings) ->
     store = Store(index)
     assert store.full_progress() == (total, total)
     store.close()
+
+
+def test_web_status_line_says_the_stage() -> None:
+    from ui.web import status_html
+
+    base = {"articles": 3, "chunks": 9, "sources": 1, "embedder": STATIC, "last_indexed": ""}
+    assert "fast stage; full vectors 4 of 9" in status_html({**base, "stage": "fast", "full_vectors": "4 of 9"})
+    assert "(full stage)" in status_html({**base, "stage": "full", "full_vectors": "9 of 9"})
+    assert "stage" not in status_html({**base, "stage": "single"})

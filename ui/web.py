@@ -310,7 +310,16 @@ def status_html(stats: dict) -> str:
     counts += [plural(sources, "source")] if sources else []
     shown = " · ".join(re.sub(r"^([\d,]+)", r"<b>\1</b>", c) for c in counts)
     return (f'<div class="rag-status" id="rag-status">{shown} · '
-            f'embedder <code>{esc(stats.get("embedder", ""))}</code> · last indexed {esc(when)}</div>')
+            f'embedder <code>{esc(stats.get("embedder", ""))}</code>{stage_note(stats)} · '
+            f'last indexed {esc(when)}</div>')
+
+
+def stage_note(stats: dict) -> str:
+    """Which stage a two-stage index answers from (nothing for one stage): "fast stage, full vectors 12,000 of
+    55,427" while the full stage is computed, "full stage" once it is complete."""
+    if stats.get("stage") == "fast":
+        return f" (fast stage; full vectors {esc(stats.get('full_vectors', ''))})"
+    return " (full stage)" if stats.get("stage") == "full" else ""
 
 
 # ---------------------------------------------------------------- what the page needs from the collection
