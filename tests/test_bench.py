@@ -17,7 +17,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench" / "rtqa2022"
 QUALITY = {"hit@1", "hit@5", "hit@10", "mrr@10", "answer_correct", "answer_wrong", "abstained",
            "unanswerable_abstained"}
 KEYS = {"index_s", "reindex_s", "articles", "chunks", "chunks_per_s", "peak_rss_mb", *QUALITY, "ask_p50_ms",
-        "ask_p95_ms", "dated", "as_of", "story_groups"}
+        "ask_p95_ms", "dated", "as_of", "story_groups", "full_quality_s", "stage"}
 PEER_KEYS = {"index_s", "articles", "chunks", "chunks_per_s", "peak_rss_mb", "hit@1", "hit@5", "hit@10", "mrr@10",
              "ask_p50_ms", "ask_p95_ms", "dated", "as_of"}
 
@@ -79,6 +79,8 @@ def test_bench_json_on_tiny_benchmark(tmp_path, capsys, monkeypatch):
     assert ours["hit@1"] == 1.0 and ours["mrr@10"] == 1.0
     assert ours["answer_correct"] == 1.0 and ours["answer_wrong"] == 0.0
     assert ours["reindex_s"] < ours["index_s"]
+    # a two-stage index (no RAG_EMBEDDER): answerable after the fast pass, full quality after the full stage
+    assert ours["stage"] in ("full", "single") and ours["index_s"] <= ours["full_quality_s"]
     assert 0 < ours["ask_p50_ms"] <= ours["ask_p95_ms"]
 
 
