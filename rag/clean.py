@@ -57,6 +57,9 @@ _BOILERPLATE = re.compile(
     r"|\bprices were accurate at the time\b|\bsupport(?:ing)? (?:our|local) journalism\b"
     r"|\bwe will use the (?:details|information) you have shared\b|\bplease tick here\b"
     r"|\bcheck your local forecast\b|\bkeep refreshing this page\b|\bdownload (?:our|the) app\b"
+    r"|\b(?:receive|get)\b[^.?]*\bnewsletter\b|\bis (?:made possible|supported|funded) in part by a grant\b"
+    r"|^\s*(?:contact|reach|email) [A-Z][\w.'\u2019-]*(?: [A-Z][\w.'\u2019-]*)* (?:at \S+@|on twitter\b)"
+    r"|\btext message alerts\b|\bnews quiz\b"
     r"|\bhow relevant is this ad\b|\bvideo (?:player|content) (?:was slow|never loaded|did not)",
     re.I,
 )

@@ -78,6 +78,9 @@ def test_junk_lines_are_never_quoted(harbour, question):
     ("Read more here.", "boilerplate"),
     ("Follow Jane Doe on Twitter: @janedoe.", "boilerplate"),
     ("This story has been updated to correct the date.", "boilerplate"),
+    ("Would you like to receive the Weekday newsletter?", "boilerplate"),
+    ("Our coverage is supported in part by a grant from the Example Foundation.", "boilerplate"),
+    ("Contact Karen Weintraub at kweintraub@example.com.", "boilerplate"),
     ("Advertisement - Article continues below", "no final punctuation"),
     ("BREAKING NEWS.", "label"),
     ("9:30 p.m.", "fragment"),
@@ -96,6 +99,8 @@ def test_junk_lines_are_classed(line, reason):
     "Reuters reported that the talks would resume on Monday.",
     "\u201cWe are horrified and heartbroken,\u201d she said.",
     "Thousands signed up for the program in its first week, officials said.",
+    "The foundation gave the hospital a grant of 2 million dollars, its director said.",
+    "Police asked witnesses to contact the station at once.",
     # a paragraph cut short by the scraper is still a report, not a headline
     "Then if someone made her mad, Gretta would slam the shutters on the windows and sway the chandeliers in the "
     "old house on the hill",
