@@ -227,7 +227,9 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
 
     missing = [p for p in args.paths if not is_url(p) and not Path(p).exists()]
     if missing:
-        raise UserError(f"{missing[0]}: no such file or folder")
+        from rag.ingest import escape
+
+        raise UserError(f"{escape(missing[0])}: no such file or folder")
     if args.rebuild:
         from rag.store import ChromaServer, remove_index
 

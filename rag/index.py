@@ -422,7 +422,7 @@ class Indexer:
         """The articles the first pass did not keep, read again, with the chunks it found."""
         for path, wanted in pending.spilled.items():
             try:
-                for item in read_file(path):
+                for item in read_file(path, self.limits):
                     found = wanted.get(item.id) if isinstance(item, Article) else None
                     if found and content_hash(item) == found[0]:
                         del wanted[item.id]
