@@ -47,7 +47,7 @@ import numpy as np
 
 from rag.chunk import Chunker
 from rag.embed import Embedder
-from rag.ingest import DEFAULT_LIMITS, Limits, display_path, failure_reason, find_files, read_file
+from rag.ingest import DEFAULT_LIMITS, Limits, display_path, failure_reason, file_key, find_files, read_file
 from rag.lexical import ARTICLES, MANIFEST, PASSAGES, sync_lexical
 from rag.news import story_groups
 from rag.progress import ProgressPrinter
@@ -348,7 +348,7 @@ class Indexer:
             except OSError as exc:  # gone since it was found
                 run.skipped.append(Skipped(shown, failure_reason(exc)))
                 continue
-            record = self.store.file_record(shown)
+            record = self.store.file_record(file_key(path))
             if record and record[:2] == (stat.st_size, stat.st_mtime_ns) and all(
                 self.store.article_hash(a) for a in record[2]
             ):
@@ -523,7 +523,7 @@ class Indexer:
             stat = path.stat()
             # size -1 never matches, so a file with bad parts (or failed articles) is read again
             size = stat.st_size if clean and not run.failed.intersection(ids) else -1
-            self.store.save_file(display_path(path), size, stat.st_mtime_ns, sorted(set(ids)))
+            self.store.save_file(file_key(path), size, stat.st_mtime_ns, sorted(set(ids)))
 
     def _prune(self, run: _Run) -> None:
         live: set[str] = set()

@@ -153,15 +153,27 @@ def escape(text: str) -> str:
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
 
 
-def display_path(path: Path, follow: bool = True) -> str:
+def display_path(path: Path, follow: bool = True, escaped: bool = True) -> str:
     """The path as stored and shown: relative to the working folder when inside it, control characters
-    escaped (see `escape`). `follow=False` shows a symlink itself, not its target."""
+    escaped (see `escape`). `follow=False` shows a symlink itself, not its target; `escaped=False` gives the
+    name as it is on disk (the files table's key, so `--prune` can find the file again)."""
     resolved = path.resolve() if follow else Path(os.path.abspath(path))
     try:
         shown = resolved.relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
         shown = resolved.as_posix()
-    return escape(shown)
+    return escape(shown) if escaped else shown
+
+
+def file_key(path: Path) -> str:
+    """The files table's key of `path`: its name as on disk, so `--prune` can look for it again; escaped only
+    when it holds bytes that are not UTF-8 (SQLite stores text)."""
+    raw = display_path(path, escaped=False)
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        return display_path(path)
+    return raw
 
 
 def article_id(url: str, where: str) -> str:

@@ -186,3 +186,19 @@ def test_a_web_upload_of_a_bomb_says_why_it_was_refused(tmp_path, settings, stat
     assert len(report.indexed) == 1
     row = report_rows("upload.jsonl.gz", report)
     assert "stopped after 16,777,216 bytes decompressed" in row and "the rest of the file is skipped" in row
+
+
+def test_a_file_named_with_control_characters_survives_prune_and_reindex(tmp_path, settings, static):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "odd\nname\x1b[31m.txt").write_text("Vessa ferry\n\nThe Vessa ferry carried 212 people on Sunday.")
+    assistant = Assistant(Store(tmp_path / "index"), static, settings)
+    try:
+        first = assistant.index([folder])
+        assert len(first.indexed) == 1
+        assert all("\n" not in s.path and "\x1b" not in s.path for s in first.skipped)
+        again = assistant.index([folder], prune=True)  # the stored name must still be found on disk
+        assert again.pruned == () and len(again.unchanged) == 1 and again.indexed == ()
+        assert "212 people" in assistant.ask("How many people did the Vessa ferry carry?").text
+    finally:
+        assistant.close()
