@@ -422,7 +422,7 @@ class LLMAnswerer:
             except Exception as exc:  # unreachable, timeout, deadline, HTTP error, bad reply, backing off
                 failure = exc
             else:
-                return self.check(question, raw, hits)
+                return self._or_extractive(self.check(question, raw, hits), hits, focus, dated)
         return self._fallback(question, hits, focus, failure, dated)
 
     def stream(self, question: str, hits: list[Hit], focus: str = "", failure: Exception | None = None,
@@ -463,7 +463,10 @@ class LLMAnswerer:
                 call.close()
             if failure is None:
                 self.backoff.succeeded(ticket)
-                answer = self.finish(question, checker, hits)
+                answer = self._or_extractive(self.finish(question, checker, hits), hits, focus, dated)
+                if not checker.kept and answer.citations:  # nothing was shown: all of the extractive answer
+                    yield from _runs(answer.text)
+                    return answer
             else:
                 self.backoff.failed(ticket, failure)
                 if not checker.kept:  # nothing shown yet: the extractive answer
@@ -528,6 +531,17 @@ class LLMAnswerer:
             raise
         self.backoff.succeeded(ticket)
         return response.message.content or ""
+
+    def _or_extractive(self, answer: Answer, hits: list[Hit], focus: str, dated: bool) -> Answer:
+        """`answer`, or when it kept nothing of the model's draft, the extractive answer (if that finds one) with
+        a notice saying why: the passages may hold the answer the model missed."""
+        if not answer.abstained:
+            return answer
+        extractive = self.fallback.answer(answer.question, hits, focus=focus, dated=dated)
+        if extractive.abstained:
+            return answer
+        return replace(extractive, notice=f"Nothing the LLM ({self.name}) wrote was supported by the passages; "
+                       "this is an extractive answer.")
 
     def _fallback(self, question: str, hits: list[Hit], focus: str, failure: Exception, dated: bool) -> Answer:
         answer = self.fallback.answer(question, hits, focus=focus, dated=dated)

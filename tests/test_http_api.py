@@ -398,3 +398,25 @@ def test_schemathesis_finds_no_server_error(tmp_path, settings, embedder):
         own.close()
     assert run.returncode == 0, run.stdout[-4000:]
     assert " passed" in run.stdout.rsplit("Test cases:", 1)[-1] and "failed" not in run.stdout.lower()
+
+
+def test_a_draft_with_nothing_supported_gives_the_extractive_answer_with_a_notice(assistant, settings, embedder):
+    """The model's only sentence is unsupported ("capital city" is in no passage): rather than "not found", the
+    extractive answer, plain and streamed, saying why."""
+    from tests.llm_servers import ScriptedLLM
+
+    with ScriptedLLM("openai", ["Dovrin, Ukraine's capital city, was flooded [1]."]) as server:
+        own = Assistant(assistant.store, embedder, settings.model_copy(update={
+            "llm": "openai:scripted", "openai_base_url": server.url, "llm_max_retries": 0, "llm_timeout": 5.0}))
+        with serving(build_app(own, own.settings)) as url:
+            doc = httpx.post(f"{url}/v1/ask", json={"question": QUESTION}, timeout=30).json()
+            with httpx.stream("POST", f"{url}/v1/chat", json={"messages": [{"role": "user", "content": QUESTION}],
+                                                              "stream": True}, timeout=30) as r:
+                events = [block for block in r.read().decode().split("\n\n") if block]
+        assert len(server.requests) == 2
+    assert not doc["abstained"] and "600" in doc["answer"] and "capital" not in doc["answer"]
+    assert "supported" in doc["notice"] and "extractive" in doc["notice"]
+    streamed = json.loads(events[-1].split("data: ", 1)[1])
+    texts = "".join(json.loads(e.split("data: ", 1)[1])["text"] for e in events[:-1])
+    assert not streamed["abstained"] and "extractive" in streamed["notice"] and "capital" not in texts
+    assert " ".join(texts.split()) == " ".join(streamed["answer"].split())
