@@ -3,10 +3,16 @@
 Scores every sentence of the retrieved passages by how much of the question's
 weighted vocabulary it covers (IDF over the whole index), blended with how well
 its passage matched. Keeps the best sentences, drops near-duplicates, adds the
-rest of a paragraph that is mostly on topic, orders them by article then
-position, and cites each run of adjacent sentences with its exact span.
-Abstains ("not found in the articles") when the best evidence is too weak, or
-when no retrieved article mentions all the names and numbers the question
+rest of a paragraph that is mostly on topic, puts the best first (each run of
+adjacent sentences kept together; a timeline question's oldest first), and
+cites each run with its exact span. What the question asks for (`rag.kinds`:
+who -> a name, how many -> a number, when -> a date, where -> a place) is
+preferred: the best sentence offering it answers first, one for each part of a
+two-part question, looked for past the passages found (the top articles' whole
+text, the further hits) when they offer none. Abstains ("not found in the
+articles") when the best evidence is too weak, when no sentence on the topic
+offers the kind of answer asked (saying what the newest article found lacks),
+or when no retrieved article mentions all the names and numbers the question
 gives ("Kestrelmouth", "1954"); only articles that do are quoted. An
 abstention over a word the index does not know suggests a close spelling it
 does ("did you mean Mariupol?"). `looks_english` tells a question that is not
@@ -24,6 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 from functools import lru_cache
 
+from rag import kinds
 from rag.chunk import sentence_spans
 from rag.clean import is_junk
 from rag.dates import MONTHS, WEEKDAYS
@@ -41,6 +48,12 @@ from rag.news import (
 from rag.types import Answer, Citation, Hit
 
 NOT_FOUND = "Not found in the articles: none of the indexed articles answers this question."
+# prefer, and require, sentences that offer the kind of answer asked (False: the plain coverage ranking; `rag bench`
+# figures before and after are compared with it)
+KIND_PREFERENCE = True
+KIND_BONUS = 0.1  # a sentence offering the kind asked outranks one as relevant that does not
+LOOSE = 0.5  # a sentence offering the kind asked may answer down to this share of the best relevance (others: 0.6)
+WIDER_ARTICLES = 3  # articles read whole when their passages found offer no sentence of the kind asked
 # words that say what kind of answer is wanted, not what it is about
 QUESTION_WORDS = {
     "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "happen", "happened",
@@ -72,6 +85,7 @@ class _Sentence:
     score: float  # relevance: decides whether to answer at all
     rank_score: float  # relevance plus novelty: decides which sentences answer
     hit: Hit
+    offers: frozenset[str] = frozenset()  # the kinds of answer asked (`rag.kinds`) that it holds
 
 
 class Extractive:
@@ -102,17 +116,25 @@ class Extractive:
         if missing:
             return Answer(question=question, text=missing, abstained=True, hits=tuple(everything))
         sentences: list[_Sentence] = []
+        parts = kinds.asks(question) if KIND_PREFERENCE and not focus else []
+        wanted = [p for p in parts if p.kind and p.kind != kinds.YESNO]
         if dated and hits and not focus and not topic:
             chosen = self._leads(hits)  # "what happened?" (its date words taken as a filter): the stories found
         else:
-            sentences = self._score(hits[:8], weights, self._question_terms(focus) if focus else [])
-            chosen = self._choose(sentences, weights)
+            focus_terms = self._question_terms(focus) if focus else []
+            sentences = self._score(hits[:8], weights, focus_terms, question, wanted)
+            if wanted and not self._offered(sentences, wanted):  # look past the passages found
+                wider, ranks = _wider(hits)
+                sentences = self._score(wider, weights, focus_terms, question, wanted, ranks)
+            chosen = self._choose(sentences, weights, parts)
         if not chosen:
-            text = NOT_FOUND[:-1] + self.did_you_mean(re.findall(r"\w[\w'\u2019-]*", question), everything)
+            lacking = self._lacking(sentences, wanted) if wanted else ""
+            text = lacking or NOT_FOUND[:-1] + self.did_you_mean(re.findall(r"\w[\w'\u2019-]*", question), everything)
             return Answer(question=question, text=text, abstained=True, hits=tuple(everything))
         differ: list[tuple[str, list[tuple[_Sentence, int]]]] = []
         if not focus and sentences:
             chosen, differ = _conflicts(chosen, sentences, max(self.threshold, max(s.score for s in sentences) * 0.5))
+        chosen = _best_first(chosen) if KIND_PREFERENCE else sorted(chosen, key=lambda s: (s.article_rank, s.start))
         if is_timeline_question(question):
             chosen = _chronological(chosen)
         text, citations = cite(chosen)
@@ -193,7 +215,10 @@ class Extractive:
         """The question's topic terms, else (a question of question words only) all its terms."""
         return list(dict.fromkeys(topic_terms(self.tokens, question) or self.tokens([question])[0]))
 
-    def _score(self, hits: list[Hit], weights: dict[str, float], focus: list[str]) -> list[_Sentence]:
+    def _score(self, hits: list[Hit], weights: dict[str, float], focus: list[str], question: str = "",
+               wanted: list[kinds.Ask] | tuple[kinds.Ask, ...] = (), ranks: list[int] | None = None
+               ) -> list[_Sentence]:
+        """Every sentence of the hits' passages, scored; `ranks`: each hit's place in the search (its index)."""
         spans = [(rank, hit, a, b) for rank, hit in enumerate(hits)
                  for a, b in sentence_spans(hit.article.text, hit.chunk.start, hit.chunk.end)
                  if not is_junk(hit.article.text, a, b)]  # captions, credits, headlines, boilerplate: rag.clean
@@ -201,34 +226,87 @@ class Extractive:
         total = sum(weights.values()) or 1.0
         question_terms = set(weights)
         article_rank = {aid: i for i, aid in enumerate(dict.fromkeys(h.article.id for h in hits))}
+        asked = kinds.given(question)
         out: dict[tuple[str, int], _Sentence] = {}
         for (rank, hit, a, b), toks in zip(spans, token_lists):
             terms = frozenset(toks)
             if focus and not terms & set(focus):
                 continue
             coverage = sum(w for t, w in weights.items() if t in terms) / total
-            score = 0.75 * coverage + 0.25 * max(hit.dense, 0.0) - 0.02 * rank
+            score = 0.75 * coverage + 0.25 * max(hit.dense, 0.0) - 0.02 * (ranks[rank] if ranks else rank)
             # a sentence that only restates the question answers nothing: favour new content
             novel = min(len(terms - question_terms) / 6, 1.0)
             key = (hit.article.id, a)
             if key not in out or out[key].score < score:
-                out[key] = _Sentence(article_rank[hit.article.id], a, b, terms, score, score + self.novelty * novel,
-                                     hit)
+                offers = _offers(wanted, hit.article.text[a:b], asked, hit.article.text)
+                out[key] = _Sentence(article_rank[hit.article.id], a, b, terms, score,
+                                     score + self.novelty * novel + KIND_BONUS * bool(offers), hit, offers)
         return list(out.values())
 
-    def _choose(self, sentences: list[_Sentence], weights: dict[str, float]) -> list[_Sentence]:
+    def _offered(self, sentences: list[_Sentence], wanted: list[kinds.Ask]) -> bool:
+        """Whether, for every part asked, a sentence relevant enough to answer offers its kind."""
+        loose = self._loose(sentences)
+        return all(any(p.kind in s.offers and s.score >= loose for s in sentences) for p in wanted)
+
+    def _loose(self, sentences: list[_Sentence]) -> float:
+        return max(self.threshold, max((s.score for s in sentences), default=0.0) * LOOSE)
+
+    def _choose(self, sentences: list[_Sentence], weights: dict[str, float],
+                parts: list[kinds.Ask] | tuple[kinds.Ask, ...] = ()) -> list[_Sentence]:
+        """The answering sentences, most important first: for each part asked, the best sentence offering its
+        kind (none at all: [], an abstention), then the most relevant others, then paragraph neighbours."""
         best = max((s.score for s in sentences), default=0.0)
         if best < self.threshold:
             return []
         floor = max(self.threshold, best * 0.6)
-        chosen: list[_Sentence] = []
+        chosen = self._answering(sentences, parts)
+        if any(p.kind and p.kind != kinds.YESNO for p in parts) and not chosen:
+            return []  # on the topic, but no sentence offers what is asked
         for sentence in sorted((s for s in sentences if s.score >= floor), key=lambda s: -s.rank_score):
             if len(chosen) >= self.max_sentences:
                 break
-            if not any(_similar(sentence, c) for c in chosen):
+            if not any(_similar(sentence, c) or sentence is c for c in chosen):
                 chosen.append(sentence)
-        chosen += _paragraph_neighbours(chosen, sentences)
-        return sorted(chosen, key=lambda s: (s.article_rank, s.start))
+        return chosen + _paragraph_neighbours(chosen, sentences)
+
+    def _answering(self, sentences: list[_Sentence], parts: list[kinds.Ask] | tuple[kinds.Ask, ...]
+                   ) -> list[_Sentence]:
+        """For each part of the question, the best relevant sentence of the kind it asks: a yes/no question's
+        is the one covering it best; a part of a two-part question's, the one covering that part best."""
+        loose = self._loose(sentences)
+        chosen: list[_Sentence] = []
+        for part in parts:
+            if not part.kind:
+                continue
+            pool = [s for s in sentences if s.score >= loose and (part.kind == kinds.YESNO or part.kind in s.offers)]
+            if part.kind == kinds.YESNO:
+                pool = [s for s in pool if s.score >= max(self.threshold, max(x.score for x in sentences) * 0.6)]
+            if len(parts) > 1:
+                own = self.idf(list(dict.fromkeys(topic_terms(self.tokens, part.text))))
+                total = sum(own.values()) or 1.0
+                key = {id(s): s.rank_score + 0.5 * sum(w for t, w in own.items() if t in s.terms) / total
+                       for s in pool}
+            else:
+                key = {id(s): s.score if part.kind == kinds.YESNO else s.rank_score for s in pool}
+            pick = max((s for s in pool if not any(_similar(s, c) or s is c for c in chosen)),
+                       key=lambda s: key[id(s)], default=None)
+            if pick is not None:
+                chosen.append(pick)
+        return chosen
+
+    def _lacking(self, sentences: list[_Sentence], wanted: list[kinds.Ask]) -> str:
+        """The abstention for a question whose topic was found without what it asks: which article (the newest
+        of those on the topic) was read, and what it does not say."""
+        loose = self._loose(sentences)
+        relevant = [s for s in sentences if s.score >= loose]
+        if not relevant:
+            return ""
+        newest = max(relevant, key=lambda s: (s.hit.article.published or "", s.score)).hit.article
+        what = " or ".join(dict.fromkeys(p.phrase for p in wanted))
+        which = "newest article found on it" if newest.published else "closest article found"
+        where = ", ".join(x for x in (newest.source, newest.published[:10]) if x)
+        return (f"Not found in the articles: the {which}, \u201c{_one_line(newest.title)}\u201d"
+                f"{f' ({where})' if where else ''}, does not say {what}.")
 
 
 def _conflicts(chosen: list[_Sentence], pool: list[_Sentence], floor: float
@@ -255,7 +333,44 @@ def _conflicts(chosen: list[_Sentence], pool: list[_Sentence], floor: float
                 for s in [c, *others.values()]:
                     if not any(x.hit.article.id == s.hit.article.id and x.start == s.start for x in chosen):
                         chosen.append(s)
-    return sorted(chosen, key=lambda s: (s.article_rank, s.start)), found
+    return chosen, found
+
+
+def _best_first(chosen: list[_Sentence]) -> list[_Sentence]:
+    """The chosen sentences (listed most important first) as runs of adjacent sentences in article order, each
+    run opening with its most important sentence (a run is cut before it: the sentences leading up to the answer
+    follow as a run of their own), the run of the most important first: the answer reads best sentence first."""
+    order = {(s.hit.article.id, s.start): i for i, s in reversed(list(enumerate(chosen)))}
+
+    def cut(run: list[_Sentence]) -> list[list[_Sentence]]:
+        ranks = [order[(s.hit.article.id, s.start)] for s in run]
+        top = ranks.index(min(ranks))
+        return [run] if top == 0 else [run[top:], *cut(run[:top])]
+    runs = [part for run in _runs(sorted(chosen, key=lambda s: (s.article_rank, s.start))) for part in cut(run)]
+    runs.sort(key=lambda run: min(order[(s.hit.article.id, s.start)] for s in run))
+    return [s for run in runs for s in run]
+
+
+def _offers(wanted: list[kinds.Ask] | tuple[kinds.Ask, ...], sentence: str, asked: kinds.Given,
+            article: str) -> frozenset[str]:
+    """The kinds asked that `sentence` (of the article whose text is `article`) holds an answer of."""
+    if not wanted:
+        return frozenset()
+    names = kinds.article_names(article) if any(p.kind in (kinds.NAME, kinds.PLACE) for p in wanted) else frozenset()
+    return frozenset(p.kind for p in wanted if kinds.offers(p.kind, sentence, asked, names))
+
+
+def _wider(hits: list[Hit]) -> tuple[list[Hit], list[int]]:
+    """The hits to look past the passages found with: the first hits, the whole text of the first
+    `WIDER_ARTICLES` articles (as hits of their best passage's scores), then the further hits; and each one's
+    place in the search (a whole article's is its best passage's)."""
+    first: dict[str, int] = {}
+    for i, h in enumerate(hits):
+        first.setdefault(h.article.id, i)
+    top = list(first.items())[:WIDER_ARTICLES]
+    whole = [replace(hits[i], chunk=replace(hits[i].chunk, start=0, end=len(hits[i].article.text))) for _, i in top]
+    ranked = [*hits[:8], *whole, *hits[8:]]
+    return ranked, [*range(min(len(hits), 8)), *(i for _, i in top), *range(8, len(hits))]
 
 
 def _differ_note(differ: list[tuple[str, list[tuple[_Sentence, int]]]], chosen: list[_Sentence],
@@ -393,7 +508,7 @@ def _runs(chosen: list[_Sentence]) -> list[list[_Sentence]]:
     runs: list[list[_Sentence]] = []
     for s in chosen:
         last = runs[-1][-1] if runs else None
-        if (last is not None and last.hit.article.id == s.hit.article.id
+        if (last is not None and last.hit.article.id == s.hit.article.id and last.end <= s.start
                 and not last.hit.article.text[last.end:s.start].strip()
                 and "\n" not in last.hit.article.text[last.end:s.start]):
             runs[-1].append(s)

@@ -1,0 +1,175 @@
+"""What kind of answer a question asks for, and whether a sentence offers one.
+
+`asks(question)` reads the question words of the question's last sentence (a quiz question often opens with a
+statement): who / which company -> "name", how many / how much / what percentage -> "number", when / what year ->
+"date", where / which country -> "place", one opening with an auxiliary ("Did ...", "Is ...") -> "yes/no", anything
+else -> "" (no kind: "what happened", "why"). A two-part question ("when did it open and how much did it cost?")
+gives one `Ask` per part. `offers` tells whether a sentence holds such an answer that the question does not
+already give: a capitalised name (not the sentence's opening word, unless the article writes it capitalised
+mid-sentence too; not after "in": "in Velmora" says where), a number or amount (not a year), a date, a place
+after a preposition.
+
+Cheap signals of English news writing (precompiled regexes, no language model): they do not tell a person from an
+organisation, nor check that the name or number found is the one asked for; "yes/no" has no signal (the sentence
+that settles it is the one that covers the question best).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from bm25s.stopwords import STOPWORDS_EN_PLUS
+
+from rag.dates import MONTHS, WEEKDAYS
+
+NAME, NUMBER, DATE, PLACE, YESNO = "name", "number", "date", "place", "yes/no"
+
+# nouns after "which"/"what" that ask for a place, a date, a number or a name (general categories of news answers)
+_PLACE_NOUNS = (r"country|countries|city|cities|state|states|nation|nations|region|regions|province|town|towns|"
+                r"continent|island|islands|place|places|capital|county|village|area|location|port|territory|park|"
+                r"neighbou?rhood|district|sea|river|lake|mountain|volcano|airport")
+_DATE_NOUNS = r"year|years|month|day|date|time|decade|century|season|week|weekday"
+_NUMBER_NOUNS = (r"percentage|percent|proportion|share|number|amount|price|sum|rate|figure|total|fraction|"
+                 r"magnitude|temperature|age|score|distance|speed|cost|value")
+_NAME_NOUNS = (r"person|people|man|men|woman|women|company|companies|firm|firms|team|teams|club|party|parties|"
+               r"organi[sz]ation|group|band|singer|artist|actor|actress|player|athlete|politician|leader|president|"
+               r"senator|official|brand|network|show|series|film|movie|song|album|book|novel|airline|agency|"
+               r"automaker|carmaker|retailer|bank|university|school|court|newspaper|magazine|app|platform|game|"
+               r"celebrity|star|musician|rapper|author|writer|director|billionaire|ceo|executive|lawmaker|"
+               r"candidate|governor|mayor|minister|judge|coach|manufacturer|chain|restaurant|store|website|"
+               r"service|tech\s+giant|giant|channel|studio|label|outlet|publication|character|name")
+# "which popular singer", "which US national park"; not "what did the ..."
+_ADJ = (r"(?:(?!(?:is|was|are|were|do|does|did|has|have|had|will|would|can|could|should|the|a|an|of)\b)"
+        r"[\w'\u2019-]+\s+){0,2}?")
+_CLAUSE = r"(?:^|(?<=[,;:\u2014\u2013-])\s*|\b(?:and|but|or|so)\s+)"  # who/when/where open a clause, not a relative
+_ASK = re.compile(
+    rf"(?P<number>\bhow\s+(?:many|much|long|old|far|often|big|large|high|tall|fast|deep|heavy)\b|"
+    rf"\b(?:what|which)\s+{_ADJ}(?:{_NUMBER_NOUNS})\b)"
+    rf"|(?P<date>{_CLAUSE}when\b|\bhow\s+soon\b|\b(?:what|which)\s+(?:{_DATE_NOUNS})\b)"
+    rf"|(?P<place>{_CLAUSE}where\b|\b(?:what|which)\s+{_ADJ}(?:{_PLACE_NOUNS})\b)"
+    rf"|(?P<name>{_CLAUSE}(?:who|whom|whose)\b|\bwhat\s+is\s+the\s+name\b|\b(?:what|which)\s+{_ADJ}(?:{_NAME_NOUNS})\b)"
+    rf"|(?P<none>\b(?:what|which|why|how)\b|{_CLAUSE}(?:who|when|where)\b)", re.I)
+_YESNO = re.compile(r"^\s*(?:is|are|was|were|am|do|does|did|has|have|had|can|could|will|would|should|shall|may|"
+                    r"might|must|isn't|aren't|wasn't|weren't|didn't|doesn't|don't|hasn't|haven't|won't)\b", re.I)
+# "when did it open and how much did it cost?": a new question word after "and" starts a second part
+_PARTS = re.compile(r",?\s+(?:and|but)\s+(?=(?:who|whom|whose|when|where|what|which|why|how)\b)", re.I)
+_SENTENCES = re.compile(r"(?<=[.!?])[\"\u201d']?\s+(?=[\"\u201c']?[A-Z0-9])")
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One part of a question: the kind of answer it wants, its question words as asked ("how many"), its text."""
+
+    kind: str
+    phrase: str
+    text: str
+
+
+def asks(question: str) -> list[Ask]:
+    """The parts of `question` (one for most questions), each with the kind of answer it wants ("" for none)."""
+    sentences = [s for s in _SENTENCES.split(question.strip()) if s.strip()]
+    asked = next((s for s in reversed(sentences) if "?" in s), sentences[-1] if sentences else "")
+    out: list[Ask] = []
+    for part in _PARTS.split(asked):
+        m = _ASK.search(part)
+        if m is not None and m.lastgroup != "none":
+            out.append(Ask(m.lastgroup or "", " ".join(m.group(0).split()).lower(), part))
+        elif _YESNO.match(part) and not out:
+            out.append(Ask(YESNO, "whether", part))
+        else:
+            out.append(Ask("", "", part))
+    return out or [Ask("", "", question)]
+
+
+_STOP = frozenset(w.lower() for w in STOPWORDS_EN_PLUS) | {"i", "mr", "mrs", "ms", "dr", "st"}
+_TIMES = frozenset([*MONTHS, *WEEKDAYS])
+# a run of capitalised words ("Anneli Kask", "Bank of England"), with the place preposition before it, if any
+_NAMES = re.compile(r"(?P<where>\b(?:in|near|across|outside|inside|throughout)\s+(?:the\s+)?)?"
+                    r"(?<![\w'\u2019.-])(?P<name>[A-Z][\w'\u2019&-]*(?:\s+(?:(?:of|de|da|van|von|al|bin)\s+)?"
+                    r"[A-Z][\w'\u2019&-]*)*)")
+_MID_CAPITAL = re.compile(r"(?<=[a-z0-9,;] )[A-Z][\w'\u2019&-]*\w")
+_NUMBER_WORDS = (r"one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
+                 r"sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|"
+                 r"hundred|hundreds|thousand|thousands|million|millions|billion|billions|trillion|dozen|dozens|"
+                 r"half|quarter|third|double|twice|triple")
+_NUMBER = re.compile(rf"[$\u20ac\u00a3\u00a5]\s?\d[\d,.]*|(?<![\w.,])\d[\d,.]*\d|(?<![\w.,])\d|\b(?:{_NUMBER_WORDS})\b",
+                     re.I)
+_YEAR = re.compile(r"(?:19|20)\d\d")
+_MONTH_NAMES = (r"January|February|March|April|June|July|August|September|October|November|December|"
+                r"Jan\.|Feb\.|Aug\.|Sept?\.|Oct\.|Nov\.|Dec\.")
+_DATE = re.compile(
+    rf"\b(?:{_MONTH_NAMES})(?!\w)|\bMay\s+\d|\d\s+May\b|\b(?:in|of|early|late|mid|since|until|by)[\s-]+May\b|"
+    r"\b(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday)\b|(?<![\w,.])(?:19|20)\d\d(?![\w,])|"
+    r"\b\d{4}-\d\d-\d\d\b|\b(?:yesterday|today|tonight|tomorrow)\b|"
+    r"\b(?:last|next|this|coming|earlier\s+this|later\s+this)\s+(?:week|weekend|month|year|spring|summer|fall|"
+    r"autumn|winter|season)\b|\b\w+\s+(?:days?|weeks?|months?|years?)\s+ago\b")
+_PLACE = re.compile(r"\b(?:in|at|from|to|near|into|across|outside|inside|throughout|off|around|towards?)\s+"
+                    r"(?:(?:the|northern|southern|eastern|western|central|north|south|east|west|northeast|northwest|"
+                    r"southeast|southwest|rural|coastal|downtown)\s+)?(?P<place>[A-Z][\w'\u2019-]*\w)")
+
+
+@lru_cache(maxsize=512)
+def article_names(text: str) -> frozenset[str]:
+    """The capitalised words an article writes mid-sentence (so names, not sentence openings), lower-cased."""
+    return frozenset(w.lower() for w in _MID_CAPITAL.findall(text))
+
+
+@dataclass(frozen=True)
+class Given:
+    """What a question gives itself, lower-cased (a possessive "'s" dropped): its words and numbers, and its
+    capitalised words (a name in the answer must be another; "new" asked is no reason to pass over "New York")."""
+
+    words: frozenset[str]
+    names: frozenset[str]
+
+
+def given(question: str) -> Given:
+    found = re.findall(r"[\w'\u2019$%.,-]*\w", question)
+    return Given(frozenset(_norm(w) for w in found), frozenset(_norm(w) for w in found if w[:1].isupper()))
+
+
+def offers(kind: str, sentence: str, asked: Given, names: frozenset[str]) -> bool:
+    """Whether `sentence` holds an answer of `kind` that the question (`asked`) does not already give;
+    `names`: the article's mid-sentence capitalised words (`article_names`). True for no kind and "yes/no"."""
+    if kind == NAME:
+        return _has_name(sentence, asked.names, names)
+    if kind == NUMBER:
+        return any(_new(m.group(0), asked.words) and not _YEAR.fullmatch(m.group(0))
+                   for m in _NUMBER.finditer(sentence))
+    if kind == DATE:
+        return any(_new(m.group(0), asked.words) for m in _DATE.finditer(sentence))
+    if kind == PLACE:  # "in Velmora", and names written otherwise ("the city of New York", "Brazil's capital")
+        return any(_name_word(m.group("place"), asked.names) for m in _PLACE.finditer(sentence)) or \
+            _has_name(sentence, asked.names, names, places=True)
+    return True
+
+
+def _has_name(sentence: str, asked: frozenset[str], names: frozenset[str], places: bool = False) -> bool:
+    opening = len(sentence) - len(sentence.lstrip(" \"'\u201c\u2018(["))
+    for m in _NAMES.finditer(sentence):
+        if m.group("where") and not places:
+            continue  # "in Velmora": a place, not who
+        words = m.group("name").split()
+        if m.start("name") == opening and words[0].lower() not in names:
+            words = words[1:]  # a sentence's opening word is capitalised anyway
+        if any(_name_word(w, asked) for w in words):
+            return True
+    return False
+
+
+def _name_word(word: str, asked: frozenset[str]) -> bool:
+    low = _norm(word)
+    return low not in asked and low not in _STOP and low not in _TIMES
+
+
+def _new(found: str, asked: frozenset[str]) -> bool:
+    """Not a figure or date the question gives itself ("the 2022 final", "in March")."""
+    return not all(_norm(w) in asked for w in found.split())
+
+
+def _norm(word: str) -> str:
+    """A word as compared with the question's: lower-cased, without currency signs, a closing full stop or a
+    possessive ("Brazil's" is "brazil")."""
+    return re.sub(r"['\u2019]s$", "", word.lower().strip("$\u20ac\u00a3\u00a5%.,;:'\u2019\"\u201c\u201d() "))

@@ -1,0 +1,123 @@
+"""Answers hold what the question asks for (issue 14, section 4): who -> a name, how many -> a number, when -> a
+date, both parts of a two-part question, best sentence first, and "not found" when the topic is there but the
+answer is not."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag import Assistant
+from rag.kinds import DATE, NAME, NUMBER, PLACE, YESNO, asks, given, offers
+from rag.store import Store
+from tests.conftest import write_jsonl
+
+# each story states its topic before (and more fully than) its answer: an answer ordered by relevance and position
+# alone opens with the topical sentence that answers nothing
+ARTICLES = [
+    {"title": "Tarnby regatta ends", "source": "Coast Courier", "published": "2022-07-04",
+     "url": "https://coast.example/tarnby-regatta",
+     "text": "The Tarnby regatta ended on Sunday after three days of racing in strong winds. Spectators lined the "
+             "harbour walls of Tarnby for the final day of the regatta. The regatta was won by Maren Holt, who "
+             "sailed alone."},
+    {"title": "Lake Varn gets an electric ferry", "source": "Lake News", "published": "2022-05-12",
+     "url": "https://lake.example/varn-ferry",
+     "text": "The new electric ferry on Lake Varn made its first crossing on Monday. Passengers on the Lake Varn "
+             "ferry praised its quiet engines and its wide passenger deck. The ferry carries up to 180 passengers."},
+    {"title": "Oskil footbridge reopens", "source": "Town Crier", "published": "2022-06-20",
+     "url": "https://town.example/oskil-bridge",
+     "text": "The Oskil footbridge reopened to walkers and cyclists after long repairs to the reopened deck. Walkers "
+             "said the reopened Oskil footbridge felt safer. The footbridge reopened on 14 June, the council said."},
+    {"title": "Pellin clock museum opens", "source": "Town Crier", "published": "2022-05-09",
+     "url": "https://town.example/pellin-museum",
+     "text": "The Pellin clock museum opened its doors to the public in the old town hall. Crowds queued outside "
+             "as the Pellin clock museum opened. Visitors to the opened Pellin clock museum admired the old "
+             "clocks. The Pellin clock museum opened with free entry for children. The museum opened on 3 May. "
+             "Building the museum cost 4.2 million euros, the council said."},
+]
+
+
+@pytest.fixture(scope="module")
+def assistant(tmp_path_factory, settings, embedder):
+    work = tmp_path_factory.mktemp("kinds")
+    folder = work / "articles"
+    folder.mkdir()
+    write_jsonl(folder / "stories.jsonl", ARTICLES)
+    assistant = Assistant(Store(work / "index"), embedder, settings)
+    assistant.index([folder])
+    yield assistant
+    assistant.close()
+
+
+def _check_quotes(assistant: Assistant, answer) -> None:
+    for c in answer.citations:
+        assert assistant.article(c.article_id).text[c.start:c.end] == c.quote
+
+
+@pytest.mark.parametrize("question, fact", [
+    ("Who won the Tarnby regatta?", "Maren Holt"),
+    ("How many passengers does the Lake Varn ferry carry?", "180 passengers"),
+    ("When did the Oskil footbridge reopen?", "14 June"),
+])
+def test_the_sentence_holding_the_kind_asked_answers_first(assistant, question, fact):
+    answer = assistant.ask(question)
+    assert not answer.abstained
+    assert fact in answer.citations[0].quote  # the answer opens with it, not with the topical sentence before it
+    assert answer.text.index(fact) < answer.text.index("[1]")
+    _check_quotes(assistant, answer)
+
+
+def test_a_two_part_question_is_answered_in_both_parts(assistant):
+    answer = assistant.ask("When did the Pellin clock museum open and how much did it cost?")
+    assert not answer.abstained
+    assert "3 May" in answer.text and "4.2 million euros" in answer.text
+    first_two = " ".join(c.quote for c in answer.citations[:2])
+    assert "3 May" in first_two and "4.2 million euros" in first_two  # the answers come before the rest
+    _check_quotes(assistant, answer)
+
+
+def test_not_found_when_the_topic_is_there_but_not_what_is_asked(assistant):
+    # every word occurs (Pellin, clock, museum) but no article names anyone who designed anything
+    answer = assistant.ask("Who designed the Pellin clock museum?")
+    assert answer.abstained and answer.citations == ()
+    assert answer.text == ("Not found in the articles: the newest article found on it, \u201cPellin clock museum "
+                           "opens\u201d (Town Crier, 2022-05-09), does not say who.")
+
+
+def test_a_question_with_no_kind_is_answered_as_before(assistant):
+    answer = assistant.ask("What happened at the Tarnby regatta?")
+    assert not answer.abstained and "Tarnby regatta" in answer.text
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("Who won the election?", [(NAME, "who")]),
+    ("How many people were evacuated?", [(NUMBER, "how many")]),
+    ("How much did the bridge cost?", [(NUMBER, "how much")]),
+    ("When did the museum open?", [(DATE, "when")]),
+    ("In what year was the treaty signed?", [(DATE, "what year")]),
+    ("Where did the storm make landfall?", [(PLACE, "where")]),
+    ("Floods hit the coast this week. Which country declared an emergency?", [(PLACE, "which country")]),
+    ("Which popular singer announced a tour?", [(NAME, "which popular singer")]),
+    ("Did the council approve the plan?", [(YESNO, "whether")]),
+    ("What happened in Mariupol?", [("", "")]),
+    ("The police arrested a man who fled. What did he steal?", [("", "")]),  # a relative "who" asks nothing
+    ("When did it open and how much did it cost?", [(DATE, "when"), (NUMBER, "how much")]),
+])
+def test_what_a_question_asks_for(question, expected):
+    assert [(a.kind, a.phrase) for a in asks(question)] == expected
+
+
+@pytest.mark.parametrize("kind, sentence, yes", [
+    (NAME, "The regatta was won by Maren Holt.", True),
+    (NAME, "The Tarnby regatta ended on Sunday.", False),  # the question's own name, a weekday
+    (NAME, "The dam in Velmora failed.", False),  # a place is not who
+    (NUMBER, "The ferry carries up to 180 passengers.", True),
+    (NUMBER, "The ferry carries passengers since 2021.", False),  # a year is not a count
+    (NUMBER, "Thousands of people watched as it cost two million euros.", True),
+    (DATE, "It reopened on 14 June.", True),
+    (DATE, "It reopened after long repairs.", False),
+    (PLACE, "Dozens were rescued in eastern Kentucky.", True),
+])
+def test_what_a_sentence_offers(kind, sentence, yes):
+    question = {NAME: "Who won the Tarnby regatta on Sunday?", NUMBER: "How many passengers does it carry?",
+                DATE: "When did it reopen?", PLACE: "Where were people rescued?"}[kind]
+    assert offers(kind, sentence, given(question), frozenset()) is yes
