@@ -7,6 +7,9 @@ Backends are chosen by a "provider:model" string:
 - `model2vec:PATH_OR_NAME` a static model: a model2vec folder, or a
   sentence-transformers model distilled into one on first use (about 20 s,
   cached under `cache_dir`). Hundreds of times faster, lower quality alone.
+- `onnx:NAME` the same MiniLM run by ONNX Runtime: exported with torch and
+  quantized to int8 once (cached under `cache_dir`), then served without
+  torch or transformers (tokenized by `tokenizers` from the model folder).
 
 Runs bf16 autocast on CPUs with native bf16 (AVX512-BF16 or AMX), fp32
 elsewhere. It does not chunk: callers keep texts within `max_tokens`, and
@@ -48,7 +51,13 @@ def make_embedder(spec: str, precision: str = "auto", batch_size: int = 64,
         return SentenceTransformerEmbedder(model or DEFAULT_MODEL, precision, batch_size)
     if provider in ("model2vec", "static"):
         return StaticEmbedder(model or DEFAULT_MODEL, cache_dir or Path.home() / ".cache" / "rag-news")
-    raise ValueError(f"unknown embedder provider {provider!r}: use sentence-transformers:NAME or model2vec:PATH")
+    if provider == "onnx":
+        from rag.embed_onnx import OnnxEmbedder
+
+        return OnnxEmbedder(model or DEFAULT_MODEL, cache_dir or Path.home() / ".cache" / "rag-news",
+                            precision, batch_size)
+    raise ValueError(f"unknown embedder provider {provider!r}: use sentence-transformers:NAME, onnx:NAME "
+                     "or model2vec:PATH")
 
 
 def cpu_has_bf16() -> bool:

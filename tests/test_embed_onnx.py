@@ -1,0 +1,105 @@
+"""The ONNX embedder (`onnx:all-MiniLM-L6-v2`): agrees with the sentence-transformers fp32 reference, cuts and
+counts tokens like it, keeps input order across its length-sorted batches, and serves without torch.
+
+The exported int8 model is cached in the user's cache (like the distilled model2vec one): the first run of this
+file pays the export (about a minute on a busy machine), later runs load it in a second.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rag.chunk import Chunker
+from rag.embed import SentenceTransformerEmbedder, make_embedder
+from rag.index import embed_text
+from rag.ingest import read_file
+from rag.types import Article
+from tests.conftest import DAM, DOVRIN, HARKAVY, MARIUPOL_SEED, WIRE
+
+SPEC = "onnx:all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="module")
+def onnx_int8(settings):
+    return make_embedder(SPEC, "auto", 4, settings.cache_dir)  # small batches: several sorted batches
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return SentenceTransformerEmbedder(precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def passages() -> list[str]:
+    """Fixture passages as the index embeds them (title, then the passage), of mixed lengths."""
+    chunker = Chunker(160, 24)
+    articles = [a for a in read_file(MARIUPOL_SEED) if isinstance(a, Article)]
+    texts = [embed_text(a, c) for a in articles for c in chunker.chunk(a)]
+    texts += [f"{a['title']}\n{a['text']}" for a in DOVRIN + HARKAVY] + [DAM, WIRE[0]["text"]]
+    return texts + ["Dovrin bridge", "How many people were injured in Harkavy?", "flood"]
+
+
+def test_int8_model_agrees_with_the_fp32_reference(onnx_int8, reference, passages):
+    cos = (onnx_int8.embed(passages) * reference.embed(passages)).sum(axis=1)
+    assert cos.mean() >= 0.99 and cos.min() >= 0.97, (cos.mean(), cos.min())
+
+
+def test_vectors_are_unit_length_in_input_order_and_shaped_like_the_reference(onnx_int8, reference, passages):
+    vectors = onnx_int8.embed(passages)
+    assert vectors.shape == (len(passages), reference.dim) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    # each vector is nearest to its own reference vector: the length-sorted batches are put back in order
+    ref = reference.embed(passages)
+    assert (np.argmax(vectors @ ref.T, axis=1) == np.arange(len(passages))).all()
+    assert (onnx_int8.dim, onnx_int8.max_tokens) == (reference.dim, reference.max_tokens) == (384, 256)
+    assert onnx_int8.embed([]).shape == (0, 384)
+
+
+def test_long_text_is_cut_at_the_window_and_counted_whole_like_sentence_transformers(onnx_int8, reference):
+    long = MARIUPOL_SEED.read_text(encoding="utf-8")
+    texts = [long, long[:400], "a b c " * 300]
+    assert onnx_int8.token_counts(texts) == reference.token_counts(texts)
+    assert onnx_int8.token_counts(texts)[0] > onnx_int8.max_tokens  # so the cut below matters
+    cos = (onnx_int8.embed(texts) * reference.embed(texts)).sum(axis=1)
+    assert cos.min() >= 0.97, cos
+
+
+def test_cached_model_is_reused_silently_and_leaves_no_temporary_files(onnx_int8, settings, capfd):
+    again = make_embedder(SPEC, cache_dir=settings.cache_dir)
+    assert again.path == onnx_int8.path and again.path.exists()
+    assert "export" not in capfd.readouterr().err
+    assert re.fullmatch(r"all-MiniLM-L6-v2-[0-9a-f]{12}-int8\.onnx", again.path.name)
+    assert not list(again.path.parent.glob("*.tmp"))
+
+
+def test_serving_imports_neither_torch_nor_transformers(onnx_int8, settings):
+    code = ("import sys\nfrom rag.embed import make_embedder\n"
+            "from pathlib import Path\n"
+            f"e = make_embedder({SPEC!r}, cache_dir=Path({str(settings.cache_dir)!r}))\n"
+            "print(e.embed(['Where did the floods reach?']).shape)\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["(1, 384)", "[]"], done.stdout
+
+
+def test_bad_precision_and_unsupported_model_folders_are_clear_errors(settings, tmp_path):
+    with pytest.raises(ValueError, match="unknown precision 'int4'"):
+        make_embedder(SPEC, "int4", cache_dir=settings.cache_dir)
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path))):
+        make_embedder(f"onnx:{tmp_path}", cache_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_the_first_export_says_what_it_does_and_how_long_it_took(tmp_path, capfd, reference, passages):
+    embedder = make_embedder(SPEC, "fp32", cache_dir=tmp_path)
+    err = capfd.readouterr().err
+    assert "exporting all-MiniLM-L6-v2 to ONNX (fp32)" in err and re.search(r"exported .* in \d+ s", err), err
+    assert [p.name for p in (tmp_path / "onnx").iterdir()] == [embedder.path.name]  # no leftovers
+    cos = (embedder.embed(passages) * reference.embed(passages)).sum(axis=1)
+    assert cos.min() >= 0.999, cos.min()  # fp32: the same function up to rounding
