@@ -144,7 +144,7 @@ def test_rag_index_url_on_the_command_line(server, tmp_path, capsys, monkeypatch
     monkeypatch.setenv("RAG_INDEX_DIR", str(tmp_path / "index"))
     assert main(["index", f"{server}/news/orchard.html"]) == 0
     assert "1 indexed" in capsys.readouterr().out
-    assert main(["index", "ftp://example.com/feed.xml"]) == 0
+    assert main(["index", "ftp://example.com/feed.xml"]) == 1  # nothing could be fetched (issue 12, item 13)
     captured = capsys.readouterr()
     assert "only http and https" in captured.err and "0 indexed" in captured.out
 
