@@ -38,8 +38,8 @@ from typing import Protocol
 
 import numpy as np
 import Stemmer
-from bm25s.stopwords import STOPWORDS_EN
 
+from rag.stopwords import STOPWORDS_EN
 from rag.types import Article
 
 LOAD_TRIES = 20  # a manifest replaced while it is read (its segments deleted by a merge) is read again, 0.1 s apart
@@ -226,10 +226,10 @@ class Lexical:
             i = seg.index.get(term)
             if i is not None:
                 a, b = seg.indptr[i], seg.indptr[i + 1]
-                docs.append(np.asarray(seg.docs[a:b], dtype=np.int64) + offset)
+                docs.append(seg.docs[a:b] + np.int32(offset) if offset else seg.docs[a:b])
                 tfs.append(seg.tf[a:b])
         if not docs:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
+            return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32)
         return (docs[0], tfs[0]) if len(docs) == 1 else (np.concatenate(docs), np.concatenate(tfs))
 
     def _doc_freq(self, term: str, docs: np.ndarray) -> int:
@@ -258,15 +258,20 @@ class Lexical:
         per query word (repeats count again) idf * tf / (tf + norm) in float64, rounded to float32, summed
         in float32 in the query's order."""
         n = len(self.ids)
-        total = np.zeros(len(self.alive), dtype=np.float32)
+        docs, tfs, idfs = [], [], []
         for term in self.words.tokens([query])[0]:
-            docs, tf = self._postings(term)
-            df = self._doc_freq(term, docs)
-            if not df:
-                continue
-            idf = np.float64(np.float32(math.log(1 + (n - df + 0.5) / (df + 0.5))))
-            tf64 = tf.astype(np.float64)
-            total[docs] += (idf * (tf64 / (self._norm[docs] + tf64))).astype(np.float32)
+            found, tf = self._postings(term)
+            df = self._doc_freq(term, found)
+            if df:
+                docs.append(found)
+                tfs.append(tf)
+                idfs.append(np.float32(math.log(1 + (n - df + 0.5) / (df + 0.5))))
+        total = np.zeros(len(self.alive), dtype=np.float32)
+        if docs:  # all query words at once; np.add.at adds in order, so each sum is bm25s's, word by word
+            doc = np.concatenate(docs)
+            tf = np.concatenate(tfs).astype(np.float64)
+            idf = np.repeat(np.array(idfs, dtype=np.float64), [len(d) for d in docs])
+            np.add.at(total, doc, (idf * (tf / (self._norm[doc] + tf))).astype(np.float32))
         return total[self._rows]
 
     def idf(self, terms: list[str]) -> dict[str, float]:
