@@ -481,7 +481,8 @@ def test_web_chat_and_slack_show_the_notice(store, embedder, settings):
         for _, view, _, panel in chat.respond(DAM_Q, web.new_session(), [], None, None):
             contents.append(view[-1]["content"])  # the view is updated in place: copy what each update shows
             panels.append(panel)
-    assert any("rag-draft" in c for c in contents)  # the draft streamed
+    # checked sentences stream in as answer text (no draft to take back), then the complete answer
+    assert any('<div class="rag-answer">The dam flooded 412 homes' in c for c in contents)
     assert contents[-1] == ('<div class="rag-answer rag-done">The dam flooded 412 homes '
                             '<a class="rag-cite" href="#src-1-1" title="show source 1">[1]</a>.</div>')
     assert 'id="src-1-1"' in panels[-1]

@@ -136,11 +136,6 @@ def _strip_prefix(text: str) -> str:
     return rest[:1].upper() + rest[1:]
 
 
-def draft_html(text: str) -> str:
-    """An LLM's answer while it is being written (its [n] markers become links once it is checked)."""
-    return f'<div class="rag-draft">{esc(text)}</div>'
-
-
 def message_html(text: str) -> str:
     """A person's question, shown as text."""
     return f'<div class="rag-question">{esc(text)}</div>'
@@ -509,7 +504,6 @@ CSS = """
 .rag-abstain { border-left: 4px solid #d97706; padding: 6px 10px; background: rgba(217, 119, 6, 0.08); }
 .rag-error { border-left: 4px solid #dc2626; padding: 6px 10px; background: rgba(220, 38, 38, 0.08); }
 .rag-pending { opacity: 0.7; font-style: italic; }
-.rag-draft { opacity: 0.8; }
 .rag-note { font-size: 0.85em; opacity: 0.75; margin-top: 4px; }
 .rag-turn { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 6px 10px; margin-bottom: 8px; }
 .rag-turn summary { cursor: pointer; display: flex; flex-direction: column; }
@@ -629,16 +623,17 @@ class WebChat:
             view = [*view[:-1], {"role": "assistant", "content": notice_html(f"Cannot ask this: {exc}")}]
             yield question, view, session, panel_html(session["sections"])
             return
-        drafted = stream.answer is None  # an LLM writes it: show its draft as it comes, the checked answer after
+        turn = len(session["sections"]) + 1
+        drafted = stream.answer is None  # an LLM writes it: its sentences come as each passes the check
         if drafted:
             shown = ""
             for piece in stream:
                 shown += piece
-                view = [*view[:-1], {"role": "assistant", "content": draft_html(shown)}]
+                cited = {int(n) for n in re.findall(r"\[(\d+)\]", shown)}
+                view = [*view[:-1], {"role": "assistant", "content": answer_html(shown, turn, cited, done=False)}]
                 yield keep, view, session, panel_html(session["sections"])
         answer = stream.result()
         seconds = time.perf_counter() - started
-        turn = len(session["sections"]) + 1
         note = describe(filters)
         sections = [*session["sections"], self._section(turn, question, answer, seconds, note)]
         numbers = {c.n for c in answer.citations}
