@@ -12,10 +12,12 @@ import importlib.util
 import os
 import re
 from pathlib import Path
-
-import tiktoken
+from typing import TYPE_CHECKING
 
 from rag.types import Article, Chunk
+
+if TYPE_CHECKING:
+    import tiktoken
 
 _ABBREV = {
     "mr", "mrs", "ms", "dr", "st", "sen", "rep", "gov", "gen", "lt", "col", "sgt", "capt",
@@ -80,13 +82,24 @@ class Chunker:
     def __init__(self, max_tokens: int = 160, overlap: int = 24, encoding: str = "cl100k_base") -> None:
         if max_tokens < 16 or not 0 <= overlap < max_tokens // 2:
             raise ValueError("chunk size must be >= 16 tokens and overlap < half of it")
-        cache = tiktoken_dir()
-        if cache and "TIKTOKEN_CACHE_DIR" not in os.environ:
-            # tiktoken downloads encodings on first use; the shipped cache avoids it
-            os.environ["TIKTOKEN_CACHE_DIR"] = cache
-        self.encoding = tiktoken.get_encoding(encoding)
+        self.encoding_name = encoding
+        self._encoding: tiktoken.Encoding | None = None
         self.max_tokens = max_tokens
         self.overlap = overlap
+
+    @property
+    def encoding(self) -> tiktoken.Encoding:
+        """The tiktoken encoding, loaded when first used: only indexing counts tokens, so a process that only
+        answers questions never imports tiktoken (nor looks for llama-index's cache of it)."""
+        if self._encoding is None:
+            import tiktoken
+
+            cache = tiktoken_dir()
+            if cache and "TIKTOKEN_CACHE_DIR" not in os.environ:
+                # tiktoken downloads encodings on first use; the shipped cache avoids it
+                os.environ["TIKTOKEN_CACHE_DIR"] = cache
+            self._encoding = tiktoken.get_encoding(self.encoding_name)
+        return self._encoding
 
     def count(self, texts: list[str]) -> list[int]:
         # a plain loop: encode_ordinary_batch's thread pool costs more than it saves on sentences

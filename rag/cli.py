@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 from datetime import date
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings.model_copy(update={"index_dir": Path(args.index)})
     if getattr(args, "llm", None):
         settings = settings.model_copy(update={"llm": args.llm})
-    _quiet_libraries()
+    _quiet_libraries(whole_process=argv is None)
     from rag.store import IndexError_
 
     try:
@@ -195,14 +196,19 @@ def filters_of(args: argparse.Namespace) -> Filters:
         raise UserError(f"--since/--until: {exc}") from None
 
 
-def _quiet_libraries() -> None:
-    try:
+def _quiet_libraries(whole_process: bool) -> None:
+    """No transformers warnings or Hugging Face progress bars. A `rag` process says so through their environment
+    variables, read when they are imported, so a command that never loads a model never imports them
+    (transformers alone takes seconds); set explicitly, the variables win. `main([...])` called inside another
+    program (tests) leaves that program's environment alone."""
+    if whole_process:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported already: the variables are read
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def open_assistant(settings: Settings, must_exist: bool = True):

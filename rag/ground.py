@@ -25,7 +25,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 
-from bm25s.stopwords import STOPWORDS_EN_PLUS
+from rag.stopwords import STOPWORDS_EN_PLUS
 
 Tokens = Callable[[list[str]], list[list[str]]]
 Idf = Callable[[list[str]], dict[str, float]]

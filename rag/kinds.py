@@ -20,9 +20,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from bm25s.stopwords import STOPWORDS_EN_PLUS
-
 from rag.dates import MONTHS, WEEKDAYS
+from rag.stopwords import STOPWORDS_EN_PLUS
 
 NAME, NUMBER, DATE, PLACE, YESNO = "name", "number", "date", "place", "yes/no"
 

@@ -1,0 +1,126 @@
+"""Start-up: a `rag ask` or `rag stats` process imports only what it uses (issue 13 §3).
+
+Each call runs in a fresh Python process on a small index built with the static model2vec embedder, whose
+query path needs no torch; the process then lists the modules it imported. Heavy libraries that only other
+commands need (gradio, FastAPI, slack-bolt), that only indexing needs (tiktoken, BeautifulSoup), that only an
+LLM or the peer needs (llama_index), or that only another embedder needs (torch, transformers,
+sentence-transformers) must not be among them: each costs from a tenth of a second to seconds per call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from rag.api import Assistant
+from rag.config import Settings
+from tests.conftest import ROOT, write_collection
+
+STATIC = "model2vec:all-MiniLM-L6-v2"
+QUESTION = "How many homes did the Brightwater dam flood?"
+# imported by nothing `rag ask` or `rag stats` does on a model2vec index with the extractive answerer
+NOT_NEEDED = ("torch", "transformers", "sentence_transformers", "gradio", "llama_index", "fastapi", "slack_bolt",
+              "tiktoken", "bs4", "trafilatura", "onnxruntime", "bm25s", "scipy")
+
+CHILD = """
+import json, sys
+from rag.cli import main
+codes = [main(["ask", sys.argv[1], "--index", sys.argv[2]]), main(["stats", "--index", sys.argv[2]])]
+print(json.dumps({"codes": codes, "modules": sorted(sys.modules)}))
+"""
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """The environment without RAG_* settings: the defaults, as a user who set nothing has them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
+
+
+@pytest.fixture(scope="module")
+def static_index(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Path:
+    """A small index whose recorded embedder is the static model (so its query path needs no torch)."""
+    folder = tmp_path_factory.mktemp("startup")
+    docs = write_collection(folder / "docs")
+    assistant = Assistant.open(folder / "index", Settings(_env_file=None, embedder=STATIC,
+                                                          cache_dir=settings.cache_dir))
+    try:
+        assistant.index([docs])
+    finally:
+        assistant.close()
+    return folder / "index"
+
+
+def _heavy(modules: list[str]) -> list[str]:
+    """The top-level packages of NOT_NEEDED that were imported."""
+    return sorted({m.split(".")[0] for m in modules} & set(NOT_NEEDED))
+
+
+def test_ask_and_stats_import_only_what_they_use(static_index: Path, settings: Settings) -> None:
+    done = subprocess.run([sys.executable, "-c", CHILD, QUESTION, str(static_index)], capture_output=True,
+                          text=True, timeout=300, env=_env(RAG_CACHE_DIR=str(settings.cache_dir)))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["codes"] == [0, 0]
+    assert "412" in done.stdout  # it did answer
+    assert "chromadb" in report["modules"]  # the dense search ran (the list is the real one)
+    assert _heavy(report["modules"]) == []
+
+
+def test_importing_the_package_loads_no_pipeline(settings: Settings) -> None:
+    """`import rag` (which `import rag.cli` runs first) is cheap: the facade is imported when first named."""
+    code = "import json, sys, rag, rag.cli; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=_env())
+    assert done.returncode == 0, done.stderr
+    modules = json.loads(done.stdout)
+    assert not [m for m in modules if m in ("rag.api", "rag.store", "rag.index", "numpy", "chromadb")]
+    done = subprocess.run([sys.executable, "-c", "from rag import Assistant, Settings, Answer; print(Assistant)"],
+                          capture_output=True, text=True, timeout=120, env=_env())
+    assert done.returncode == 0 and "rag.api.Assistant" in done.stdout, done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps (Linux)")
+def test_rag_web_serves_a_static_index_without_torch(static_index: Path, settings: Settings, tmp_path: Path) -> None:
+    """`rag web` on an index whose query embedder is the static model answers without loading torch: its shared
+    libraries are not mapped into the server process once it serves (it has answered its warm-up question)."""
+    port = _free_port()
+    web = subprocess.Popen([sys.executable, "-m", "rag.cli", "web", "--index", str(static_index), "--port", str(port)],
+                           cwd=tmp_path, env=_env(GRADIO_ANALYTICS_ENABLED="False",
+                                                  RAG_CACHE_DIR=str(settings.cache_dir)),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, status = time.monotonic() + 240, None
+        while time.monotonic() < deadline and web.poll() is None and status is None:
+            try:
+                status = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).status
+            except OSError:
+                time.sleep(0.3)
+        assert status == 200, web.stderr.read() if web.poll() is not None else "no answer"
+        maps = Path(f"/proc/{web.pid}/maps").read_text()
+        assert "libtorch" not in maps and "/torch/lib/" not in maps
+    finally:
+        web.terminate()
+        web.communicate(timeout=30)
+
+
+def test_the_stop_lists_are_bm25s_own() -> None:
+    """rag.stopwords reads bm25s's lists without importing bm25s: the same words, in the same order."""
+    from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_EN_PLUS
+
+    from rag import stopwords
+
+    assert stopwords.STOPWORDS_EN == STOPWORDS_EN and stopwords.STOPWORDS_EN_PLUS == STOPWORDS_EN_PLUS
+    assert "the" in stopwords.STOPWORDS_EN and "were" in stopwords.STOPWORDS_EN_PLUS
