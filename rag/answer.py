@@ -51,6 +51,9 @@ NOT_FOUND = "Not found in the articles: none of the indexed articles answers thi
 # prefer, and require, sentences that offer the kind of answer asked (False: the plain coverage ranking; `rag bench`
 # figures before and after are compared with it)
 KIND_PREFERENCE = True
+# kinds whose absence is a reason to abstain; a place is only preferred, as places are also written in lower
+# case ("at pier nine", "at home") where our signals cannot see them
+STRICT_KINDS = frozenset({kinds.NAME, kinds.NUMBER, kinds.DATE})
 KIND_BONUS = 0.1  # a sentence offering the kind asked outranks one as relevant that does not
 LOOSE = 0.5  # a sentence offering the kind asked may answer down to this share of the best relevance (others: 0.6)
 WIDER_ARTICLES = 3  # articles read whole when their passages found offer no sentence of the kind asked
@@ -260,8 +263,8 @@ class Extractive:
             return []
         floor = max(self.threshold, best * 0.6)
         chosen = self._answering(sentences, parts)
-        if any(p.kind and p.kind != kinds.YESNO for p in parts) and not chosen:
-            return []  # on the topic, but no sentence offers what is asked
+        if any(p.kind in STRICT_KINDS for p in parts) and not chosen:
+            return []  # on the topic, but no sentence offers the name, number or date asked
         for sentence in sorted((s for s in sentences if s.score >= floor), key=lambda s: -s.rank_score):
             if len(chosen) >= self.max_sentences:
                 break
