@@ -65,6 +65,9 @@ def test_long_text_is_cut_at_the_window_and_counted_whole_like_sentence_transfor
     texts = [long, long[:400], "a b c " * 300]
     assert onnx_int8.token_counts(texts) == reference.token_counts(texts)
     assert onnx_int8.token_counts(texts)[0] > onnx_int8.max_tokens  # so the cut below matters
+    fed = [onnx_int8._cut(e.ids) for e in onnx_int8._tokenizer.encode_batch(texts)]
+    cut = reference.model.tokenizer(texts, truncation=True, max_length=reference.max_tokens)["input_ids"]
+    assert fed == cut  # the word pieces sentence-transformers embeds: [CLS], the window's first, [SEP]
     cos = (onnx_int8.embed(texts) * reference.embed(texts)).sum(axis=1)
     assert cos.min() >= 0.97, cos
 
