@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     # a new index without RAG_EMBEDDER set has two stages: answerable after the fast model's pass, at the full
     # model's quality once every passage has its vector from it (`rag index` computes them after the fast pass)
     fast_embedder: str = "model2vec:all-MiniLM-L6-v2"  # RAG_FAST_EMBEDDER
-    full_embedder: str = "sentence-transformers:all-MiniLM-L6-v2"  # RAG_FULL_EMBEDDER
+    full_embedder: str = "onnx:all-MiniLM-L6-v2"  # RAG_FULL_EMBEDDER (int8 ONNX Runtime, see rag.embed_onnx)
     # an index call that reports no progress (uploads, the API) computes the full stage in the same call only when
     # at most this many passages lack their full-stage vector; `rag index` always does (RAG_STAGE_INLINE_CHUNKS)
     stage_inline_chunks: int = Field(default=2000, ge=0)
