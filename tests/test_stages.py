@@ -25,6 +25,7 @@ from rag.config import Settings
 from rag.embed import make_embedder
 from rag.store import FULL, Store
 from tests.conftest import ROOT, write_collection
+from tests.test_chroma_server import server  # noqa: F401 - the fixture: a real `chroma run`
 
 STATIC = "model2vec:all-MiniLM-L6-v2"
 CORPUS = ROOT.parent / "shared" / "bench" / "rtqa2022" / "articles.jsonl.gz"
@@ -222,3 +223,29 @@ def test_web_status_line_says_the_stage() -> None:
     assert "fast stage; full vectors 4 of 9" in status_html({**base, "stage": "fast", "full_vectors": "4 of 9"})
     assert "(full stage)" in status_html({**base, "stage": "full", "full_vectors": "9 of 9"})
     assert "stage" not in status_html({**base, "stage": "single"})
+
+
+def test_stage_collections_on_a_chroma_server(tmp_path: Path, settings: Settings, server: int) -> None:  # noqa: F811
+    """Server mode: each stage in its own collection named after RAG_CHROMA_COLLECTION; --rebuild removes both."""
+    import chromadb
+
+    from rag.store import remove_index
+
+    folder = write_collection(tmp_path / "docs")
+    two = _settings(settings, full_embedder=STATIC, chroma_host="127.0.0.1", chroma_port=server,
+                    chroma_collection="staged-news")
+    assistant = Assistant.open(tmp_path / "index", two)
+    try:
+        assistant.index([folder], progress=True)
+        assert assistant.stats()["stage"] == "full"
+        assert "412" in assistant.ask("How many homes did the Brightwater dam failure flood?").text
+        chunks = assistant.store.chunk_id_set()
+    finally:
+        assistant.close()
+    client = chromadb.HttpClient(host="127.0.0.1", port=server)
+    names = {c.name if hasattr(c, "name") else c for c in client.list_collections()}
+    assert {"staged-news", "staged-news-full"} <= names
+    assert set(client.get_collection("staged-news-full").get(include=[])["ids"]) == chunks
+    remove_index(tmp_path / "index", assistant.store.server, "staged-news")
+    names = {c.name if hasattr(c, "name") else c for c in client.list_collections()}
+    assert not {"staged-news", "staged-news-full"} & names
