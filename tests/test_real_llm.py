@@ -32,8 +32,8 @@ pytestmark = pytest.mark.real_llm
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install -e '.[real-llm]')")
 pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
 
-QUESTIONS = ["How many residents were forced from their homes in Dovrin?", "What happened in Mariupol?",
-             "How many people were injured in Harkavy?"]
+# the second is the issue's: the model wrote "Mariupol, Ukraine's capital city." (which must not be kept)
+QUESTIONS = ["How many residents were forced from their homes in Dovrin?", "What happened in Mariupol?"]
 MARKER = re.compile(r"\[(\d+)\]")
 
 
@@ -63,8 +63,9 @@ def model_server(tmp_path_factory):
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--model_alias", "smollm2",
-             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "2", "--verbose",
-             "False"], stdout=out, stderr=subprocess.STDOUT)
+             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--verbose", "False",
+             # one thread: llama.cpp's threads wait for each other, which is slow when other work shares the cores
+             "--n_threads", "1", "--n_threads_batch", "1"], stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 120
@@ -78,12 +79,8 @@ def model_server(tmp_path_factory):
             pytest.fail(f"the llama.cpp server did not start: {log.read_text(errors='replace')[-2000:]}")
         yield url, process
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.kill()
+        process.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +88,7 @@ def assistant(model_server, tmp_path_factory, settings, embedder):
     base = tmp_path_factory.mktemp("real-llm")
     llm = settings.model_copy(update={
         "llm": "openai:smollm2", "openai_base_url": model_server[0], "index_dir": base, "llm_timeout": 30.0,
-        "llm_max_retries": 0, "llm_retry_after": 0.0, "llm_deadline": 60.0, "llm_max_tokens": 200})
+        "llm_max_retries": 0, "llm_retry_after": 0.0, "llm_deadline": 60.0, "llm_max_tokens": 120})
     found = Assistant(Store(base / "index"), embedder, llm)
     found.index([write_jsonl(base / "news.jsonl", DOVRIN + HARKAVY), MARIUPOL_SEED])
     yield found
@@ -110,9 +107,9 @@ def guaranteed(answer: dict, assistant: Assistant) -> None:
         return
     assert citations, answer
     texts = {n: assistant.article(c["article_id"]).text for n, c in citations.items()}
-    for sentence in re.split(r"(?<=[.!?\]])\s+(?=[A-Z\"\u201c])", answer["answer"]):
+    for sentence in re.split(r"(?<=[.!?\]])\s+(?=[A-Z\"\u201c(])", answer["answer"]):
         cited = [int(n) for n in MARKER.findall(sentence)]
-        if not cited:  # a note of differing figures or a heading: it quotes nothing
+        if not cited or sentence.startswith("(Note"):  # the note of differing figures names outlets and dates
             continue
         assert set(cited) <= set(citations), (sentence, sorted(citations))
         missing = unsupported(sentence, [texts[n] for n in cited], assistant.answerer.tokens, assistant.answerer.idf)
@@ -157,7 +154,7 @@ def test_rag_serve_with_the_openai_client(assistant):
 
 def test_stopped_server_means_extractive_answers_with_a_notice(assistant, model_server):
     _url, process = model_server
-    process.terminate()
+    process.kill()  # gone at once, as a crashed server
     process.wait(10)
     plain = assistant.ask(QUESTIONS[0])
     assert "extractive" in plain.notice.lower() and not plain.abstained and "600" in plain.text
