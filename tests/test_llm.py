@@ -159,8 +159,10 @@ def test_injected_instruction_is_fenced_data(store, embedder, settings):
     data = fenced(user["content"])
     assert user["content"].count(INJECTION) == 1 and INJECTION in data  # only inside the fence
     assert "When did the Orrin lighthouse keeper" not in data  # the question is outside it
-    # a reply that obeys the article cites nothing: the answer abstains
-    assert answer.abstained and answer.text == NOT_FOUND and not answer.citations
+    # a reply that obeys the article is dropped whole: nothing of it is shown, and the answer is the extractive one
+    # with a notice saying so (issue 15), or "not found"
+    assert "PWNED" not in answer.text and "evil.example" not in answer.text
+    assert answer.abstained and not answer.citations or "extractive" in answer.notice
 
 
 def test_model_says_not_found(store, embedder, settings):
