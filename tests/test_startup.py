@@ -44,18 +44,27 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(ROOT), **extra}
 
 
-@pytest.fixture(scope="module")
-def static_index(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Path:
-    """A small index whose recorded embedder is the static model (so its query path needs no torch)."""
-    folder = tmp_path_factory.mktemp("startup")
+def _build(folder: Path, settings: Settings) -> Path:
     docs = write_collection(folder / "docs")
-    assistant = Assistant.open(folder / "index", Settings(_env_file=None, embedder=STATIC,
-                                                          cache_dir=settings.cache_dir))
+    assistant = Assistant.open(folder / "index", settings)
     try:
-        assistant.index([docs])
+        assistant.index([docs])  # a two-stage index's full stage runs in the call: the few passages fit inline
     finally:
         assistant.close()
     return folder / "index"
+
+
+@pytest.fixture(scope="module")
+def static_index(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Path:
+    """A small index whose recorded embedder is the static model (so its query path needs no torch)."""
+    return _build(tmp_path_factory.mktemp("startup"),
+                  Settings(_env_file=None, embedder=STATIC, cache_dir=settings.cache_dir))
+
+
+@pytest.fixture(scope="module")
+def default_index(tmp_path_factory: pytest.TempPathFactory, settings: Settings) -> Path:
+    """A small index built with the default settings: two stages, complete (its queries use the full stage)."""
+    return _build(tmp_path_factory.mktemp("startup-default"), Settings(_env_file=None, cache_dir=settings.cache_dir))
 
 
 def _heavy(modules: list[str]) -> list[str]:
@@ -63,15 +72,28 @@ def _heavy(modules: list[str]) -> list[str]:
     return sorted({m.split(".")[0] for m in modules} & set(NOT_NEEDED))
 
 
-def test_ask_and_stats_import_only_what_they_use(static_index: Path, settings: Settings) -> None:
-    done = subprocess.run([sys.executable, "-c", CHILD, QUESTION, str(static_index)], capture_output=True,
+def _ask_and_stats(index: Path, settings: Settings) -> list[str]:
+    """The modules a fresh process imported to run `rag ask` and `rag stats` on `index`."""
+    done = subprocess.run([sys.executable, "-c", CHILD, QUESTION, str(index)], capture_output=True,
                           text=True, timeout=300, env=_env(RAG_CACHE_DIR=str(settings.cache_dir)))
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["codes"] == [0, 0]
     assert "412" in done.stdout  # it did answer
     assert "chromadb" in report["modules"]  # the dense search ran (the list is the real one)
-    assert _heavy(report["modules"]) == []
+    return report["modules"]
+
+
+def test_ask_and_stats_import_only_what_they_use(static_index: Path, settings: Settings) -> None:
+    assert _heavy(_ask_and_stats(static_index, settings)) == []
+
+
+def test_a_default_index_answers_without_torch_and_loads_one_model(default_index: Path, settings: Settings) -> None:
+    """The default index's queries are embedded by its complete full stage (MiniLM on ONNX Runtime): no torch,
+    and the fast stage's static model is not loaded at all."""
+    modules = _ask_and_stats(default_index, settings)
+    assert _heavy(modules) == ["onnxruntime"]  # the full stage's runtime, and nothing else of the list
+    assert "model2vec" not in modules
 
 
 def test_importing_the_package_loads_no_pipeline(settings: Settings) -> None:
