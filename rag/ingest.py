@@ -385,7 +385,11 @@ def decode(raw: bytes) -> str | None:
     else:
         # UTF-8, with any byte that is not UTF-8 read as cp1252: mixed files keep both parts readable
         text = raw.decode("utf-8-sig", errors="rag-cp1252")
-    return _checked_text(text)
+    if _looks_binary(text):
+        return None
+    parts = _normalised_parts(text)
+    del text  # a long text's normalised slices replace it before they are joined: two copies at most, not four
+    return "".join(parts)
 
 
 def _cp1252_fallback(exc: UnicodeError) -> tuple[str, int]:
@@ -412,10 +416,34 @@ def _looks_binary(text: str) -> bool:
 
 def normalise(text: str) -> str:
     """NFC, Unix newlines, no control characters, no trailing spaces."""
+    return "".join(_normalised_parts(text))
+
+
+SLICE_CHARS = 1 << 20  # a longer text is normalised a slice at a time (each copy of a 50 MB text is up to 200 MB)
+# a slice ends after a newline followed by a character no rule of `_normalised` changes or joins across
+_CUT = re.compile(r"\n(?=[^\s\x00-\x1f\x7f])")
+
+
+def _normalised_parts(text: str) -> list[str]:
+    """`normalise(text)` as slices to join, for a long text cut where no rule reaches across."""
+    if len(text) <= SLICE_CHARS:
+        return [_normalised(text).strip()]
+    parts: list[str] = []
+    start = 0
+    while start < len(text):
+        cut = _CUT.search(text, start + SLICE_CHARS)
+        end = cut.end() if cut else len(text)
+        parts.append(_normalised(text[start:end]))
+        start = end
+    parts[0], parts[-1] = parts[0].lstrip(), parts[-1].rstrip()  # each slice after the first opens with a letter
+    return parts
+
+
+def _normalised(text: str) -> str:
     text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
     text = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "", text)
     text = re.sub(r"[ \t\u00a0]+\n", "\n", text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+    return re.sub(r"\n{3,}", "\n\n", text)
 
 
 def _checked(article: Article, shown: str) -> Article | Skipped:

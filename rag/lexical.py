@@ -31,7 +31,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -50,6 +50,18 @@ PASSAGES, ARTICLES = "bm25", "bm25_articles"  # the two indexes' folders in an i
 PASSAGE_K1, ARTICLE_K1 = 1.2, 1.5
 
 _WORD = re.compile(r"(?u)\b\w\w+\b")
+SLICE_CHARS = 1 << 20  # a longer text is tokenized in slices of about this many characters
+_SPACE = re.compile(r"\s")
+
+
+def _slices(text: str) -> Iterator[str]:
+    """`text` in slices of about SLICE_CHARS, each ending at a space, so no word (nor its case) is cut."""
+    start = 0
+    while start < len(text):
+        space = _SPACE.search(text, start + SLICE_CHARS)
+        end = space.end() if space else len(text)
+        yield text[start:end]
+        start = end
 
 
 class Words:
@@ -66,6 +78,13 @@ class Words:
         self._lock = threading.Lock()  # a Stemmer is not safe to share between threads
 
     def tokens(self, texts: list[str]) -> list[list[str]]:
+        if any(len(text) > SLICE_CHARS for text in texts):
+            # a long text a slice at a time: what is kept of it is its stems (shared strings), never all its words
+            # as new strings at once (a 50 MB article's took ~6 times its size)
+            return [[s for part in _slices(text) for s in self._tokens([part])[0]] for text in texts]
+        return self._tokens(texts)
+
+    def _tokens(self, texts: list[str]) -> list[list[str]]:
         found = [[w for w in _WORD.findall(text.lower()) if w not in self.stop] for text in texts]
         with self._lock:
             new = list({w for words in found for w in words if w not in self._stems})
@@ -93,10 +112,12 @@ class Segment:
     @classmethod
     def of_tokens(cls, ids: list[str], tokens: list[list[str]], tags: list[str]) -> Segment:
         vocab: dict[str, int] = {}
-        flat = [vocab.setdefault(t, len(vocab)) for doc in tokens for t in doc]
         lens = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        # an array as it is filled, not a list of Python ints (36 bytes a token: a long article's took 4 times its size)
+        flat = np.fromiter((vocab.setdefault(t, len(vocab)) for doc in tokens for t in doc), dtype=np.int64,
+                           count=int(lens.sum()))
         n = max(len(tokens), 1)
-        key = np.asarray(flat, dtype=np.int64) * n + np.repeat(np.arange(len(tokens), dtype=np.int64), lens)
+        key = flat * n + np.repeat(np.arange(len(tokens), dtype=np.int64), lens)
         pairs, tf = np.unique(key, return_counts=True)  # sorted by term, then document
         return cls(list(vocab), _indptr(pairs // n, len(vocab)), (pairs % n).astype(np.int32),
                    tf.astype(np.int32), lens, list(ids), list(tags))
