@@ -29,6 +29,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import date
 from functools import lru_cache
+from itertools import chain
 
 from rag import kinds
 from rag.chunk import sentence_spans
@@ -103,7 +104,8 @@ class Extractive:
         self._spellings: tuple[tuple[int, int], dict[tuple[str, int], list[str]]] = ((0, 0), {})
         self._shaping = frozenset(t for words in tokens(sorted(QUESTION_WORDS)) for t in words)
         # an article's terms, for the names check: the same articles come back question after question
-        self._article_terms = lru_cache(maxsize=512)(lambda title, text: frozenset(tokens([f"{title}\n{text}"])[0]))
+        # (title and text tokenized apart: "title\ntext" would copy a long article's text)
+        self._article_terms = lru_cache(maxsize=512)(lambda title, text: frozenset(chain(*tokens([title, text]))))
         self.novelty = novelty
         self.max_sentences = max_sentences
         self.threshold = threshold

@@ -457,7 +457,9 @@ class Indexer:
         budget = self.chunker.max_tokens
         while True:
             chunks = self.chunker.chunk(article, budget, version=digest[:8])
-            counts = self.window.token_counts([embed_text(article, c) for c in chunks])
+            # counted a slice at a time: a tokenizer's encodings of a long article's chunks all at once took GBs
+            counts = (n for i in range(0, len(chunks), EMBED_SLICE)
+                      for n in self.window.token_counts([embed_text(article, c) for c in chunks[i:i + EMBED_SLICE]]))
             if max(counts, default=0) <= self.window.max_tokens or budget <= 16:
                 return chunks
             budget = max(16, int(budget * 0.75))  # word pieces outnumber tiktoken tokens here

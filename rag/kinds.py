@@ -112,7 +112,7 @@ _PLACE = re.compile(r"\b(?:in|at|from|to|near|into|across|outside|inside|through
 @lru_cache(maxsize=512)
 def article_names(text: str) -> frozenset[str]:
     """The capitalised words an article writes mid-sentence (so names, not sentence openings), lower-cased."""
-    return frozenset(w.lower() for w in _MID_CAPITAL.findall(text))
+    return frozenset(m.group().lower() for m in _MID_CAPITAL.finditer(text))  # not a list of a long article's names
 
 
 @dataclass(frozen=True)
