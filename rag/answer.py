@@ -35,6 +35,7 @@ from rag import kinds
 from rag.chunk import sentence_spans
 from rag.clean import is_junk
 from rag.dates import MONTHS, WEEKDAYS
+from rag.lexical import slices
 from rag.news import (
     attribution,
     citation,
@@ -104,8 +105,9 @@ class Extractive:
         self._spellings: tuple[tuple[int, int], dict[tuple[str, int], list[str]]] = ((0, 0), {})
         self._shaping = frozenset(t for words in tokens(sorted(QUESTION_WORDS)) for t in words)
         # an article's terms, for the names check: the same articles come back question after question
-        # (title and text tokenized apart: "title\ntext" would copy a long article's text)
-        self._article_terms = lru_cache(maxsize=512)(lambda title, text: frozenset(chain(*tokens([title, text]))))
+        # (a slice at a time: neither a copy of a long article's text nor a list of all its words)
+        self._article_terms = lru_cache(maxsize=512)(
+            lambda title, text: frozenset(t for part in chain([title], slices(text)) for t in tokens([part])[0]))
         self.novelty = novelty
         self.max_sentences = max_sentences
         self.threshold = threshold

@@ -54,7 +54,7 @@ SLICE_CHARS = 1 << 20  # a longer text is tokenized in slices of about this many
 _SPACE = re.compile(r"\s")
 
 
-def _slices(text: str) -> Iterator[str]:
+def slices(text: str) -> Iterator[str]:
     """`text` in slices of about SLICE_CHARS, each ending at a space, so no word (nor its case) is cut."""
     start = 0
     while start < len(text):
@@ -81,7 +81,7 @@ class Words:
         if any(len(text) > SLICE_CHARS for text in texts):
             # a long text a slice at a time: what is kept of it is its stems (shared strings), never all its words
             # as new strings at once (a 50 MB article's took ~6 times its size)
-            return [[s for part in _slices(text) for s in self._tokens([part])[0]] for text in texts]
+            return [[s for part in slices(text) for s in self._tokens([part])[0]] for text in texts]
         return self._tokens(texts)
 
     def _tokens(self, texts: list[str]) -> list[list[str]]:
