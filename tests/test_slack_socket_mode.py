@@ -73,10 +73,12 @@ def test_socket_mode_acks_answers_and_reconnects(tmp_path, embedder):
         made = len(socket_mode.connections)
         dropped = time.monotonic()
         socket_mode.drop()
-        socket_mode.wait_connections(made + 1, timeout=30)
+        socket_mode.wait_connections(made + 1, timeout=40)
         reconnected = time.monotonic() - dropped
         print(f"\nreconnected {reconnected:.1f} s after the connection dropped")
-        assert reconnected < 15  # within a check or two (3 s apart), not after a minute of missed pings
+        # within a few checks (3 s apart; ~0.5 s on a calm machine, 20 s seen under load 15), not after the minute
+        # of missed pings slack_sdk's built-in client took
+        assert reconnected < 28
         assert len(fake.called("apps.connections.open")) >= opened + 2  # a new URL for each new connection
         # Slack redelivers the first envelope (it counts it as lost): acked again, not answered again
         socket_mode.deliver(payload, envelope, retry_attempt=1)
