@@ -22,6 +22,7 @@ from rag.embed import Embedder, make_embedder
 from rag.feeds import fetch_articles, is_url
 from rag.index import Indexer, Progress, Stopped, run_quietly
 from rag.ingest import display_path, limits_from
+from rag.lexical import ARTICLES, MANIFEST, PASSAGES
 from rag.llm import AnswerStream, make_answerer
 from rag.progress import ProgressPrinter
 from rag.retrieve import Retriever
@@ -93,10 +94,23 @@ class Assistant:
             full = None
             if embedder is None:
                 embedder, full = stage_embedders(store, settings)
-            return cls(store, embedder, settings, full)
+            assistant = cls(store, embedder, settings, full)
         except BaseException:
             store.close()
             raise
+        assistant._upgrade_lexical()
+        return assistant
+
+    def _upgrade_lexical(self) -> None:
+        """An index whose BM25 side is missing or of the earlier bm25s layout (before the incremental one)
+        gets it built once, now, when its writer lock is free: searching without it would rank by vectors
+        alone. A busy or read-only index is answered as it is; its next `rag index` builds it."""
+        if not self.store.counts()[0] or all((self.store.dir / n / MANIFEST).exists() for n in (PASSAGES, ARTICLES)):
+            return
+        try:
+            self.index([])
+        except IndexError_:
+            pass
 
     def index(self, paths: list[Path | str], prune: bool = False, progress: bool = False,
               on_progress: Progress | None = None, allow_private: bool = True) -> IndexReport:

@@ -193,3 +193,32 @@ def test_a_reader_that_meets_a_merge_reads_the_manifest_again(tmp_path, monkeypa
     reader = Lexical(folder)
     assert merges and not (folder / merges[0]).exists()
     assert reader.ids == ["b", "c", "d"] and reader.scores("bridge").min() > 0
+
+
+def test_an_index_of_the_earlier_bm25s_layout_is_upgraded_when_opened(tmp_path, settings):
+    """An index built before the incremental BM25 (a bm25s folder, no manifest) ranks by words again as soon
+    as it is opened, not only after the next `rag index`."""
+    import shutil
+
+    from rag import Assistant
+    from rag.embed import make_embedder
+
+    static = make_embedder("model2vec:all-MiniLM-L6-v2", cache_dir=settings.cache_dir)
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Quarrow bell\n\nThe Quarrow bell was rung 77 times on Sunday.")
+    (folder / "b.txt").write_text("Tarsk mill\n\nThe Tarsk mill reopened after the floods in May.")
+    built = Assistant.open(tmp_path / "index", settings, embedder=static)
+    built.index([folder])
+    built.close()
+    for name in (PASSAGES, ARTICLES):  # what an index of the earlier release holds instead
+        shutil.rmtree(tmp_path / "index" / name)
+        (tmp_path / "index" / name).mkdir()
+        (tmp_path / "index" / name / "ids.json").write_text("[]", encoding="utf-8")
+    opened = Assistant.open(tmp_path / "index", settings, embedder=static)
+    try:
+        assert all((tmp_path / "index" / name / MANIFEST).exists() for name in (PASSAGES, ARTICLES))
+        assert opened.retriever.lexical.scores("Quarrow bell").max() > 0
+        assert "77 times" in opened.ask("How many times was the Quarrow bell rung?").text
+    finally:
+        opened.close()
