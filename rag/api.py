@@ -107,6 +107,8 @@ class Assistant:
         alone. A busy or read-only index is answered as it is; its next `rag index` builds it."""
         if not self.store.counts()[0] or all((self.store.dir / n / MANIFEST).exists() for n in (PASSAGES, ARTICLES)):
             return
+        if self.store.dirty():  # a run is writing it (a first build), or stopped: that run or the next builds it
+            return
         try:
             self.index([])
         except IndexError_:
