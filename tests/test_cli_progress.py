@@ -121,7 +121,10 @@ def test_ctrl_c_keeps_what_was_stored_and_the_next_run_continues(tmp_path):
     folder = _articles(tmp_path / "news", 14)
     index = tmp_path / "index"
     # small batches, so Ctrl-C lands between two of them soon and some are stored before it
-    env = _env(RAG_INDEX_BATCH_CHUNKS="8", RAG_EMBED_BATCH_SIZE="4")
+    # one stage of the torch MiniLM, slow enough to be interrupted mid-embedding (the default's fast stage embeds
+    # these 46 chunks in a blink; Ctrl-C during its MiniLM stage is tests/test_stages.py's)
+    env = _env(RAG_INDEX_BATCH_CHUNKS="8", RAG_EMBED_BATCH_SIZE="4",
+               RAG_EMBEDDER="sentence-transformers:all-MiniLM-L6-v2")
     proc = subprocess.Popen(_cli("index", str(folder), "--index", str(index)), cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
