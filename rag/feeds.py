@@ -84,6 +84,19 @@ def fetch(url: str, timeout: float = TIMEOUT, max_bytes: int = MAX_BYTES, max_re
         raise FetchError(f"{url}: more than {max_redirects} redirects")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address (IPv6 with or without brackets) is this machine's loopback: the servers
+    (web chat, HTTP API) need no password or key there."""
+    import ipaddress
+
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def check_public(url: str) -> None:
     """Raise FetchError unless every address the url's host resolves to is a public one (not loopback,
     private, link-local, multicast, reserved or unspecified): a server must not fetch from its own network."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import re
@@ -38,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.api import Assistant, QuestionError
 from rag.config import Settings
+from rag.feeds import is_loopback
 from rag.ingest import SUFFIXES, suffix_of
 from rag.store import IndexError_
 from rag.types import Answer, Filters, Hit, IndexReport, Message
@@ -491,15 +491,6 @@ def safe_name(name: str) -> str:
     """A file name for the uploads folder: no folders, no leading dot, no odd characters."""
     base = re.sub(r"[^\w.\-]+", "_", name.replace("\\", "/").rsplit("/", 1)[-1]).lstrip("._")
     return base[-120:] or "upload"
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 # ---------------------------------------------------------------- the app

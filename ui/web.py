@@ -16,7 +16,6 @@ gradio is imported inside functions so importing this module stays cheap.
 from __future__ import annotations
 
 import html
-import ipaddress
 import os
 import re
 import shutil
@@ -28,6 +27,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rag.feeds import is_loopback
 from rag.ingest import SUFFIXES
 from rag.types import Answer, Citation, Filters, IndexReport, Message, TimelinePoint
 
@@ -803,15 +803,6 @@ def parse_auth(value: str) -> tuple[str, str] | None:
     if not sep or not user or not password:
         raise ValueError("RAG_WEB_AUTH must look like user:password")
     return user, password
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def exposure_warning(host: str, port: int) -> str:
