@@ -88,6 +88,13 @@ CAFE_CP1252 = ("Festival in Saint-Rémy\n\n"
 COMET_UTF16 = "Comet discovered\n\nThe observatory on Mount Pellar discovered comet K-77 in January."
 
 
+def check_quotes(assistant, answer) -> None:
+    """Every citation of `answer` is an exact, non-empty span of its article."""
+    for c in answer.citations:
+        assert assistant.article(c.article_id).text[c.start:c.end] == c.quote
+        assert c.quote.strip()
+
+
 def write_jsonl(path: Path, articles: list[dict]) -> Path:
     """Write articles as a JSON-lines file, one object a line."""
     path.write_text("".join(json.dumps(a) + "\n" for a in articles), encoding="utf-8")

@@ -9,7 +9,7 @@ import pytest
 from rag import Assistant
 from rag.kinds import DATE, NAME, NUMBER, PLACE, YESNO, asks, given, offers
 from rag.store import Store
-from tests.conftest import write_jsonl
+from tests.conftest import check_quotes, write_jsonl
 
 # each story states its topic before (and more fully than) its answer: an answer ordered by relevance and position
 # alone opens with the topical sentence that answers nothing
@@ -48,11 +48,6 @@ def assistant(tmp_path_factory, settings, embedder):
     assistant.close()
 
 
-def _check_quotes(assistant: Assistant, answer) -> None:
-    for c in answer.citations:
-        assert assistant.article(c.article_id).text[c.start:c.end] == c.quote
-
-
 @pytest.mark.parametrize("question, fact", [
     ("Who won the Tarnby regatta?", "Maren Holt"),
     ("How many passengers does the Lake Varn ferry carry?", "180 passengers"),
@@ -63,7 +58,7 @@ def test_the_sentence_holding_the_kind_asked_answers_first(assistant, question, 
     assert not answer.abstained
     assert fact in answer.citations[0].quote  # the answer opens with it, not with the topical sentence before it
     assert answer.text.index(fact) < answer.text.index("[1]")
-    _check_quotes(assistant, answer)
+    check_quotes(assistant, answer)
 
 
 def test_a_two_part_question_is_answered_in_both_parts(assistant):
@@ -72,7 +67,7 @@ def test_a_two_part_question_is_answered_in_both_parts(assistant):
     assert "3 May" in answer.text and "4.2 million euros" in answer.text
     first_two = " ".join(c.quote for c in answer.citations[:2])
     assert "3 May" in first_two and "4.2 million euros" in first_two  # the answers come before the rest
-    _check_quotes(assistant, answer)
+    check_quotes(assistant, answer)
 
 
 def test_not_found_when_the_topic_is_there_but_not_what_is_asked(assistant):

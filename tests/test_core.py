@@ -11,7 +11,7 @@ import pytest
 from rag import Assistant, Filters, Message, QuestionError
 from rag.ingest import article_id
 from rag.store import IndexError_
-from tests.conftest import MARIUPOL_SEED, SEEDS
+from tests.conftest import MARIUPOL_SEED, SEEDS, check_quotes
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +30,6 @@ def _parts(index_dir: Path, settings, embedder):
     from rag.store import Store
 
     return Store(index_dir), embedder, settings
-
-
-def _check_quotes(assistant: Assistant, answer) -> None:
-    for c in answer.citations:
-        assert assistant.article(c.article_id).text[c.start:c.end] == c.quote
-        assert c.quote.strip()
 
 
 def test_first_index_reports_every_file(built):
@@ -61,7 +55,7 @@ def test_mariupol_golden_answer(built):
     seed_id = article_id("", f"{_rel(MARIUPOL_SEED, built[2])}")
     assert {c.article_id for c in answer.citations} == {assistant.article(seed_id).id}
     assert all(f"[{c.n}]" in text for c in answer.citations)
-    _check_quotes(assistant, answer)
+    check_quotes(assistant, answer)
 
 
 def _rel(seed: Path, folder: Path) -> str:
@@ -84,7 +78,7 @@ def test_known_facts_are_answered_with_exact_quotes(built, question, fact):
     assert not answer.abstained
     assert fact in answer.text
     assert any(fact in c.quote for c in answer.citations)
-    _check_quotes(assistant, answer)
+    check_quotes(assistant, answer)
 
 
 @pytest.mark.parametrize("question", [
@@ -172,7 +166,7 @@ def test_chat_follow_up_uses_previous_turn(built):
     assert not answer.abstained
     assert "Kherson" in answer.text
     assert "river port" in answer.text
-    _check_quotes(assistant, answer)
+    check_quotes(assistant, answer)
 
 
 def test_bad_questions_are_refused(built):

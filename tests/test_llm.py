@@ -27,6 +27,7 @@ from rag.llm import (
 )
 from rag.types import Answer, Message
 from tests.conftest import DAM, DOVRIN, FERRY_MD, HARKAVY, write_jsonl
+from tests.conftest import check_quotes as exact_quotes
 from tests.llm_servers import ScriptedLLM, closed_port
 
 INJECTED = (
@@ -84,9 +85,7 @@ def user_prompt(body: dict) -> str:
 
 
 def check_quotes(assistant: Assistant, answer: Answer) -> None:
-    for c in answer.citations:
-        assert assistant.article(c.article_id).text[c.start:c.end] == c.quote
-        assert c.quote.strip()
+    exact_quotes(assistant, answer)
     assert [c.n for c in answer.citations] == list(range(1, len(answer.citations) + 1))
 
 

@@ -12,7 +12,7 @@ from rag import Assistant, Filters
 from rag.dates import find_range, sentence_date, without_phrase
 from rag.news import attribution, figures
 from rag.store import Store
-from tests.conftest import DOVRIN, HARKAVY, MARIUPOL_SEED, write_jsonl
+from tests.conftest import DOVRIN, HARKAVY, MARIUPOL_SEED, check_quotes, write_jsonl
 
 ARDELL = ("A passenger ferry sank on Lake Ardell on Wednesday morning. All 48 passengers were rescued by fishing "
           "boats, the coast guard said. The ferry Marisol had been in service for 31 years. Investigators are "
@@ -47,11 +47,6 @@ def news(tmp_path_factory, settings, embedder):
     assistant.index([folder])
     yield assistant
     assistant.close()
-
-
-def _check_quotes(assistant: Assistant, answer) -> None:
-    for c in answer.citations:
-        assert assistant.article(c.article_id).text[c.start:c.end] == c.quote
 
 
 # --- dates in questions ---------------------------------------------------------------------------
@@ -109,7 +104,7 @@ def test_this_week_filters_by_date_relative_to_newest_article(news):
     assert "Quarrow" not in answer.text and all(c.published >= "2022-02-28" for c in answer.citations)
     assert answer.to_dict()["dates"]["since"] == "2022-02-28"
     assert answer.question == "what happened this week?"
-    _check_quotes(news, answer)
+    check_quotes(news, answer)
 
 
 def test_relative_words_count_from_today_when_the_collection_is_current(news):
@@ -172,7 +167,7 @@ def test_mariupol_injuries_are_attributed_to_the_mayor(news):
     assert cited and cited[0].attribution == "Vadym Boychenko, mayor of Mariupol"
     assert "According to Mariupol mayor Vadym Boychenko" in answer.text  # the answer keeps the attribution
     assert answer.to_dict()["citations"][cited[0].n - 1]["attribution"] == "Vadym Boychenko, mayor of Mariupol"
-    _check_quotes(news, answer)
+    check_quotes(news, answer)
 
 
 def test_unattributed_claims_get_no_attribution(news):
@@ -202,7 +197,7 @@ def test_a_story_over_three_articles_gives_a_dated_timeline_in_order(news):
     assert answer.text.index("600 residents") < answer.text.index("bridge in Dovrin") < answer.text.index("mud")
     assert answer.to_dict()["timeline"][0] == {"date": points[0].date, "text": points[0].text,
                                               "citations": list(points[0].citations)}
-    _check_quotes(news, answer)
+    check_quotes(news, answer)
 
 
 def test_questions_not_about_change_over_time_have_no_timeline(news):
@@ -228,7 +223,7 @@ def test_two_casualty_figures_for_one_shelling_are_both_given_with_sources(news)
     assert f"128 injured in Kestrel Wire, 2022-03-04, citing Oleh Marchuk, regional governor " \
            f"[{by_source['Kestrel Wire'].n}]" in note
     assert f"150 injured in Valley Post, 2022-03-05, citing health ministry [{by_source['Valley Post'].n}]" in note
-    _check_quotes(news, answer)
+    check_quotes(news, answer)
 
 
 def test_agreeing_or_single_reports_get_no_note(news):
@@ -259,7 +254,7 @@ def test_copies_of_one_story_are_cited_once_and_named(news):
     assert set(cited.also_reported_by) == outlets - {cited.source}
     assert "also reported by" in answer.text
     assert answer.to_dict()["citations"][cited.n - 1]["also_reported_by"] == list(cited.also_reported_by)
-    _check_quotes(news, answer)
+    check_quotes(news, answer)
 
 
 def test_search_does_not_fill_its_top_results_with_copies(news):
