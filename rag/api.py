@@ -19,6 +19,8 @@ from rag.chunk import Chunker
 from rag.config import Settings
 from rag.dates import MONTHS, WEEKDAYS, find_range, without_phrase
 from rag.embed import Embedder, make_embedder
+from rag.errors import IndexError_, UserError
+from rag.errors import RagError as RagError  # the base of every error a front end may catch
 from rag.feeds import fetch_articles, is_url
 from rag.index import Indexer, Progress, Stopped, run_quietly
 from rag.ingest import display_path, limits_from
@@ -26,8 +28,9 @@ from rag.lexical import ARTICLES, MANIFEST, PASSAGES
 from rag.llm import AnswerStream, make_answerer
 from rag.progress import ProgressPrinter
 from rag.retrieve import Retriever
-from rag.store import FULL, ChromaServer, IndexError_, Store
+from rag.store import Store, index_exists, remove_index
 from rag.types import Answer, Article, Filters, Hit, IndexReport, Message, QuestionDates
+from rag.vectors import FULL, ChromaServer
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ class _Turn:
     note: str = ""
 
 
-class QuestionError(ValueError):
+class QuestionError(RagError, ValueError):
     """A question that cannot be asked (empty or too long)."""
 
 
@@ -61,7 +64,7 @@ class Assistant:
             store.check_full_embedder(full.name)
         store.check_embedder(embedder.name, embedder.dim)
         self.chunker = Chunker(settings.chunk_tokens, settings.chunk_overlap)
-        self._generation = store.generation()
+        self._generation = store.catalogue.generation()
         self._refresh_lock = threading.Lock()
         try:
             full_side = (full, dense_weight_for(full.name, settings.dense_weight)) if full is not None else None
@@ -105,9 +108,10 @@ class Assistant:
         """An index whose BM25 side is missing or of the earlier bm25s layout (before the incremental one)
         gets it built once, now, when its writer lock is free: searching without it would rank by vectors
         alone. A busy or read-only index is answered as it is; its next `rag index` builds it."""
-        if not self.store.counts()[0] or all((self.store.dir / n / MANIFEST).exists() for n in (PASSAGES, ARTICLES)):
+        catalogue = self.store.catalogue
+        if not catalogue.counts()[0] or all((self.store.dir / n / MANIFEST).exists() for n in (PASSAGES, ARTICLES)):
             return
-        if self.store.dirty():  # a run is writing it (a first build), or stopped: that run or the next builds it
+        if catalogue.dirty():  # a run is writing it (a first build), or stopped: that run or the next builds it
             return
         try:
             self.index([])
@@ -129,7 +133,7 @@ class Assistant:
             else:
                 files.append(Path(p))
                 if files[-1].is_file():
-                    self.store.restore_removed(display_path(files[-1]))
+                    self.store.catalogue.restore_removed(display_path(files[-1]))
         if failed and not files:
             return IndexReport(skipped=tuple(failed))
         indexer = Indexer(self.store, self.embedder, self.chunker, self.settings.index_batch_chunks,
@@ -142,7 +146,7 @@ class Assistant:
         finally:
             with self._refresh_lock:
                 self.retriever.reload()
-                self._generation = self.store.generation()
+                self._generation = self.store.catalogue.generation()
         return report
 
     def _full_stage(self, indexer: Indexer, report: IndexReport, progress: bool,
@@ -169,40 +173,40 @@ class Assistant:
         """Delete articles from every part of the index (catalogue, vectors, lexical index, story groups) in one
         run, and keep them out of later runs of `index` until their file is named again; returns the ids removed
         (ids not in the index are left out)."""
-        articles = [a for a in map(self.store.article, dict.fromkeys(article_ids)) if a is not None]
+        articles = [a for a in map(self.store.catalogue.article, dict.fromkeys(article_ids)) if a is not None]
         if not articles:
             return []
-        self.store.acquire_writer()
+        self.store.lock.acquire()
         try:
-            self.store.set_dirty()  # the run below then rebuilds the lexical index and story groups
-            self.store.mark_removed(articles)
+            self.store.catalogue.set_dirty()  # the run below then rebuilds the lexical index and story groups
+            self.store.catalogue.mark_removed(articles)
             for article in articles:
                 self.store.delete_article(article.id)
         finally:
-            self.store.release_writer()
+            self.store.lock.release()
         self.index([])
         return [a.id for a in articles]
 
     def generation(self) -> int:
         """The index's generation: bumped by every completed write (for monitoring and caches)."""
-        return self.store.generation()
+        return self.store.catalogue.generation()
 
     def refresh(self) -> bool:
         """Pick up what another process indexed (one SQLite read when nothing changed); True if reloaded.
 
         Waits for nothing: while another process is writing, the last complete state is served."""
-        generation = self.store.generation()
+        generation = self.store.catalogue.generation()
         if generation == self._generation:
             return False
         with self._refresh_lock:
             if generation == self._generation:
                 return False
-            with self.store.quiet() as quiet:
+            with self.store.lock.quiet() as quiet:
                 if not quiet:
                     return False
                 self.store.reopen_vectors(self.retriever.dense_stage())
                 self.retriever.reload()
-                self._generation = self.store.generation()
+                self._generation = self.store.catalogue.generation()
         return True
 
     def search(self, question: str, k: int | None = None, filters: Filters | None = None,
@@ -322,21 +326,33 @@ class Assistant:
                      _joined(hits.notice, self._language_note(question)))
 
     def article(self, article_id: str) -> Article | None:
-        return self.store.article(article_id)
+        return self.store.catalogue.article(article_id)
 
     def article_ids(self) -> list[str]:
         """Ids of every indexed article, sorted."""
-        return self.store.article_ids()
+        return self.store.catalogue.article_ids()
 
     def sources(self) -> list[str]:
         """Sources of the indexed articles, most articles first."""
-        return self.store.sources()
+        return self.store.catalogue.sources()
+
+    def stories(self) -> dict[str, str]:
+        """{article id: story id} of the articles that have syndicated copies."""
+        return self.store.catalogue.stories()
+
+    def remember(self, kind: str, key: str, until: float, now: float) -> bool:
+        """Keep a key a bot has handled until the time `until`; False when it is kept already (and not expired at
+        `now`): every process sharing this index's catalogue sees it (Slack replicas dedupe together)."""
+        return self.store.catalogue.remember(kind, key, until, now)
+
+    def remembered(self, kind: str, key: str, now: float) -> bool:
+        return self.store.catalogue.remembered(kind, key, now)
 
     def stats(self) -> dict:
         """Counts and settings of the index; `story_groups`: stories found in more than one article (a wire
         story and its syndicated copies), `syndicated_copies`: the articles beyond the first of each."""
-        articles, chunks = self.store.counts()
-        stories = self.store.stories()
+        articles, chunks = self.store.catalogue.counts()
+        stories = self.store.catalogue.stories()
         groups = len(set(stories.values()))
         self.refresh()
         serving = self.full if self.retriever.stage == FULL and self.full is not None else self.embedder
@@ -344,7 +360,7 @@ class Assistant:
             "articles": articles, "chunks": chunks, "story_groups": groups,
             "syndicated_copies": len(stories) - groups, "embedder": serving.name,
             "dim": serving.dim, "index_dir": str(self.store.dir),
-            "sources": len(self.store.sources()), "last_indexed": self.store.meta("last_indexed"),
+            "sources": len(self.store.catalogue.sources()), "last_indexed": self.store.catalogue.meta("last_indexed"),
             **self._stage_stats(),
         }
 
@@ -353,7 +369,7 @@ class Assistant:
         `full_vectors` says how many of how many) or "full"."""
         if self.full is None:
             return {"stage": "single"}
-        done, total = self.store.full_progress()
+        done, total = self.store.catalogue.full_progress()
         return {"stage": "full" if done >= total else "fast", "full_vectors": f"{done:,} of {total:,}",
                 "fast_embedder": self.embedder.name, "full_embedder": self.full.name}
 
@@ -422,15 +438,16 @@ def _joined(*notes: str) -> str:
 def stage_embedders(store: Store, settings: Settings) -> tuple[Embedder, Embedder | None]:
     """(first stage's embedder, full stage's or None) for an index: the explicit RAG_EMBEDDER alone; else the
     one or two the index records; else, for a new index, RAG_FAST_EMBEDDER then RAG_FULL_EMBEDDER."""
-    recorded = store.meta("embedder")
+    meta = store.catalogue.meta
+    recorded = meta("embedder")
     explicit = "embedder" in settings.model_fields_set
     if explicit or (recorded and not store.two_stage()):
         spec = settings.embedder if explicit or not recorded else recorded
         return make_embedder(spec, settings.precision, settings.embed_batch_size, settings.cache_dir), None
     if recorded:
-        full_dim = store.meta("full_embedder") and store.meta("full_dim")
-        return (LazyEmbedder(recorded, settings, int(store.meta("dim") or 0) or None),
-                LazyEmbedder(store.meta("full_embedder") or "", settings, int(full_dim) if full_dim else None))
+        full_dim = meta("full_embedder") and meta("full_dim")
+        return (LazyEmbedder(recorded, settings, int(meta("dim") or 0) or None),
+                LazyEmbedder(meta("full_embedder") or "", settings, int(full_dim) if full_dim else None))
     return LazyEmbedder(settings.fast_embedder, settings), LazyEmbedder(settings.full_embedder, settings)
 
 
@@ -477,11 +494,33 @@ class LazyEmbedder:
         return self.model.token_counts(texts)
 
 
+def chroma_server(settings: Settings) -> ChromaServer | None:
+    """The Chroma server of `settings.chroma_host`, or None for vectors in the index folder."""
+    return ChromaServer(settings.chroma_host, settings.chroma_port, settings.chroma_ssl,
+                        dict(settings.chroma_headers)) if settings.chroma_host else None
+
+
 def open_store(folder: Path, settings: Settings) -> Store:
     """The Store for `folder`, with its vectors on the Chroma server when `settings.chroma_host` is set."""
-    server = ChromaServer(settings.chroma_host, settings.chroma_port, settings.chroma_ssl,
-                          dict(settings.chroma_headers)) if settings.chroma_host else None
-    return Store(folder, server, settings.chroma_collection)
+    return Store(folder, chroma_server(settings), settings.chroma_collection)
+
+
+def open_assistant(settings: Settings, must_exist: bool = True) -> Assistant:
+    """The facade for the configured index, for a front end; a missing index or a bad setting is a UserError."""
+    from rag.llm import LLMConfigError
+
+    if must_exist and not index_exists(settings.index_dir):
+        raise UserError(
+            f"no index in {settings.index_dir}: run `rag index [PATH...] --index {settings.index_dir}` first")
+    try:
+        return Assistant.open(settings.index_dir, settings)
+    except (IndexError_, LLMConfigError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def delete_index(settings: Settings) -> None:
+    """Delete the configured index (`rag index --rebuild`), even a corrupt one; IndexError_ while a writer runs."""
+    remove_index(settings.index_dir, chroma_server(settings), settings.chroma_collection)
 
 
 def answered(messages: list[Message]) -> list[Message]:

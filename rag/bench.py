@@ -223,7 +223,7 @@ def run_ours(source: Path, questions: list[dict], index_dir: Path, settings: Set
     assistant.index([source])
     reindex_s = time.perf_counter() - started
     stats = assistant.stats()
-    stories = assistant.store.stories()
+    stories = assistant.stories()
     questions = with_copies(questions, stories)
 
     def ask(q: dict, mode: str) -> Reply:

@@ -13,12 +13,21 @@ the writer lock (`rag.lock`), and it does not chunk, embed or rank. Storage fail
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from rag.errors import IndexError_, storage_error
+from rag.news import marks as story_marks
 from rag.types import Article, Chunk
 
 MARKS_VERSION = "1"  # bump when `rag.news.marks` changes: the next index run recomputes them all
@@ -126,3 +135,334 @@ class Catalogue(Protocol):
     def remembered(self, kind: str, key: str, now: float) -> bool: ...
 
     def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------- SQLite
+
+# Each migration is the statements that take the schema from the version before it to its own number (its
+# index in this list plus one), applied in one transaction with the new version recorded in PRAGMA
+# user_version. Version 1 is the schema of the index folders made before versions were recorded: its
+# statements only create what is missing, so such a folder (user_version 0) opens as it is and goes on.
+MIGRATIONS: list[list[str]] = [
+    [  # 1: the catalogue as it was when migrations began
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS articles (id TEXT PRIMARY KEY, content_hash TEXT NOT NULL, title TEXT, "
+        "source TEXT, published TEXT, published_ord INTEGER, url TEXT, path TEXT, authors TEXT, text TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS articles_hash ON articles(content_hash)",
+        'CREATE TABLE IF NOT EXISTS chunks (id TEXT PRIMARY KEY, article_id TEXT NOT NULL, seq INTEGER, '
+        'start INTEGER, "end" INTEGER)',
+        "CREATE INDEX IF NOT EXISTS chunks_article ON chunks(article_id)",
+        "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, article_ids TEXT)",
+        "CREATE TABLE IF NOT EXISTS marks (article_id TEXT NOT NULL, hash INTEGER NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS marks_article ON marks(article_id)",
+        "CREATE TABLE IF NOT EXISTS stories (article_id TEXT PRIMARY KEY, story TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS removed (article_id TEXT PRIMARY KEY, path TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS full_chunks (id TEXT PRIMARY KEY)",
+    ],
+    [  # 2: keys the Slack bot has handled, shared by every replica that uses this catalogue
+        "CREATE TABLE handled (kind TEXT NOT NULL, key TEXT NOT NULL, until REAL NOT NULL, PRIMARY KEY (kind, key))",
+        "CREATE INDEX handled_until ON handled(until)",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+DB_FILE = "articles.sqlite"
+
+
+class SqliteCatalogue:
+    """The catalogue in `articles.sqlite` in the index folder (WAL: readers in other processes never wait for
+    a writer). One connection shared by threads under a lock."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.where = str(self.folder)
+        self._lock = threading.RLock()
+        path = self.folder / DB_FILE
+        if path.exists() and not os.access(path, os.R_OK):
+            raise IndexError_(f"the index database {path} is not readable: fix its permissions")
+        try:
+            self.db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.where) from None
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self._migrate()
+            self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()
+        except (sqlite3.Error, IndexError_) as exc:
+            self.db.close()
+            raise exc if isinstance(exc, IndexError_) else storage_error(exc, self.where) from None
+
+    def version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        """Apply the migrations this database has not had, under SQLite's write lock (another process
+        opening it at the same time waits, then finds them applied)."""
+        if self.version() == SCHEMA_VERSION:
+            return
+        self.db.isolation_level = None  # the transaction below is explicit: DDL and the version in one
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                version = self.version()
+                if version > SCHEMA_VERSION:
+                    raise IndexError_(f"the index in {self.where} has catalogue version {version}, newer than this "
+                                      f"rag knows ({SCHEMA_VERSION}): upgrade rag")
+                for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+                    for statement in statements:
+                        self.db.execute(statement)
+                    self.db.execute(f"PRAGMA user_version = {number}")
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        finally:
+            self.db.isolation_level = ""
+
+    @contextmanager
+    def _locked(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """The connection, under the thread lock (in a transaction when writing); storage errors made clear."""
+        with self._lock:
+            try:
+                if write:
+                    with self.db:
+                        yield self.db
+                else:
+                    yield self.db
+            except sqlite3.Error as exc:
+                raise storage_error(exc, self.where) from None
+
+    # ---------- metadata ----------
+    def meta(self, key: str) -> str | None:
+        with self._locked() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._locked(write=True) as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def generation(self) -> int:
+        return int(self.meta("generation") or 0)
+
+    def dirty(self) -> bool:
+        return self.meta("dirty") == "1"
+
+    def set_dirty(self) -> None:
+        if not self.dirty():
+            self.set_meta("dirty", "1")
+
+    def finish_run(self) -> None:
+        with self._locked(write=True) as db:
+            db.execute("DELETE FROM meta WHERE key = 'dirty'")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(self.generation() + 1),))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('last_indexed', ?)",
+                       (datetime.now(UTC).isoformat(timespec="seconds"),))
+
+    def bump_generation(self) -> None:
+        """Tell readers to reload without marking the index complete (after a failed run)."""
+        self.set_meta("generation", str(self.generation() + 1))
+
+    def touch(self) -> None:
+        self.set_meta("last_indexed", datetime.now(UTC).isoformat(timespec="seconds"))
+
+    # ---------- articles and chunks ----------
+    def save_articles(self, items: list[tuple[Article, str, list[Chunk]]]) -> None:
+        with self._locked(write=True) as db:
+            for article, content_hash, chunks in items:
+                db.execute("DELETE FROM chunks WHERE article_id = ?", (article.id,))
+                db.execute(
+                    "INSERT OR REPLACE INTO articles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (article.id, content_hash, article.title, article.source, article.published,
+                     date_ord(article.published), article.url, article.path,
+                     json.dumps(list(article.authors)), article.text),
+                )
+                db.executemany('INSERT INTO chunks VALUES (?, ?, ?, ?, ?)',
+                               [(c.id, c.article_id, i, c.start, c.end) for i, c in enumerate(chunks)])
+                db.execute("DELETE FROM marks WHERE article_id = ?", (article.id,))
+                self._save_marks(article.id, article.text)
+
+    def delete_article(self, article_id: str) -> list[str]:
+        with self._locked(write=True) as db:
+            chunk_ids = [r[0] for r in db.execute("SELECT id FROM chunks WHERE article_id = ?", (article_id,))]
+            db.execute("DELETE FROM chunks WHERE article_id = ?", (article_id,))
+            db.execute("DELETE FROM articles WHERE id = ?", (article_id,))
+            db.execute("DELETE FROM marks WHERE article_id = ?", (article_id,))
+        return chunk_ids
+
+    def article(self, article_id: str) -> Article | None:
+        with self._locked() as db:
+            row = db.execute("SELECT id, title, text, source, published, url, path, authors FROM articles "
+                             "WHERE id = ?", (article_id,)).fetchone()
+        if row is None:
+            return None
+        return Article(*row[:7], authors=tuple(json.loads(row[7] or "[]")))
+
+    def article_hash(self, article_id: str) -> str | None:
+        with self._locked() as db:
+            row = db.execute("SELECT content_hash FROM articles WHERE id = ?", (article_id,)).fetchone()
+        return row[0] if row else None
+
+    def id_with_hash(self, content_hash: str) -> str | None:
+        with self._locked() as db:
+            row = db.execute("SELECT id FROM articles WHERE content_hash = ?", (content_hash,)).fetchone()
+        return row[0] if row else None
+
+    def article_ids(self) -> list[str]:
+        with self._locked() as db:
+            return [r[0] for r in db.execute("SELECT id FROM articles ORDER BY id")]
+
+    def ids_by_date(self) -> list[str]:
+        with self._locked() as db:
+            return [r[0] for r in db.execute(
+                "SELECT id FROM articles ORDER BY COALESCE(published, '') = '', published, id")]
+
+    def counts(self) -> tuple[int, int]:
+        with self._locked() as db:
+            articles = db.execute("SELECT COUNT(*) FROM articles").fetchone()[0]
+            chunks = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        return articles, chunks
+
+    def sources(self) -> list[str]:
+        with self._locked() as db:
+            return [r[0] for r in db.execute(
+                "SELECT source FROM articles WHERE source != '' GROUP BY source ORDER BY COUNT(*) DESC")]
+
+    def chunk_ids_of(self, article_id: str) -> list[str]:
+        with self._locked() as db:
+            return [r[0] for r in db.execute("SELECT id FROM chunks WHERE article_id = ?", (article_id,))]
+
+    def chunks_by_id(self, chunk_ids: list[str]) -> list[ChunkRow]:
+        out: list[ChunkRow] = []
+        with self._locked() as db:
+            for i in range(0, len(chunk_ids), 500):
+                part = chunk_ids[i:i + 500]
+                out += db.execute(
+                    f'SELECT id, article_id, start, "end" FROM chunks WHERE id IN ({",".join("?" * len(part))})',
+                    part).fetchall()
+        return out
+
+    def chunk_id_set(self) -> set[str]:
+        with self._locked() as db:
+            return {r[0] for r in db.execute("SELECT id FROM chunks")}
+
+    def chunk_table(self) -> ChunkTable:
+        with self._locked() as db:
+            rows = db.execute(
+                'SELECT c.id, c.article_id, c.start, c."end", a.published_ord, a.source '
+                "FROM chunks c JOIN articles a ON a.id = c.article_id ORDER BY c.article_id, c.seq"
+            ).fetchall()
+        return ChunkTable(
+            ids=[r[0] for r in rows], article_ids=[r[1] for r in rows],
+            starts=np.array([r[2] for r in rows], dtype=np.int64),
+            ends=np.array([r[3] for r in rows], dtype=np.int64),
+            published_ord=np.array([r[4] or 0 for r in rows], dtype=np.int64),
+            sources=[r[5] or "" for r in rows],
+        )
+
+    # ---------- the full stage of a two-stage index ----------
+    def full_progress(self) -> tuple[int, int]:
+        with self._locked() as db:
+            done = db.execute("SELECT COUNT(*) FROM chunks c JOIN full_chunks f ON f.id = c.id").fetchone()[0]
+            total = db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        return done, total
+
+    def without_full(self) -> list[ChunkRow]:
+        with self._locked() as db:
+            return db.execute('SELECT c.id, c.article_id, c.start, c."end" FROM chunks c LEFT JOIN full_chunks f '
+                              "ON f.id = c.id WHERE f.id IS NULL ORDER BY c.article_id, c.seq").fetchall()
+
+    def mark_full(self, chunk_ids: list[str]) -> None:
+        """Their full-stage vectors are stored: the commit point of a full-stage batch."""
+        with self._locked(write=True) as db:
+            db.executemany("INSERT OR IGNORE INTO full_chunks VALUES (?)", [(c,) for c in chunk_ids])
+
+    def forget_full(self, chunk_ids: list[str]) -> None:
+        with self._locked(write=True) as db:
+            db.executemany("DELETE FROM full_chunks WHERE id = ?", [(c,) for c in chunk_ids])
+
+    def full_ids(self) -> set[str]:
+        with self._locked() as db:
+            return {r[0] for r in db.execute("SELECT id FROM full_chunks")}
+
+    # ---------- syndicated stories ----------
+    def _save_marks(self, article_id: str, text: str) -> None:
+        self.db.executemany("INSERT INTO marks VALUES (?, ?)", [(article_id, h) for h in story_marks(text)])
+
+    def mark_all(self) -> None:
+        with self._locked(write=True) as db:
+            db.execute("DELETE FROM marks")
+            for article_id, text in db.execute("SELECT id, text FROM articles"):
+                self._save_marks(article_id, text)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('marks', ?)", (MARKS_VERSION,))
+
+    def marks(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        with self._locked() as db:
+            for article_id, h in db.execute("SELECT article_id, hash FROM marks"):
+                out.setdefault(article_id, []).append(h)
+        return out
+
+    def save_stories(self, stories: dict[str, str]) -> None:
+        with self._locked(write=True) as db:
+            db.execute("DELETE FROM stories")
+            db.executemany("INSERT INTO stories VALUES (?, ?)", sorted(stories.items()))
+
+    def stories(self) -> dict[str, str]:
+        with self._locked() as db:
+            return dict(db.execute("SELECT article_id, story FROM stories"))
+
+    # ---------- removed articles (`rag remove`): kept out of later runs until their file is named again ----------
+    def mark_removed(self, articles: list[Article]) -> None:
+        with self._locked(write=True) as db:
+            db.executemany("INSERT OR REPLACE INTO removed VALUES (?, ?)", [(a.id, a.path) for a in articles])
+
+    def removed_ids(self) -> set[str]:
+        with self._locked() as db:
+            return {r[0] for r in db.execute("SELECT article_id FROM removed")}
+
+    def restore_removed(self, path: str) -> list[str]:
+        with self._locked(write=True) as db:
+            rows = db.execute("SELECT article_id FROM removed WHERE path = ? OR substr(path, 1, ?) = ?",
+                              (path, len(path) + 1, f"{path}#")).fetchall()
+            ids = [r[0] for r in rows]
+            db.executemany("DELETE FROM removed WHERE article_id = ?", [(i,) for i in ids])
+            if ids:
+                db.execute("DELETE FROM files WHERE path = ?", (path,))
+        return ids
+
+    # ---------- files seen ----------
+    def file_record(self, path: str) -> tuple[int, int, list[str]] | None:
+        with self._locked() as db:
+            row = db.execute("SELECT size, mtime_ns, article_ids FROM files WHERE path = ?", (path,)).fetchone()
+        return (row[0], row[1], json.loads(row[2])) if row else None
+
+    def save_file(self, path: str, size: int, mtime_ns: int, article_ids: list[str]) -> None:
+        with self._locked(write=True) as db:
+            db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?)",
+                       (path, size, mtime_ns, json.dumps(article_ids)))
+
+    def files(self) -> dict[str, list[str]]:
+        with self._locked() as db:
+            return {p: json.loads(ids) for p, ids in db.execute("SELECT path, article_ids FROM files")}
+
+    def forget_file(self, path: str) -> None:
+        with self._locked(write=True) as db:
+            db.execute("DELETE FROM files WHERE path = ?", (path,))
+
+    # ---------- keys a bot has handled ----------
+    def remember(self, kind: str, key: str, until: float, now: float) -> bool:
+        with self._locked(write=True) as db:  # new, or replacing an expired row; an unexpired row stays as it is
+            kept = db.execute("INSERT INTO handled VALUES (?, ?, ?) ON CONFLICT (kind, key) DO UPDATE SET "
+                              "until = excluded.until WHERE handled.until <= ?", (kind, key, until, now)).rowcount
+            db.execute("DELETE FROM handled WHERE until <= ?", (now,))  # cheap: indexed by until
+        return kept == 1
+
+    def remembered(self, kind: str, key: str, now: float) -> bool:
+        with self._locked() as db:
+            row = db.execute("SELECT 1 FROM handled WHERE kind = ? AND key = ? AND until > ?",
+                             (kind, key, now)).fetchone()
+        return row is not None
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()

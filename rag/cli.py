@@ -16,6 +16,7 @@ from datetime import date
 from pathlib import Path
 
 from rag.config import Settings
+from rag.errors import IndexError_, RagError, UserError
 from rag.types import Answer, Filters, Message
 
 
@@ -31,13 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "llm", None):
         settings = settings.model_copy(update={"llm": args.llm})
     _quiet_libraries(whole_process=argv is None)
-    from rag.store import IndexError_
-
     try:
         return args.func(args, settings)
     except KeyboardInterrupt:
         return 130
-    except (UserError, IndexError_) as exc:  # IndexError_: a busy, broken, read-only or full index
+    except RagError as exc:  # UserError, or IndexError_: a busy, broken, read-only or full index
         print(f"rag: {exc}", file=sys.stderr)
         return 2
 
@@ -55,10 +54,6 @@ def settings_error(exc: ValueError) -> str:
     if not errors:
         return str(exc)
     return "; ".join(f"RAG_{'_'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}" for e in errors)
-
-
-class UserError(Exception):
-    """Something the user can fix: printed as one line, exit code 2."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -212,24 +207,15 @@ def _quiet_libraries(whole_process: bool) -> None:
 
 
 def open_assistant(settings: Settings, must_exist: bool = True):
-    """The facade for the configured index; a missing index is a UserError."""
-    from rag.api import Assistant
-    from rag.llm import LLMConfigError
-    from rag.store import IndexError_
+    """The facade for the configured index (`rag.api.open_assistant`, imported when a command needs it)."""
+    from rag.api import open_assistant
 
-    if must_exist and not (settings.index_dir / "articles.sqlite").exists():
-        raise UserError(
-            f"no index in {settings.index_dir}: run `rag index [PATH...] --index {settings.index_dir}` first")
-    try:
-        return Assistant.open(settings.index_dir, settings)
-    except (IndexError_, LLMConfigError) as exc:
-        raise UserError(str(exc)) from None
+    return open_assistant(settings, must_exist)
 
 
 def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     from rag.feeds import is_url
     from rag.ingest import InputError
-    from rag.store import IndexError_
 
     missing = [p for p in args.paths if not is_url(p) and not Path(p).exists()]
     if missing:
@@ -237,11 +223,9 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
 
         raise UserError(f"{escape(missing[0])}: no such file or folder")
     if args.rebuild:
-        from rag.store import ChromaServer, remove_index
+        from rag.api import delete_index
 
-        server = ChromaServer(settings.chroma_host, settings.chroma_port, settings.chroma_ssl,
-                              dict(settings.chroma_headers)) if settings.chroma_host else None
-        remove_index(settings.index_dir, server, settings.chroma_collection)
+        delete_index(settings)
     from rag.index import Stopped
     from rag.progress import ProgressPrinter
 

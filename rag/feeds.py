@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
+from rag.errors import RagError
 from rag.types import Skipped
 
 TIMEOUT = 15.0  # seconds to connect and between bytes
@@ -31,7 +32,7 @@ MAX_ITEMS = 200  # entries taken from one feed
 USER_AGENT = "rag-news/0.1 (+https://github.com/; feed reader)"
 
 
-class FetchError(Exception):
+class FetchError(RagError):
     """A url that cannot be fetched (bad scheme, network error, HTTP error, too large, too many redirects)."""
 
 

@@ -45,14 +45,17 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.catalogue import MARKS_VERSION
 from rag.chunk import Chunker
 from rag.embed import Embedder
+from rag.errors import IndexError_, storage_error
 from rag.ingest import DEFAULT_LIMITS, Limits, display_path, failure_reason, file_key, find_files, read_file
 from rag.lexical import ARTICLES, MANIFEST, PASSAGES, sync_lexical
 from rag.news import story_groups
 from rag.progress import ProgressPrinter
-from rag.store import FULL, MARKS_VERSION, IndexError_, Store, storage_error
+from rag.store import Store
 from rag.types import Article, Chunk, IndexReport, Skipped
+from rag.vectors import FULL
 
 BATCH_CHUNKS = 512  # chunks embedded and stored together
 EMBED_SLICE = 128  # chunks embedded between two progress reports
@@ -152,9 +155,9 @@ class Indexer:
         files = find_files(paths)
         run = _Run(show=on_progress or (ProgressPrinter(sys.stderr) if progress else run_quietly))
         store = self.store
-        store.acquire_writer()
+        store.lock.acquire()
         try:
-            interrupted = store.dirty()
+            interrupted = store.catalogue.dirty()
             try:
                 if interrupted:
                     self.repair(run.show)
@@ -168,7 +171,7 @@ class Indexer:
                 if changed or self._lexical_missing():
                     self._build_lexical(run.show)
                     changed = True
-                if changed or store.meta("marks") != MARKS_VERSION:
+                if changed or store.catalogue.meta("marks") != MARKS_VERSION:
                     run.show("story groups", 0, 1)
                     self.group_stories()
                     run.show("story groups", 1, 1)
@@ -179,41 +182,41 @@ class Indexer:
             except Exception as exc:
                 self._after_failure(run)
                 raise self._failure(exc, run) from exc
-            if changed or store.dirty():
-                store.finish_run()
+            if changed or store.catalogue.dirty():
+                store.catalogue.finish_run()
             else:
-                store.touch()
+                store.catalogue.touch()
         finally:
-            store.release_writer()
+            store.lock.release()
         return run.report()
 
     def group_stories(self) -> None:
         """Find the syndicated copies among all articles and store their groups (a story's id is its earliest
         copy's). Marks are kept as articles are saved; an index made before that gets them here."""
         store = self.store
-        if store.meta("marks") != MARKS_VERSION:
-            store.mark_all()
-        article = lru_cache(maxsize=256)(store.article)  # marks go with their article: it is always there
-        store.save_stories(story_groups(store.marks(), store.ids_by_date(), article))
+        if store.catalogue.meta("marks") != MARKS_VERSION:
+            store.catalogue.mark_all()
+        article = lru_cache(maxsize=256)(store.catalogue.article)  # marks go with their article: it is always there
+        store.catalogue.save_stories(story_groups(store.catalogue.marks(), store.catalogue.ids_by_date(), article))
 
     def repair(self, show: Progress | None = None) -> int:
         """Make the vectors exactly the chunks SQLite lists (after an interrupted run).
 
         Returns how many vectors were removed or restored."""
         store = self.store
-        vector_ids = store.vector_ids()
-        chunk_ids = store.chunk_id_set()
+        vector_ids = store.vectors.ids()
+        chunk_ids = store.catalogue.chunk_id_set()
         orphans = sorted(vector_ids - chunk_ids)
         missing = sorted(chunk_ids - vector_ids)
         if orphans:
             store.delete_vectors(orphans)
         by_article: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
-        for cid, article_id, start, end in store.chunks_by_id(missing):
+        for cid, article_id, start, end in store.catalogue.chunks_by_id(missing):
             by_article[article_id].append((cid, start, end))
         chunks: list[Chunk] = []
         articles: dict[str, Article] = {}
         for article_id, rows in by_article.items():
-            article = store.article(article_id)
+            article = store.catalogue.article(article_id)
             if article is None:
                 continue
             articles[article_id] = article
@@ -221,7 +224,7 @@ class Indexer:
         for i in range(0, len(chunks), self.batch_chunks):
             part = chunks[i:i + self.batch_chunks]
             vectors = self.embedder.embed([embed_text(articles[c.article_id], c) for c in part])
-            store.add_vectors(part, vectors, articles)
+            store.vectors.add(part, vectors, articles)
             if show:
                 show("repairing", i + len(part), len(chunks))
         return len(orphans) + len(chunks) + (self._repair_full(chunk_ids) if store.two_stage() else 0)
@@ -230,18 +233,17 @@ class Indexer:
         """Full-stage vectors of chunks SQLite no longer lists are removed, and so are `full_chunks` rows
         without their vector (the full stage embeds those again)."""
         store = self.store
-        vector_ids = store.vector_ids(stage=FULL)
-        listed = store.full_ids()
+        vector_ids = store.vectors.ids(stage=FULL)
+        listed = store.catalogue.full_ids()
         orphans = sorted(vector_ids - chunk_ids)
-        for i in range(0, len(orphans), 5000):
-            store.stage_collection(FULL).delete(ids=orphans[i:i + 5000])
+        store.vectors.delete(orphans, FULL)
         stale = sorted((listed - chunk_ids) | (listed - vector_ids))
-        store.forget_full(stale)
+        store.catalogue.forget_full(stale)
         return len(orphans) + len(stale)
 
     def full_backlog(self) -> int:
         """Chunks still without a full-stage vector."""
-        done, total = self.store.full_progress()
+        done, total = self.store.catalogue.full_progress()
         return total - done
 
     def run_full_stage(self, full: Embedder, show: Progress = run_quietly) -> int:
@@ -253,7 +255,7 @@ class Indexer:
         store = self.store
         stored = 0
         for _ in range(3):  # chunks another writer added during a round are done in the next
-            rows = store.without_full()
+            rows = store.catalogue.without_full()
             if not rows:
                 break
             total = len(rows)
@@ -263,11 +265,11 @@ class Indexer:
                 stored += self._full_batch(full, part)
                 show(FULL_PHASE, i + len(part), total)  # after the commit: the phase ends once all are stored
         if stored and store.full_complete():
-            store.acquire_writer(STAGE_WAIT)
+            store.lock.acquire(STAGE_WAIT)
             try:
-                store.bump_generation()
+                store.catalogue.bump_generation()
             finally:
-                store.release_writer()
+                store.lock.release()
         return stored
 
     def _full_batch(self, full: Embedder, rows: list[tuple[str, str, int, int]]) -> int:
@@ -277,25 +279,25 @@ class Indexer:
         chunks: list[Chunk] = []
         for cid, article_id, start, end in rows:
             if article_id not in articles:
-                article = store.article(article_id)
+                article = store.catalogue.article(article_id)
                 if article is None:
                     continue
                 articles[article_id] = article
             chunks.append(Chunk(cid, article_id, start, end, articles[article_id].text[start:end]))
         vectors = full.embed([embed_text(articles[c.article_id], c) for c in chunks])
-        store.acquire_writer(STAGE_WAIT)
+        store.lock.acquire(STAGE_WAIT)
         try:
-            live = {r[0] for r in store.chunks_by_id([c.id for c in chunks])}
+            live = {r[0] for r in store.catalogue.chunks_by_id([c.id for c in chunks])}
             keep = [i for i, c in enumerate(chunks) if c.id in live]
             if not keep:
                 return 0
-            if store.meta("full_dim") is None:
-                store.set_meta("full_dim", str(vectors.shape[1]))
+            if store.catalogue.meta("full_dim") is None:
+                store.catalogue.set_meta("full_dim", str(vectors.shape[1]))
             kept = [chunks[i] for i in keep]
-            store.add_vectors(kept, vectors[keep], articles, stage=FULL)
-            store.mark_full([c.id for c in kept])
+            store.vectors.add(kept, vectors[keep], articles, stage=FULL)
+            store.catalogue.mark_full([c.id for c in kept])
         finally:
-            store.release_writer()
+            store.lock.release()
         return len(kept)
 
     def _failure(self, exc: Exception, run: _Run) -> IndexError_:
@@ -311,8 +313,8 @@ class Indexer:
         try:
             if run.indexed or run.replaced or run.pruned:
                 self._build_lexical(run.show)
-                self.store.bump_generation()
-                self.store.touch()
+                self.store.catalogue.bump_generation()
+                self.store.catalogue.touch()
         except KeyboardInterrupt:
             pass
 
@@ -323,7 +325,7 @@ class Indexer:
             return
         try:
             self._build_lexical()
-            self.store.bump_generation()
+            self.store.catalogue.bump_generation()
         except Exception:  # the disk may be full: the next run rebuilds it
             pass
 
@@ -338,7 +340,7 @@ class Indexer:
         scratch = self.store.dir / ".lexical.tmp"
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir()
-        sync_lexical(self.store, self.store.chunk_table(), scratch)
+        sync_lexical(self.store.dir, self.store.catalogue.article, self.store.catalogue.chunk_table(), scratch)
         shutil.rmtree(scratch, ignore_errors=True)
         if show:
             show("lexical index", 1, 1)
@@ -356,9 +358,9 @@ class Indexer:
             except OSError as exc:  # gone since it was found
                 run.skipped.append(Skipped(shown, failure_reason(exc)))
                 continue
-            record = self.store.file_record(file_key(path))
+            record = self.store.catalogue.file_record(file_key(path))
             if record and record[:2] == (stat.st_size, stat.st_mtime_ns) and all(
-                self.store.article_hash(a) for a in record[2]
+                self.store.catalogue.article_hash(a) for a in record[2]
             ):
                 run.unchanged += record[2]
                 continue
@@ -367,7 +369,7 @@ class Indexer:
     def _file_articles(self, path: Path, run: _Run) -> Iterator[tuple[Article, str, Path]]:
         ids: list[str] = []
         clean = True
-        removed = self.store.removed_ids()
+        removed = self.store.catalogue.removed_ids()
         twins: dict[str, int] = {}  # duplicates in this file, by twin: one message with a count
         for item in read_file(path, self.limits):
             if isinstance(item, Skipped):
@@ -379,8 +381,8 @@ class Indexer:
                                                       "itself in `rag index` to add it back"))
                 continue
             digest = content_hash(item)
-            stored = self.store.article_hash(item.id)
-            twin = run.seen_hashes.get(digest) or self.store.id_with_hash(digest)
+            stored = self.store.catalogue.article_hash(item.id)
+            twin = run.seen_hashes.get(digest) or self.store.catalogue.id_with_hash(digest)
             if stored == digest:
                 run.unchanged.append(item.id)
                 ids.append(item.id)
@@ -514,11 +516,11 @@ class Indexer:
             return
         chunks = [c for _, _, cs in batch for c in cs]
         articles = {a.id: a for a, _, _ in batch}
-        self.store.set_dirty()  # from here until the run finishes, a crash leaves vectors to reconcile
-        self.store.add_vectors(chunks, vectors, articles)
-        old = {a.id: set(self.store.chunk_ids_of(a.id)) for a, _, _ in batch}
-        existed = {a.id for a, _, _ in batch if old[a.id] or self.store.article_hash(a.id) is not None}
-        self.store.save_articles(batch)
+        self.store.catalogue.set_dirty()  # from here until the run finishes, a crash leaves vectors to reconcile
+        self.store.vectors.add(chunks, vectors, articles)
+        old = {a.id: set(self.store.catalogue.chunk_ids_of(a.id)) for a, _, _ in batch}
+        existed = {a.id for a, _, _ in batch if old[a.id] or self.store.catalogue.article_hash(a.id) is not None}
+        self.store.catalogue.save_articles(batch)
         # the new version is committed; only now are the old version's vectors removed
         stale = sorted(cid for a, _, cs in batch for cid in old[a.id] - {c.id for c in cs})
         if stale:
@@ -533,12 +535,12 @@ class Indexer:
             stat = path.stat()
             # size -1 never matches, so a file with bad parts (or failed articles) is read again
             size = stat.st_size if clean and not run.failed.intersection(ids) else -1
-            self.store.save_file(file_key(path), size, stat.st_mtime_ns, sorted(set(ids)))
+            self.store.catalogue.save_file(file_key(path), size, stat.st_mtime_ns, sorted(set(ids)))
 
     def _prune(self, run: _Run) -> None:
         live: set[str] = set()
         gone: list[str] = []
-        files = self.store.files()
+        files = self.store.catalogue.files()
         for shown, ids in files.items():
             if Path(shown).exists():
                 live.update(ids)
@@ -546,9 +548,9 @@ class Indexer:
                 gone.append(shown)
         for shown in gone:
             for article_id in files[shown]:
-                if article_id not in live and self.store.article_hash(article_id):
-                    self.store.set_dirty()
+                if article_id not in live and self.store.catalogue.article_hash(article_id):
+                    self.store.catalogue.set_dirty()
                     self.store.delete_article(article_id)
                     run.pruned.append(article_id)
-            self.store.forget_file(shown)
+            self.store.catalogue.forget_file(shown)
 

@@ -32,6 +32,7 @@ import yaml
 from dateutil import parser as date_parser
 
 from rag.config import Settings
+from rag.errors import RagError
 from rag.types import Article, Skipped
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def limits_from(settings: Settings) -> Limits:
                   decompression_ratio=settings.decompression_ratio, max_line_bytes=settings.max_line_mb * MB)
 
 
-class InputError(Exception):
+class InputError(RagError):
     """A path the user named does not exist or cannot be read at all."""
 
 

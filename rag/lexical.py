@@ -18,7 +18,7 @@ Writes are atomic: a segment is written aside and renamed in, then the manifest 
 crash leaves the old manifest, and files it does not name are deleted by the next write. A reader that loses
 a race with a merge (its segments deleted meanwhile) reads the manifest again.
 
-It does not know articles or chunks beyond `sync_lexical` (what to index comes from the store), and does not
+It does not know articles or chunks beyond `sync_lexical` (what to index comes from the catalogue), and does not
 rank hits (see `rag.retrieve`).
 """
 
@@ -31,7 +31,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -394,12 +394,6 @@ def _swapping(folder: Path) -> bool:
     return folder.with_name(folder.name + ".old").exists() or folder.with_name(folder.name + ".new").exists()
 
 
-class _Catalogue(Protocol):
-    dir: Path
-
-    def article(self, article_id: str) -> Article | None: ...
-
-
 class _Table(Protocol):
     ids: list[str]
     article_ids: list[str]
@@ -428,10 +422,11 @@ def _fresh(folder: Path) -> Lexical:
         return Lexical(folder)
 
 
-def sync_lexical(store: _Catalogue, table: _Table, scratch: Path | None = None,
-                 rebuild: bool = False) -> tuple[int, int]:
-    """Bring both BM25 indexes (passages, whole articles) to the chunks in `table`, doing work only for what
-    differs from what they hold; returns (passages, articles) tokenized.
+def sync_lexical(folder: Path, article_of: Callable[[str], Article | None], table: _Table,
+                 scratch: Path | None = None, rebuild: bool = False) -> tuple[int, int]:
+    """Bring both BM25 indexes (passages, whole articles) in `folder` to the chunks in `table` (their
+    articles from `article_of`, the catalogue's), doing work only for what differs from what they hold;
+    returns (passages, articles) tokenized.
 
     A passage is its article's title and its text; an article its title and text. A changed article has new
     chunk ids (they carry its content version), and the article-level document's tag is its first chunk id,
@@ -444,14 +439,14 @@ def sync_lexical(store: _Catalogue, table: _Table, scratch: Path | None = None,
 
     def article(article_id: str) -> Article | None:
         if article_id not in articles:
-            articles[article_id] = store.article(article_id)
+            articles[article_id] = article_of(article_id)
         return articles[article_id]
 
     def title_tokens(a: Article) -> list[str]:
         return words.tokens([a.title])[0]
 
     # passages
-    passages = None if rebuild else open_for_update(store.dir / PASSAGES, PASSAGE_K1)
+    passages = None if rebuild else open_for_update(folder / PASSAGES, PASSAGE_K1)
     have = set(passages.ids) if passages is not None else set()
     rows = [i for i, cid in enumerate(table.ids) if cid not in have]
     tokens: list[list[str]] = []
@@ -463,12 +458,12 @@ def sync_lexical(store: _Catalogue, table: _Table, scratch: Path | None = None,
         tokens.append(head + words.tokens([text])[0])
     added = [table.ids[i] for i in rows]
     if passages is None:
-        _fresh(store.dir / PASSAGES).build(added, tokens, PASSAGE_K1, scratch=scratch)
+        _fresh(folder / PASSAGES).build(added, tokens, PASSAGE_K1, scratch=scratch)
     else:
         wanted = set(table.ids)
         passages.update([cid for cid in passages.ids if cid not in wanted], added, tokens, scratch=scratch)
     # whole articles
-    docs = None if rebuild else open_for_update(store.dir / ARTICLES, ARTICLE_K1)
+    docs = None if rebuild else open_for_update(folder / ARTICLES, ARTICLE_K1)
     held = dict(zip(docs.ids, docs.tags)) if docs is not None else {}
     changed = [a for a, cid in first_chunk.items() if held.get(a) != cid]
     doc_tokens = []
@@ -478,13 +473,14 @@ def sync_lexical(store: _Catalogue, table: _Table, scratch: Path | None = None,
         doc_tokens.append(title + body)
     tags = [first_chunk[a] for a in changed]
     if docs is None:
-        _fresh(store.dir / ARTICLES).build(changed, doc_tokens, ARTICLE_K1, tags=tags, scratch=scratch)
+        _fresh(folder / ARTICLES).build(changed, doc_tokens, ARTICLE_K1, tags=tags, scratch=scratch)
     else:
         stale = [a for a, tag in held.items() if first_chunk.get(a) != tag]
         docs.update(stale, changed, doc_tokens, tags, scratch=scratch)
     return len(rows), len(changed)
 
 
-def build_lexical(store: _Catalogue, table: _Table, scratch: Path | None = None) -> None:
-    """Rebuild both BM25 indexes from the store, whatever they hold."""
-    sync_lexical(store, table, scratch, rebuild=True)
+def build_lexical(folder: Path, article_of: Callable[[str], Article | None], table: _Table,
+                  scratch: Path | None = None) -> None:
+    """Rebuild both BM25 indexes in `folder` from the catalogue, whatever they hold."""
+    sync_lexical(folder, article_of, table, scratch, rebuild=True)

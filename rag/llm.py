@@ -81,6 +81,7 @@ from urllib.parse import urlsplit
 
 from rag.answer import NOT_FOUND, Extractive, topic_terms
 from rag.chunk import sentence_spans
+from rag.errors import RagError
 from rag.ground import unsupported
 from rag.news import attribution, citation, cited_timeline, differ_note, differing, figures
 from rag.types import Answer, Article, Citation, Hit, Message
@@ -101,7 +102,7 @@ Tokens = Callable[[list[str]], list[list[str]]]
 Idf = Callable[[list[str]], dict[str, float]]
 
 
-class LLMConfigError(ValueError):
+class LLMConfigError(RagError, ValueError):
     """RAG_LLM / --llm names no usable answerer (bad spec, missing package)."""
 
 

@@ -17,9 +17,9 @@ import gzip
 import json
 from pathlib import Path
 
+from rag.catalogue import date_ord
 from rag.embed import DEFAULT_MODEL, resolve_model
 from rag.ingest import iso_date
-from rag.store import date_ord
 from rag.types import Filters
 
 TOP_K = 50

@@ -33,10 +33,13 @@ from functools import lru_cache
 
 import numpy as np
 
+from rag.catalogue import ChunkTable
 from rag.embed import Embedder
+from rag.errors import SearchFailed
 from rag.lexical import ARTICLES, PASSAGES, Lexical
-from rag.store import FULL, ChunkTable, SearchFailed, Store
+from rag.store import Store
 from rag.types import Article, Chunk, Filters, Hit
+from rag.vectors import FULL
 
 CANDIDATES = 100  # chunks from the dense side, articles from the lexical side
 UNFILTERED = 10  # when a filtered dense search fails: this many times more chunks, searched unfiltered
@@ -80,10 +83,10 @@ class _Snapshot:
 
     @classmethod
     def of(cls, store: Store, stage: str | None = None) -> _Snapshot:
-        table = store.chunk_table()
+        table = store.catalogue.chunk_table()
         articles = list(dict.fromkeys(table.article_ids))
         first = {a: i for i, a in reversed(list(enumerate(table.article_ids)))}
-        story = store.stories()
+        story = store.catalogue.stories()
         members: dict[str, tuple[str, ...]] = {}
         for article_id, story_id in sorted(story.items()):
             members[story_id] = (*members.get(story_id, ()), article_id)
@@ -96,7 +99,7 @@ class _Snapshot:
             first_row=np.array([first[a] for a in articles] + [len(table.ids)], dtype=np.int64),
             lexical=lexical, doc_lexical=doc_lexical,
             lexical_fits=lexical.ids == table.ids, doc_lexical_fits=doc_lexical.ids == articles,
-            article=lru_cache(maxsize=1024)(store.article), story=story, members=members, stage=stage,
+            article=lru_cache(maxsize=1024)(store.catalogue.article), story=story, members=members, stage=stage,
         )
 
 
@@ -176,16 +179,16 @@ class Retriever:
                mask: np.ndarray) -> tuple[dict[str, float], str]:
         """{chunk id: cosine} of the nearest chunks passing the filters, and a notice when there are none to have.
 
-        A filtered search that fails (as it does while another process writes, see `Store.dense_search`)
+        A filtered search that fails (as it does while another process writes, see `ChromaVectors.dense_search`)
         is done again unfiltered, for more chunks, and filtered here against the snapshot: the last
         complete state. When that fails too, the answer comes from BM25 alone, and says so."""
         try:
-            return dict(self.store.dense_search(vector, CANDIDATES, filters, snap.stage)), ""
+            return dict(self.store.vectors.dense_search(vector, CANDIDATES, filters, snap.stage)), ""
         except SearchFailed as exc:
             failure = exc
         if not filters.is_empty():
             try:
-                found = self.store.dense_search(vector, CANDIDATES * UNFILTERED, Filters(), snap.stage)
+                found = self.store.vectors.dense_search(vector, CANDIDATES * UNFILTERED, Filters(), snap.stage)
                 return {cid: cos for cid, cos in found if cid in snap.row and mask[snap.row[cid]]}, ""
             except SearchFailed as exc:
                 failure = exc

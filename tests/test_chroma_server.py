@@ -66,7 +66,7 @@ def test_index_and_ask_through_a_chroma_server_while_another_process_indexes(tmp
     report = assistant.index([write_collection(tmp_path / "first")])
     assert len(report.indexed) == 7
     assert not (index / "chroma").exists()  # the vectors are on the server
-    assert assistant.store.collection.count() == assistant.store.counts()[1]
+    assert assistant.store.vectors.count() == assistant.store.catalogue.counts()[1]
     assert "412 homes" in assistant.ask("How many homes were flooded when the Brightwater dam failed?").text
 
     second = tmp_path / "second"
@@ -99,13 +99,13 @@ def test_index_and_ask_through_a_chroma_server_while_another_process_indexes(tmp
     assert not errors, errors[:3]
     answer = assistant.ask("What did the Lumora observatory name its new telescope?")
     assert "Hesperon" in answer.text and answer.citations
-    assert assistant.store.collection.count() == assistant.store.counts()[1]
+    assert assistant.store.vectors.count() == assistant.store.catalogue.counts()[1]
     assistant.close()
 
 
 def test_a_new_index_folder_refuses_a_collection_that_holds_vectors(tmp_path, server, settings):
     from rag.embed import make_embedder
-    from rag.store import IndexError_
+    from rag.errors import IndexError_
 
     config = settings.model_copy(update={"chroma_host": "127.0.0.1", "chroma_port": server,
                                          "chroma_collection": "shared-one"})
@@ -119,7 +119,7 @@ def test_a_new_index_folder_refuses_a_collection_that_holds_vectors(tmp_path, se
 
 def test_unreachable_server_is_a_clear_error(tmp_path, settings):
     from rag.embed import make_embedder
-    from rag.store import IndexError_
+    from rag.errors import IndexError_
 
     config = settings.model_copy(update={"chroma_host": "127.0.0.1", "chroma_port": _free_port()})
     static = make_embedder(STATIC, cache_dir=settings.cache_dir)

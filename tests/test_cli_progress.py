@@ -105,8 +105,8 @@ def test_articles_beyond_the_memory_budget_are_read_again_and_indexed_the_same(t
         assistant = Assistant(Store(tmp_path / name), embedder, settings)
         indexer = Indexer(assistant.store, embedder, assistant.chunker, hold_chars=hold)
         report = indexer.run([collection])
-        chunk_ids = assistant.store.chunk_id_set()
-        assert assistant.store.vector_ids() == chunk_ids  # every chunk has its vector
+        chunk_ids = assistant.store.catalogue.chunk_id_set()
+        assert assistant.store.vectors.ids() == chunk_ids  # every chunk has its vector
         results.append((report, chunk_ids))
         if name == "spilled":
             again = indexer.run([collection])

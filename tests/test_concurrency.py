@@ -243,7 +243,7 @@ def test_cli_uses_the_embedder_the_index_records(tmp_path):
 def test_assistant_open_uses_the_recorded_embedder_unless_one_is_set(tmp_path, settings):
     from rag.api import open_store
     from rag.config import Settings
-    from rag.store import IndexError_
+    from rag.errors import IndexError_
 
     static = make_embedder(STATIC, cache_dir=settings.cache_dir)
     index = tmp_path / "index"
@@ -271,7 +271,7 @@ def test_a_failed_vector_search_is_answered_from_bm25_with_a_notice(tmp_path, se
     static = make_embedder(STATIC, cache_dir=settings.cache_dir)
     assistant = Assistant.open(tmp_path / "index", settings.model_copy(update={"embedder": STATIC}), embedder=static)
     assistant.index([write_collection(tmp_path / "articles")])
-    collection = assistant.store.collection
+    collection = assistant.store.vectors.collection()
 
     def broken(*args, **kwargs):  # what Chroma raises while another process writes
         raise InternalError("Error executing plan: Internal error: Error finding id")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from rag import Assistant, Filters, Message, QuestionError
+from rag.errors import IndexError_
 from rag.ingest import article_id
-from rag.store import IndexError_
 from tests.conftest import MARIUPOL_SEED, SEEDS, check_quotes
 
 
@@ -194,15 +194,15 @@ def test_changed_file_is_replaced_and_prune_removes_deleted(built):
     assert len(report.replaced) == 1 and report.indexed == ()
     answer = assistant.ask("How many passengers does the ferry Aurelia carry?")
     assert "310 passengers" in answer.text and "240" not in answer.text
-    articles, chunks = assistant.store.counts()
-    assert assistant.store.collection.count() == chunks  # old version's vectors are gone
+    articles, chunks = assistant.store.catalogue.counts()
+    assert assistant.store.vectors.count() == chunks  # old version's vectors are gone
 
     (folder / "dam.txt").unlink()
     (folder / "dam-copy.txt").unlink()
     report = assistant.index([folder], prune=True)
     assert len(report.pruned) == 1
     assert assistant.ask("How many homes were flooded when the Brightwater dam failed?").abstained
-    assert assistant.store.counts()[0] == articles - 1
+    assert assistant.store.catalogue.counts()[0] == articles - 1
 
 
 def test_other_embedder_is_a_clear_error(built, settings):

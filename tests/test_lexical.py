@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from types import SimpleNamespace
 
 import bm25s
 import numpy as np
@@ -49,18 +48,22 @@ def _chunks(article: Article) -> list[Chunk]:
 
 
 def _save(store: Store, articles: list[Article]) -> None:
-    store.save_articles([(a, content_hash(a), _chunks(a)) for a in articles])
+    store.catalogue.save_articles([(a, content_hash(a), _chunks(a)) for a in articles])
 
 
 def _remove(store: Store, article_id: str) -> None:
-    with store._locked(write=True) as db:  # the catalogue's rows; the vectors are not the subject here
+    with store.catalogue.db as db:  # the catalogue's rows; the vectors are not the subject here
         db.execute("DELETE FROM chunks WHERE article_id = ?", (article_id,))
         db.execute("DELETE FROM articles WHERE id = ?", (article_id,))
 
 
+def _sync(store: Store) -> tuple[int, int]:
+    return sync_lexical(store.dir, store.catalogue.article, store.catalogue.chunk_table())
+
+
 def _rebuilt(store: Store, folder: Path) -> tuple[Lexical, Lexical]:
     """Both indexes built from scratch from the store's current articles, in another folder."""
-    build_lexical(SimpleNamespace(dir=folder, article=store.article), store.chunk_table())
+    build_lexical(folder, store.catalogue.article, store.catalogue.chunk_table())
     return Lexical(folder / PASSAGES), Lexical(folder / ARTICLES)
 
 
@@ -83,7 +86,7 @@ def _assert_same_ranking(updated: Lexical, rebuilt: Lexical, order: list[str], q
 
 
 def _check(store: Store, tmp_path: Path, name: str, queries: list[str]) -> None:
-    table = store.chunk_table()
+    table = store.catalogue.chunk_table()
     passages, articles = _rebuilt(store, tmp_path / name)
     _assert_same_ranking(Lexical(store.dir / PASSAGES), passages, table.ids, queries)
     _assert_same_ranking(Lexical(store.dir / ARTICLES), articles, list(dict.fromkeys(table.article_ids)), queries)
@@ -94,22 +97,22 @@ def test_updated_in_place_the_indexes_rank_exactly_like_a_rebuild(tmp_path):
     store = Store(tmp_path / "index")
     try:
         _save(store, [_article(rng, n) for n in range(300)])
-        assert sync_lexical(store, store.chunk_table()) == (len(store.chunk_table().ids), 300)
+        assert _sync(store) == (len(store.catalogue.chunk_table().ids), 300)
         queries = _queries(rng)
         # added, changed (new text and title: new chunk ids) and removed articles, in one update
-        changed = store.article("a00010")
+        changed = store.catalogue.article("a00010")
         _save(store, [_article(rng, n) for n in range(300, 340)]
               + [Article(changed.id, "Kestrel grain court", _text(rng, 30), source="wire")])
         _remove(store, "a00020")
-        sync_lexical(store, store.chunk_table())
+        _sync(store)
         assert len(json.loads((store.dir / PASSAGES / MANIFEST).read_text())["segments"]) == 2  # not merged
         _check(store, tmp_path, "rebuilt1", queries)
         # only a removal (dead documents, no new segment), then enough new articles to merge the segments
         _remove(store, "a00030")
-        sync_lexical(store, store.chunk_table())
+        _sync(store)
         _check(store, tmp_path, "rebuilt2", queries)
         _save(store, [_article(rng, n) for n in range(340, 480)])
-        sync_lexical(store, store.chunk_table())
+        _sync(store)
         manifest = json.loads((store.dir / PASSAGES / MANIFEST).read_text())
         assert len(manifest["segments"]) == 1 and "dead" not in manifest  # merged
         _check(store, tmp_path, "rebuilt3", queries)
@@ -139,20 +142,20 @@ def test_adding_ten_articles_leaves_the_main_segment_alone(tmp_path):
     store = Store(tmp_path / "index")
     try:
         _save(store, [_article(rng, n, words=25) for n in range(2000)])
-        sync_lexical(store, store.chunk_table())
+        _sync(store)
         mains = {}
         for name in (PASSAGES, ARTICLES):
             main = store.dir / name / json.loads((store.dir / name / MANIFEST).read_text())["segments"][0]
             mains[name] = {p.name: p.stat().st_mtime_ns for p in main.iterdir()}, main
         new = [_article(rng, n, words=25) for n in range(2000, 2010)]
         _save(store, new)
-        done = sync_lexical(store, store.chunk_table())
+        done = _sync(store)
         assert done == (sum(len(_chunks(a)) for a in new), 10)  # tokenized: the new articles' passages, and them
         for name, (stamps, main) in mains.items():
             assert json.loads((store.dir / name / MANIFEST).read_text())["segments"][0] == main.name
             assert {p.name: p.stat().st_mtime_ns for p in main.iterdir()} == stamps
         hits = Lexical(store.dir / ARTICLES)
-        assert hits.align(list(dict.fromkeys(store.chunk_table().article_ids)))
+        assert hits.align(list(dict.fromkeys(store.catalogue.chunk_table().article_ids)))
         assert hits.ids[int(np.argmax(hits.scores(new[3].title)))] == new[3].id
     finally:
         store.close()
@@ -165,9 +168,9 @@ def test_a_damaged_or_earlier_format_index_is_built_again_whole(tmp_path):
         _save(store, [_article(rng, n) for n in range(20)])
         (store.dir / PASSAGES).mkdir()
         (store.dir / PASSAGES / "ids.json").write_text('["half', encoding="utf-8")  # the bm25s layout
-        sync_lexical(store, store.chunk_table())
+        _sync(store)
         (store.dir / ARTICLES / MANIFEST).write_text("{", encoding="utf-8")
-        sync_lexical(store, store.chunk_table())
+        _sync(store)
         assert not (store.dir / PASSAGES / "ids.json").exists()
         _check(store, tmp_path, "rebuilt", _queries(rng))
     finally:

@@ -269,7 +269,7 @@ def test_search_does_not_fill_its_top_results_with_copies(news):
 
 def test_copies_are_grouped_at_index_time_and_counted(news):
     ardell = {a for a in news.article_ids() if "Ardell" in news.article(a).text}
-    stories = news.store.stories()
+    stories = news.store.catalogue.stories()
     assert set(stories) == ardell and len(set(stories.values())) == 1
     # the story is named after its earliest copy
     earliest = min(ardell, key=lambda a: (news.article(a).published, a))
@@ -296,18 +296,18 @@ def test_regrouping_follows_edits_prunes_and_old_indexes(tmp_path, settings, emb
         assert (assistant.stats()["story_groups"], assistant.stats()["syndicated_copies"]) == (1, 1)
         (folder / "copy1.json").unlink()
         assistant.index([folder], prune=True)
-        assert assistant.stats()["story_groups"] == 0 and assistant.store.stories() == {}
+        assert assistant.stats()["story_groups"] == 0 and assistant.store.catalogue.stories() == {}
         # an index written before story marks were kept gets them on its next run, with nothing re-embedded
         (folder / "copy1.json").write_text(json.dumps(wire[1]), encoding="utf-8")
         assistant.index([folder])
-        with assistant.store.db as db:
+        with assistant.store.catalogue.db as db:
             db.execute("DELETE FROM marks")
             db.execute("DELETE FROM stories")
             db.execute("DELETE FROM meta WHERE key = 'marks'")
-        before = assistant.store.generation()
+        before = assistant.store.catalogue.generation()
         report = assistant.index([folder])
         assert report.chunks_embedded == 0 and assistant.stats()["story_groups"] == 1
-        assert assistant.store.generation() == before + 1  # other processes reload to see the groups
+        assert assistant.store.catalogue.generation() == before + 1  # other processes reload to see the groups
     finally:
         assistant.close()
 

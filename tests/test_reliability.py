@@ -26,8 +26,9 @@ import numpy as np
 import pytest
 
 from rag import Assistant
+from rag.errors import IndexError_
 from rag.lexical import Lexical
-from rag.store import IndexError_, Store
+from rag.store import Store
 from tests.conftest import ROOT, write_collection
 
 CORPUS = ROOT.parent / "shared" / "bench" / "rtqa2022" / "articles.jsonl.gz"
@@ -212,8 +213,8 @@ def _assistant(index: Path, settings, embedder, **changes) -> Assistant:
 
 def _consistent(assistant: Assistant) -> None:
     store = assistant.store
-    assert store.vector_ids() == store.chunk_id_set()
-    assert not store.dirty()
+    assert store.vectors.ids() == store.catalogue.chunk_id_set()
+    assert not store.catalogue.dirty()
 
 
 def test_store_failure_mid_run_keeps_committed_work_and_next_run_finishes(tmp_path, settings, embedder, monkeypatch):
@@ -232,8 +233,8 @@ def test_store_failure_mid_run_keeps_committed_work_and_next_run_finishes(tmp_pa
     monkeypatch.setattr(Store, "add_vectors", full_disk)
     with pytest.raises(IndexError_, match="disk full.*next `rag index`"):
         assistant.index([folder])
-    stored = set(assistant.store.article_ids())
-    assert 0 < len(stored) < 7 and assistant.store.dirty()
+    stored = set(assistant.store.catalogue.article_ids())
+    assert 0 < len(stored) < 7 and assistant.store.catalogue.dirty()
     hit = assistant.search("Brightwater dam homes flooded", k=1)  # what was committed is answerable
     assert hit or "dam.txt" not in {Path(assistant.article(a).path).name for a in stored}
     monkeypatch.setattr(Store, "add_vectors", real)
@@ -301,10 +302,10 @@ def test_missing_and_orphan_vectors_are_reconciled(tmp_path, settings, embedder)
     assistant = _assistant(tmp_path / "index", settings, embedder)
     assistant.index([folder])
     store = assistant.store
-    ids = sorted(store.chunk_id_set())
+    ids = sorted(store.catalogue.chunk_id_set())
     store.delete_vectors(ids[:3])
-    store.collection.upsert(ids=["ghost:0:0"], embeddings=[[1.0] + [0.0] * (embedder.dim - 1)])
-    store.set_dirty()  # as a killed run leaves it
+    store.vectors.collection().upsert(ids=["ghost:0:0"], embeddings=[[1.0] + [0.0] * (embedder.dim - 1)])
+    store.catalogue.set_dirty()  # as a killed run leaves it
     assistant.index([folder])
     _consistent(assistant)
     assistant.close()
@@ -315,7 +316,7 @@ def test_missing_and_orphan_vectors_are_reconciled(tmp_path, settings, embedder)
 HOLD_LOCK = """
 import sys, time
 from rag.store import Store
-store = Store(sys.argv[1]); store.acquire_writer(); print("locked", flush=True); time.sleep(60)
+store = Store(sys.argv[1]); store.lock.acquire(); print("locked", flush=True); time.sleep(60)
 """
 
 
@@ -326,11 +327,11 @@ def test_second_writer_is_refused_across_processes(tmp_path, settings, embedder,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert holder.stdout.readline().strip() == b"locked"
-        monkeypatch.setattr("rag.store.WRITER_WAIT", 0.2)
+        monkeypatch.setattr("rag.lock.WRITER_WAIT", 0.2)
         assistant = _assistant(index, settings, embedder)
         with pytest.raises(IndexError_, match=rf"another process \(pid {holder.pid}\) is writing the index"):
             assistant.index([folder])
-        assert assistant.store.counts() == (0, 0)
+        assert assistant.store.catalogue.counts() == (0, 0)
         cli = subprocess.run(_index_cmd([folder], index), cwd=tmp_path, env=_env(RAG_EMBEDDER=settings.embedder),
                              capture_output=True, text=True)
         assert cli.returncode == 2 and "is writing the index" in cli.stderr and "Traceback" not in cli.stderr
@@ -451,12 +452,12 @@ def test_read_only_and_full_disk_are_clear_errors(tmp_path):
 def test_a_failed_write_with_no_space_left_is_called_disk_full(tmp_path, monkeypatch):
     from collections import namedtuple
 
-    from rag.store import storage_error
+    from rag.errors import storage_error
 
     error = Exception("Error in compaction: Failed to apply logs to the metadata segment")  # Chroma, disk full
     assert "cannot be used" in str(storage_error(error, tmp_path / "index"))  # plenty of space here
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr("rag.store.shutil.disk_usage", lambda folder: usage(700 << 10, 690 << 10, 10 << 10))
+    monkeypatch.setattr("rag.errors.shutil.disk_usage", lambda folder: usage(700 << 10, 690 << 10, 10 << 10))
     assert str(storage_error(error, tmp_path / "index")).startswith("disk full while writing the index")
     # an error that says what it is keeps its own message, however full the disk
     assert "locked by another process" in str(storage_error(Exception("database is locked"), tmp_path))

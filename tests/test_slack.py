@@ -551,10 +551,12 @@ def test_long_timeline_is_cut_within_slack_limits():
 
 
 def test_event_ids_are_remembered_for_at_least_ten_minutes(tmp_path):
+    from rag.catalogue import SqliteCatalogue
     from ui.slack import DEDUPE_SECONDS, PRUNE_SECONDS, HandledLog, Remembered
 
     now = [1_700_000_000.0]
-    handled = HandledLog(tmp_path / "slack.sqlite", clock=lambda: now[0])
+    catalogue = SqliteCatalogue(tmp_path)  # what `Assistant.remember` keeps them in
+    handled = HandledLog(lambda: catalogue, clock=lambda: now[0])
     seen = Remembered(handled, "event", DEDUPE_SECONDS)
     assert seen.add("Ev1") and not seen.add("Ev1")
     assert Remembered(handled, "thread", DEDUPE_SECONDS).add("Ev1")  # kinds are apart
@@ -564,10 +566,10 @@ def test_event_ids_are_remembered_for_at_least_ten_minutes(tmp_path):
     assert "Ev1" not in seen and seen.add(("C1", "1.2")) and ("C1", "1.2") in seen
     now[0] += DEDUPE_SECONDS + PRUNE_SECONDS + 1
     assert seen.add("Ev2")  # ...and the expired rows are pruned
-    handled.close()
+    catalogue.close()
     import sqlite3
 
-    with sqlite3.connect(tmp_path / "slack.sqlite") as db:
+    with sqlite3.connect(tmp_path / "articles.sqlite") as db:
         assert db.execute("SELECT kind, key FROM handled").fetchall() == [("event", "Ev2")]
 
 

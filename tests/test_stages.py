@@ -23,7 +23,8 @@ from pathlib import Path
 from rag import Assistant
 from rag.config import Settings
 from rag.embed import make_embedder
-from rag.store import FULL, Store
+from rag.store import Store
+from rag.vectors import FULL
 from tests.conftest import ROOT, write_collection
 from tests.test_chroma_server import server  # noqa: F401 - the fixture: a real `chroma run`
 
@@ -59,7 +60,7 @@ def test_answers_during_and_after_the_full_stage(tmp_path: Path, settings: Setti
     try:
         writer.index([folder])
         stats = writer.stats()
-        articles, chunks = writer.store.counts()
+        articles, chunks = writer.store.catalogue.counts()
         assert stats["stage"] == "fast" and stats["full_vectors"] == f"0 of {chunks}"
         assert stats["fast_embedder"] == STATIC and stats["full_embedder"] == STATIC
         answer = reader.ask("How many homes did the Brightwater dam failure flood?")
@@ -72,12 +73,12 @@ def test_answers_during_and_after_the_full_stage(tmp_path: Path, settings: Setti
         answer = reader.ask("How many homes did the Brightwater dam failure flood?")
         assert "412" in answer.text and answer.citations
         assert reader.retriever.stage == FULL and reader.stats()["stage"] == "full"
-        assert writer.store.vector_ids(stage=FULL) == writer.store.chunk_id_set()
+        assert writer.store.vectors.ids(stage=FULL) == writer.store.catalogue.chunk_id_set()
         # a deleted article loses both stages' vectors; the index stays complete
-        gone = writer.store.chunk_ids_of(answer.citations[0].article_id)
+        gone = writer.store.catalogue.chunk_ids_of(answer.citations[0].article_id)
         writer.remove([answer.citations[0].article_id])
-        assert not set(gone) & (writer.store.vector_ids() | writer.store.vector_ids(stage=FULL))
-        assert writer.stats()["stage"] == "full" and writer.store.counts()[0] == articles - 1
+        assert not set(gone) & (writer.store.vectors.ids() | writer.store.vectors.ids(stage=FULL))
+        assert writer.stats()["stage"] == "full" and writer.store.catalogue.counts()[0] == articles - 1
     finally:
         writer.close()
         reader.close()
@@ -90,7 +91,7 @@ def test_new_articles_get_both_stages_in_the_same_call(tmp_path: Path, settings:
         assistant.index([folder / "dam.txt"])  # a small backlog is done inline, even without progress
         assert assistant.stats()["stage"] == "full"
         assistant.index([folder])
-        done, total = assistant.store.full_progress()
+        done, total = assistant.store.catalogue.full_progress()
         assert done == total > 1 and assistant.retriever.stage == FULL
     finally:
         assistant.close()
@@ -135,7 +136,7 @@ def test_explicit_embedder_is_one_stage(tmp_path: Path, settings: Settings) -> N
         assistant.index([folder], progress=True)
         assert assistant.full is None and not assistant.store.two_stage()
         assert assistant.stats()["stage"] == "single" and "full_vectors" not in assistant.stats()
-        assert not assistant.store.full_ids()
+        assert not assistant.store.catalogue.full_ids()
     finally:
         assistant.close()
 
@@ -151,13 +152,13 @@ def test_single_stage_index_opens_unchanged(tmp_path: Path, settings: Settings) 
     finally:
         old.close()
     store = Store(tmp_path / "index")
-    assert store.meta("full_embedder") is None
+    assert store.catalogue.meta("full_embedder") is None
     store.close()
     opened = Assistant.open(tmp_path / "index", _settings(settings))
     try:
         assert opened.full is None and opened.embedder.name == STATIC and opened.stats()["stage"] == "single"
         opened.index([folder], progress=True)
-        assert not opened.store.two_stage() and not opened.store.full_ids()
+        assert not opened.store.two_stage() and not opened.store.catalogue.full_ids()
         assert "412" in opened.ask("How many homes did the Brightwater dam failure flood?").text
     finally:
         opened.close()
@@ -197,8 +198,8 @@ def test_ctrl_c_during_full_stage_resumes(tmp_path: Path, settings: Settings) ->
     reader.join(5)
     assert "stopped:" in "".join(lines)
     store = Store(index)
-    done, total = store.full_progress()
-    articles = store.counts()[0]
+    done, total = store.catalogue.full_progress()
+    articles = store.catalogue.counts()[0]
     store.close()
     assert 0 < done < total and articles >= 12
     opened = Assistant.open(index, _settings(settings, full_embedder=STATIC))
@@ -212,7 +213,7 @@ def test_ctrl_c_during_full_stage_resumes(tmp_path: Path, settings: Settings) ->
     assert "0 chunks embedded" in again.stdout and "embedding:" not in again.stderr  # no fast vector again
     assert f"MiniLM vectors: {total - done:,} of {total - done:,} chunks in" in again.stderr
     store = Store(index)
-    assert store.full_progress() == (total, total)
+    assert store.catalogue.full_progress() == (total, total)
     store.close()
 
 
@@ -239,13 +240,13 @@ def test_stage_collections_on_a_chroma_server(tmp_path: Path, settings: Settings
         assistant.index([folder], progress=True)
         assert assistant.stats()["stage"] == "full"
         assert "412" in assistant.ask("How many homes did the Brightwater dam failure flood?").text
-        chunks = assistant.store.chunk_id_set()
+        chunks = assistant.store.catalogue.chunk_id_set()
     finally:
         assistant.close()
     client = chromadb.HttpClient(host="127.0.0.1", port=server)
     names = {c.name if hasattr(c, "name") else c for c in client.list_collections()}
     assert {"staged-news", "staged-news-full"} <= names
     assert set(client.get_collection("staged-news-full").get(include=[])["ids"]) == chunks
-    remove_index(tmp_path / "index", assistant.store.server, "staged-news")
+    remove_index(tmp_path / "index", assistant.store.vectors.server, "staged-news")
     names = {c.name if hasattr(c, "name") else c for c in client.list_collections()}
     assert not {"staged-news", "staged-news-full"} & names

@@ -37,9 +37,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.api import Assistant, QuestionError
 from rag.config import Settings
+from rag.errors import IndexError_, RagError, UserError
 from rag.feeds import is_loopback
 from rag.ingest import SUFFIXES, suffix_of
-from rag.store import IndexError_
 from rag.types import Answer, Filters, Hit, IndexReport, Message
 
 MODEL = "rag-news"  # the one model name of the OpenAI-compatible endpoints
@@ -49,7 +49,7 @@ LOG = logging.getLogger("rag.http")
 # ---------------------------------------------------------------- errors
 
 
-class ApiError(Exception):
+class ApiError(RagError):
     """An error answered in OpenAI's shape with `status`."""
 
     def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
@@ -790,7 +790,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     """`rag serve`: open the index (created empty when missing), then serve until Ctrl-C."""
     import uvicorn
 
-    from rag.cli import UserError, open_assistant
+    from rag.api import open_assistant
 
     why = refusal(args.host, settings)
     if why:

@@ -5,8 +5,9 @@ websocket-client library); `rag slack --http [--host 127.0.0.1] [--port 3000]` s
 Events API at /slack/events with uvicorn (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET),
 plain HTTP behind an HTTPS proxy. RAG_SLACK_API_URL overrides the Web API base URL
 (apps.connections.open included). Built with slack-bolt on top of `rag.api.Assistant` only.
-Handled events, messages and threads are kept in `slack.sqlite` in the index folder,
-so a restart neither answers a redelivered or replayed event again nor forgets its threads.
+Handled events, messages and threads are kept in the index's catalogue (through the facade),
+so a restart neither answers a redelivered or replayed event again nor forgets its threads,
+and replicas sharing a catalogue answer each event once.
 
 Where it answers: an @mention in a channel (in that message's thread), a DM,
 a follow-up in a thread it has answered (the thread is the chat context), and
@@ -26,7 +27,6 @@ import logging
 import os
 import re
 import socket
-import sqlite3
 import sys
 import threading
 import time
@@ -51,6 +51,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from rag.config import Settings
+from rag.errors import RagError
 from rag.types import Answer, Citation, Message, TimelinePoint
 
 log = logging.getLogger("rag.slack")
@@ -66,7 +67,6 @@ MAX_TIMELINE_POINTS = 20  # timeline rows shown; the rest are counted
 MAX_TIMELINE_ROW_CHARS = 600  # a row's text is cut (at a word) beyond this
 DEDUPE_SECONDS = 3600  # Slack retries for a few minutes; keep event ids well past that (at least 10 minutes)
 THREAD_MEMORY_SECONDS = 7 * 24 * 3600
-HANDLED_FILE = "slack.sqlite"  # in the index folder: what was handled, so a restart does not answer twice
 PRUNE_SECONDS = 60  # expired rows are deleted at most this often
 DM_CONTEXT_SECONDS = 3600  # earlier DMs within this window are the chat context of a DM
 MAX_BODY_BYTES = 1 << 20
@@ -80,7 +80,7 @@ ANSWERED_EVENT = "rag_answer"  # message metadata event type on the bot's answer
 ANSWERING_SUBTYPES = {None, "file_share", "thread_broadcast"}  # message subtypes a person typed
 
 
-class IndexMissing(RuntimeError):
+class IndexMissing(RagError, RuntimeError):
     """The index folder has no index yet."""
 
 
@@ -239,54 +239,49 @@ def answer_blocks(text: str, feedback_value: str | None) -> list[dict]:
 
 
 class HandledLog:
-    """What the bot has handled (event ids, claimed messages, threads it answered), kept in SQLite so a
-    restart does not forget it: a signed request replayed within Slack's 5 minutes is not answered twice.
+    """What the bot has handled (event ids, claimed messages, threads it answered), kept in the index's catalogue
+    through the facade (`Assistant.remember`), so a restart does not forget it, a signed request replayed within
+    Slack's 5 minutes is not answered twice, and replicas sharing a catalogue dedupe together.
 
-    Each key lives for its kind's time to live; expired rows are pruned as new ones come. It keeps no
-    answers and nothing about the index. Another backend (PostgreSQL) needs only `add`, `has` and `close`."""
+    `keeper` returns the facade (opened on first use); while it cannot be had (no index yet), keys are kept
+    in memory. Each key lives for its kind's time to live. It keeps no answers and nothing about the index."""
 
-    def __init__(self, path: Path | str, clock: Callable[[], float] = time.time) -> None:
-        self.path = str(path)
+    def __init__(self, keeper: Callable[[], Any], clock: Callable[[], float] = time.time) -> None:
+        self.keeper = keeper
         self.clock = clock
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=10, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # no fsync per event; a power cut may forget the last few
-        self._db.execute("CREATE TABLE IF NOT EXISTS handled (kind TEXT NOT NULL, key TEXT NOT NULL, "
-                         "until REAL NOT NULL, PRIMARY KEY (kind, key))")
+        self._memory: dict[tuple[str, str], float] = {}  # (kind, key) -> until, while there is no catalogue
         self._pruned = 0.0
 
-    @classmethod
-    def in_folder(cls, folder: Path) -> HandledLog:
-        """The log in `folder` (created if need be); in memory, with a warning, when it cannot be written."""
+    def _kept(self) -> Any:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            return cls(folder / HANDLED_FILE)
-        except (OSError, sqlite3.Error) as exc:
-            log.warning("cannot keep handled events in %s (%s): a restart will forget them", folder, exc)
-            return cls(":memory:")
+            return self.keeper()
+        except Exception as exc:  # no index, or a broken one: the listener says so; dedupe goes on in memory
+            log.debug("handled keys kept in memory: %s", exc)
+            return None
 
     def add(self, kind: str, key: Any, ttl: float) -> bool:
         """Remember `key` for `ttl` seconds; False when it is already remembered (and not expired)."""
         now, text = self.clock(), _key(key)
-        with self._lock:  # one statement: new, or replacing an expired row; an unexpired row stays as it is
-            added = self._db.execute(
-                "INSERT INTO handled VALUES (?, ?, ?) ON CONFLICT (kind, key) DO UPDATE SET until = excluded.until "
-                "WHERE handled.until < ?", (kind, text, now + ttl, now)).rowcount == 1
+        keeper = self._kept()
+        if keeper is not None:
+            return keeper.remember(kind, text, now + ttl, now)
+        with self._lock:
             if now - self._pruned > PRUNE_SECONDS:
-                self._db.execute("DELETE FROM handled WHERE until < ?", (now,))
+                self._memory = {k: until for k, until in self._memory.items() if until > now}
                 self._pruned = now
-        return added
+            if self._memory.get((kind, text), 0.0) > now:
+                return False
+            self._memory[(kind, text)] = now + ttl
+        return True
 
     def has(self, kind: str, key: Any) -> bool:
+        now, text = self.clock(), _key(key)
+        keeper = self._kept()
+        if keeper is not None:
+            return keeper.remembered(kind, text, now)
         with self._lock:
-            row = self._db.execute("SELECT 1 FROM handled WHERE kind = ? AND key = ? AND until >= ?",
-                                   (kind, _key(key), self.clock())).fetchone()
-        return row is not None
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+            return self._memory.get((kind, text), 0.0) > now
 
 
 def _key(key: Any) -> str:
@@ -345,7 +340,7 @@ class SlackBot:
         # the facade is thread-safe; this only bounds the work at once, like the web chat's queue
         self._answering = threading.BoundedSemaphore(CONCURRENT_ANSWERS)
         self._feedback_lock = threading.Lock()
-        self.handled = HandledLog.in_folder(Path(settings.index_dir))
+        self.handled = HandledLog(self.assistant)
         self.seen_events = Remembered(self.handled, "event", DEDUPE_SECONDS)
         self.claimed_messages = Remembered(self.handled, "message", DEDUPE_SECONDS)  # (channel, ts) answered
         self.threads = Remembered(self.handled, "thread", THREAD_MEMORY_SECONDS)  # (channel, thread_ts) answered in
@@ -399,7 +394,6 @@ class SlackBot:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
-        self.handled.close()
 
     def _dedupe(self, body: dict, next: Callable[[], Any]) -> Any:  # Bolt injects arguments by name
         """Slack redelivers events it thinks were lost: answer each event_id once."""
@@ -418,10 +412,11 @@ class SlackBot:
         if self._assistant is None:
             with self._open_lock:
                 if self._assistant is None:
+                    from rag.api import Assistant, index_exists
+
                     folder = Path(self.settings.index_dir)
-                    if not (folder / "articles.sqlite").exists():
+                    if not index_exists(folder):
                         raise IndexMissing(f"no index in {folder}: run `rag index PATH... --index {folder}`")
-                    from rag.api import Assistant
 
                     log.info("opening the index in %s", folder)
                     self._assistant = Assistant.open(folder, self.settings)

@@ -831,7 +831,8 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, auth: tup
 def main(args: argparse.Namespace, settings: Settings) -> int:
     """`rag web`: open the index (created empty when missing), then serve until Ctrl-C."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from rag.cli import UserError, open_assistant
+    from rag.api import open_assistant
+    from rag.errors import UserError
 
     try:
         auth = parse_auth(settings.web_auth)
