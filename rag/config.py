@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     chroma_ssl: bool = False
     chroma_headers: dict[str, str] = Field(default_factory=dict)
     chroma_collection: str = "chunks"
+    # team mode (RAG_DATABASE_URL, e.g. postgresql://user:pass@host:5432/db): the catalogue and the writer lock in
+    # PostgreSQL (rag.catalogue_pg, rag.lock_pg), one schema per collection; needs a Chroma server for the vectors
+    database_url: SecretStr | None = None
     # "provider:model": sentence-transformers:NAME_OR_PATH or model2vec:PATH
     embedder: str = "sentence-transformers:all-MiniLM-L6-v2"
     # where derived models (distilled static embedders) are kept

@@ -14,6 +14,7 @@ import pytest
 
 from rag.config import Settings
 from rag.embed import make_embedder
+from tests.pg_server import pg_server, pg_url  # noqa: F401 - fixtures: a real PostgreSQL for the team-mode tests
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
