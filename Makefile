@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,web,slack,llm,peer,browser,api]'
+	$(BIN)/pip install --quiet -e '.[dev,web,slack,llm,peer,browser,api,team]'
 	# the hybrid peer of `rag bench --peer`: every release pins pystemmer<3, which would re-stem our own BM25
 	$(BIN)/pip install --quiet --no-deps llama-index-retrievers-bm25
 	touch $(STAMP)
