@@ -22,6 +22,7 @@ from rag.embed import Embedder, make_embedder
 from rag.errors import IndexError_, UserError
 from rag.errors import RagError as RagError  # the base of every error a front end may catch
 from rag.feeds import fetch_articles, is_url
+from rag.index import FULL_PHASE as FULL_PHASE  # the progress phase of the full stage, for front ends
 from rag.index import Indexer, Progress, Stopped, run_quietly
 from rag.ingest import display_path, limits_from
 from rag.lexical import ARTICLES, MANIFEST, PASSAGES

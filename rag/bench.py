@@ -201,8 +201,7 @@ def with_copies(questions: list[dict], stories: dict[str, str]) -> list[dict]:
 def run_ours(source: Path, questions: list[dict], index_dir: Path, settings: Settings,
              details: TextIO | None = None) -> tuple[dict, dict]:
     """Our figures, and the story groups the index found (article id -> story id)."""
-    from rag.api import Assistant
-    from rag.index import FULL_PHASE
+    from rag.api import FULL_PHASE, Assistant
     from rag.progress import ProgressPrinter
 
     printer = ProgressPrinter(sys.stderr, settings.progress_every)

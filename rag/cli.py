@@ -226,7 +226,7 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
         from rag.api import delete_index
 
         delete_index(settings)
-    from rag.index import Stopped
+    from rag.api import Stopped
     from rag.progress import ProgressPrinter
 
     assistant = open_assistant(settings, must_exist=False)

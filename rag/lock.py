@@ -32,6 +32,10 @@ class WriterLock(Protocol):
         """This process holds it as the writer."""
     def quiet(self) -> AbstractContextManager[bool]:
         """A context yielding True while no writer is active (and keeping one from starting), False when one is."""
+    def exclusive_now(self) -> AbstractContextManager[None]:
+        """The lock for a moment, without waiting (deleting an index): IndexError_ when a writer has it."""
+    def close(self) -> None:
+        """Release, and let go of what the lock holds open."""
 
 
 def _read_pid(fd: int) -> str:
@@ -80,6 +84,9 @@ class FileLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+    def close(self) -> None:
+        self.release()
 
     @contextmanager
     def quiet(self) -> Iterator[bool]:

@@ -28,6 +28,8 @@ import os
 import shutil
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from rag.catalogue import DB_FILE, MARKS_VERSION, Catalogue, SqliteCatalogue
 from rag.errors import IndexError_, storage_error
 from rag.lock import FileLock, WriterLock
@@ -53,15 +55,25 @@ def _open_folder(folder: Path) -> None:
                           "folder or fix its permissions")
 
 
-def _open_catalogue(folder: Path, database_url: str) -> tuple[Catalogue, WriterLock]:
+def _open_catalogue(folder: Path, database_url: str | SecretStr | None,
+                    collection_name: str) -> tuple[Catalogue, WriterLock]:
     """The catalogue and the writer lock that go with it: SQLite in the folder and a lock file beside it, or,
-    with a database url (team mode), PostgreSQL and its advisory lock (`rag.catalogue_pg`)."""
-    if database_url:
-        raise IndexError_("team mode (a PostgreSQL catalogue) is not available in this version of rag")
-    return SqliteCatalogue(folder), FileLock(folder)
+    with a database url (team mode), PostgreSQL (the collection's schema) and its advisory lock; psycopg is
+    imported only then."""
+    if not database_url:
+        return SqliteCatalogue(folder), FileLock(folder)
+    from rag.catalogue_pg import PostgresCatalogue
+    from rag.lock_pg import AdvisoryLock
+
+    catalogue = PostgresCatalogue(database_url, collection_name)
+    try:
+        return catalogue, AdvisoryLock(database_url, collection_name)
+    except BaseException:
+        catalogue.close()
+        raise
 
 
-def index_exists(folder: Path, database_url: str = "") -> bool:
+def index_exists(folder: Path, database_url: str | SecretStr | None = None) -> bool:
     """Whether an index was made here (for "run `rag index` first" messages); a database is asked when opened."""
     return bool(database_url) or (Path(folder) / DB_FILE).exists()
 
@@ -71,10 +83,10 @@ class Store:
     fetched articles, the embedded Chroma and SQLite files of a local index)."""
 
     def __init__(self, index_dir: Path, server: ChromaServer | None = None,
-                 collection_name: str = DEFAULT_COLLECTION, database_url: str = "") -> None:
+                 collection_name: str = DEFAULT_COLLECTION, database_url: str | SecretStr | None = None) -> None:
         self.dir = Path(index_dir)
         _open_folder(self.dir)
-        self.catalogue, self.lock = _open_catalogue(self.dir, database_url)
+        self.catalogue, self.lock = _open_catalogue(self.dir, database_url, collection_name or DEFAULT_COLLECTION)
         self.vectors = ChromaVectors(self.dir, server, collection_name)
 
     def check_embedder(self, name: str, dim: int) -> None:
@@ -145,7 +157,7 @@ class Store:
         self.delete_vectors(self.catalogue.delete_article(article_id))
 
     def close(self) -> None:
-        self.lock.release()
+        self.lock.close()
         self.vectors.close()
         self.catalogue.close()
 
