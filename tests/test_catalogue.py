@@ -459,5 +459,14 @@ def test_a_lock_lost_with_a_server_restart_is_reported(pg_server, pg_url):
     with pytest.raises(IndexError_, match="writer lock .* was lost"):
         lock.check()
     assert not lock.held()
+    pg_server.stop()
+    try:
+        with lock.quiet() as free:  # a reader keeps its view while the server is away
+            assert not free
+        with pytest.raises(IndexError_, match="cannot reach the PostgreSQL database") as outage:
+            lock.acquire(wait=1)
+        assert PASSWORD not in str(outage.value)
+    finally:
+        pg_server.start()
     lock.acquire(wait=1)  # taken again once the server is back
     lock.close()
