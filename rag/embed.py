@@ -14,6 +14,12 @@ Backends are chosen by a "provider:model" string:
 Runs bf16 autocast on CPUs with native bf16 (AVX512-BF16 or AMX), fp32
 elsewhere. It does not chunk: callers keep texts within `max_tokens`, and
 `token_counts` lets them check.
+
+Every backend's `embed` goes through one `Coalescer`: calls made from many
+threads at once (a server's concurrent questions) that arrive while the model
+is busy are encoded together in its next call, instead of one model call each
+behind a lock. It does not merge a call that shows progress or a large one
+(`rag index`'s batches): those run alone, in their turn.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -41,6 +48,110 @@ class Embedder(Protocol):
     def embed(self, texts: list[str], progress: bool = False) -> np.ndarray: ...
 
     def token_counts(self, texts: list[str]) -> list[int]: ...
+
+
+@dataclass(eq=False)
+class _Call:
+    """One `embed` call waiting for (or served by) a model call."""
+
+    texts: list[str]
+    progress: bool
+    vectors: np.ndarray | None = None
+    error: Exception | None = None
+    done: bool = False
+
+
+class Coalescer:
+    """Serialises a model's calls, and merges the calls that queue up meanwhile into one.
+
+    The thread that finds the model free runs the oldest waiting calls (up to `limit` texts together) in one
+    model call and hands each its rows; the others wait for their rows or for their turn to lead. Padding
+    changes a vector only within float tolerance, so a merged call returns what each call alone would.
+    """
+
+    def __init__(self, encode: Callable[[list[str], bool], np.ndarray], limit: int) -> None:
+        self._encode = encode
+        self.limit = max(1, limit)
+        self.model_calls = 0  # how many times `encode` ran (tests and profiling read it)
+        self._cond = threading.Condition()
+        self._waiting: list[_Call] = []
+        self._busy = False
+
+    def __call__(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        call = _Call(list(texts), progress)
+        with self._cond:
+            self._waiting.append(call)
+        try:
+            while True:
+                with self._cond:
+                    while self._busy and not call.done:
+                        self._cond.wait()
+                    if call.done:
+                        break
+                    batch, self._busy = self._take(), True
+                self._run(batch, call)
+        except BaseException:
+            with self._cond:  # Ctrl-C while waiting: nobody should run this call for us any more
+                if call in self._waiting:
+                    self._waiting.remove(call)
+            raise
+        if call.error is not None:
+            raise call.error
+        assert call.vectors is not None
+        return call.vectors
+
+    @property
+    def busy(self) -> bool:
+        """The model is running a call."""
+        return self._busy
+
+    @property
+    def queued(self) -> int:
+        """Calls waiting for the model."""
+        with self._cond:
+            return len(self._waiting)
+
+    def _take(self) -> list[_Call]:
+        """The oldest waiting call, with the next ones while they fit in `limit` texts (none showing progress)."""
+        batch = [self._waiting.pop(0)]
+        size = len(batch[0].texts)
+        while (self._waiting and not batch[0].progress and not self._waiting[0].progress
+               and size + len(self._waiting[0].texts) <= self.limit):
+            size += len(self._waiting[0].texts)
+            batch.append(self._waiting.pop(0))
+        return batch
+
+    def _run(self, batch: list[_Call], own: _Call) -> None:
+        try:
+            try:
+                self._serve(batch)
+            except BaseException:
+                with self._cond:  # Ctrl-C in the model: the others' calls go back to the front of the queue
+                    self._waiting[:0] = [c for c in batch if c is not own]
+                raise
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def _serve(self, batch: list[_Call]) -> None:
+        try:
+            vectors = self._model([t for c in batch for t in c.texts], any(c.progress for c in batch))
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error, batch[0].done = exc, True
+                return
+            for c in batch:  # one bad text fails its own call only, as it would alone
+                self._serve([c])
+            return
+        start = 0
+        for c in batch:
+            c.vectors, c.done = vectors[start:start + len(c.texts)], True
+            start += len(c.texts)
+
+    def _model(self, texts: list[str], progress: bool) -> np.ndarray:
+        self.model_calls += 1  # only the leading thread runs this
+        return self._encode(texts, progress)
 
 
 def make_embedder(spec: str, precision: str = "auto", batch_size: int = 64,
@@ -91,6 +202,7 @@ class SentenceTransformerEmbedder:
         # one tokenizer and model shared by threads: HF fast tokenizers are not re-entrant
         self._lock = threading.Lock()
         self._model = None
+        self._coalesce = Coalescer(self._encode, batch_size)
         # a local model folder says its dimension and window, so an index run with nothing new
         # (or `rag stats`) need not load torch and the weights: that is most of their time
         self._dim, self._max_tokens = _local_model_shape(Path(self.path))
@@ -122,6 +234,9 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        return self._coalesce(texts, progress)
+
+    def _encode(self, texts: list[str], progress: bool) -> np.ndarray:
         import torch
 
         model = self.model
@@ -185,13 +300,15 @@ class StaticEmbedder:
         self.model = StaticModel.from_pretrained(str(static_model_folder(model, cache_dir)))
         self.dim = int(self.model.dim)
         self.max_tokens = 1_000_000  # a bag of tokens: nothing is truncated
-        self._lock = threading.Lock()
+        self._coalesce = Coalescer(self._encode, 64)
 
     def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
-            vectors = self.model.encode(texts, show_progress_bar=progress, max_length=None)
+        return self._coalesce(texts, progress)
+
+    def _encode(self, texts: list[str], progress: bool) -> np.ndarray:
+        vectors = self.model.encode(texts, show_progress_bar=progress, max_length=None)
         vectors = np.asarray(vectors, dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
