@@ -1,24 +1,27 @@
-"""Answer: extractive, cited answers from retrieved passages (no LLM needed).
+"""Answer: extractive drafts from retrieved passages (no LLM needed): quotes, picked and ordered.
 
 Scores every sentence of the retrieved passages by how much of the question's
 weighted vocabulary it covers (IDF over the whole index), blended with how well
 its passage matched. Keeps the best sentences, drops near-duplicates, adds the
-rest of a paragraph that is mostly on topic, puts the best first (each run of
-adjacent sentences kept together; a timeline question's oldest first), and
-cites each run with its exact span. What the question asks for (`rag.kinds`:
-who -> a name, how many -> a number, when -> a date, where -> a place) is
-preferred: the best sentence offering it answers first, one for each part of a
-two-part question, looked for past the passages found (the top articles' whole
-text, the further hits) when they offer none. Abstains ("not found in the
-articles") when the best evidence is too weak, when no sentence on the topic
-offers the kind of answer asked (saying what the newest article found lacks),
-or when no retrieved article mentions all the names and numbers the question
-gives ("Kestrelmouth", "1954"); only articles that do are quoted. An
-abstention over a word the index does not know suggests a close spelling it
-does ("did you mean Mariupol?"). `looks_english` tells a question that is not
-in English (the default embedder reads English).
+rest of a paragraph that is mostly on topic, and puts the best first (each run of
+adjacent sentences kept together; a timeline question's oldest first). What
+the question asks for (`rag.kinds`: who -> a name, how many -> a number, when
+-> a date, where -> a place) is preferred: the best sentence offering it
+answers first, one for each part of a two-part question, looked for past the
+passages found (the top articles' whole text, the further hits) when they
+offer none. Drafts an abstention ("not found in the articles") when the best
+evidence is too weak, or when no sentence on the topic offers the kind of
+answer asked (saying what the newest article found lacks). An abstention over
+a word the index does not know suggests a close spelling it does ("did you
+mean Mariupol?"). `naming` is the pipeline's names-and-numbers gate: no
+article found mentions all the names and numbers the question gives
+("Kestrelmouth", "1954"). `looks_english` tells a question that is not in
+English (the default embedder reads English).
 
-It does not paraphrase or summarise: every word of the answer body is quoted.
+It does not paraphrase or summarise: every sentence of its draft is a quote
+(`DraftSentence.span`). Citing the quotes (`rag.ground`), differing figures,
+timelines and syndicated copies (`rag.enrich`) are the pipeline's, as for
+every answerer.
 """
 
 from __future__ import annotations
@@ -35,21 +38,11 @@ from rag import kinds
 from rag.chunk import sentence_spans
 from rag.clean import is_junk
 from rag.dates import MONTHS, WEEKDAYS
+from rag.ground import NOT_FOUND
 from rag.lexical import slices
-from rag.news import (
-    attribution,
-    citation,
-    cited_timeline,
-    differ_note,
-    differing,
-    event_date,
-    figures,
-    is_timeline_question,
-    outlet,
-)
-from rag.types import Answer, Citation, Hit
+from rag.news import event_date, is_timeline_question, outlet
+from rag.types import Answer, Draft, DraftSentence, Hit
 
-NOT_FOUND = "Not found in the articles: none of the indexed articles answers this question."
 # prefer, and require, sentences that offer the kind of answer asked (False: the plain coverage ranking; `rag bench`
 # figures before and after are compared with it)
 KIND_PREFERENCE = True
@@ -112,16 +105,12 @@ class Extractive:
         self.max_sentences = max_sentences
         self.threshold = threshold
 
-    def answer(self, question: str, hits: list[Hit], focus: str = "", dated: bool = False) -> Answer:
-        """An answer to `question` from `hits`; `focus` (a follow-up) must be covered too. `dated`: the hits
-        were filtered by the question's own time words, so a question with nothing else ("what happened this
-        week?") is answered with the opening sentence of each story found."""
+    def draft(self, question: str, hits: list[Hit], focus: str = "", dated: bool = False) -> Draft:
+        """The quotes answering `question` from `hits` (the gate's: `naming`), best first; `focus` (a follow-up)
+        must be covered too. `dated`: the hits were filtered by the question's own time words, so a question with
+        nothing else ("what happened this week?") is answered with the opening sentence of each story found."""
         topic = topic_terms(self.tokens, question)
         weights = self.idf(list(dict.fromkeys(topic)) or self._question_terms(question))
-        everything = hits
-        missing, hits = self.naming(question, hits)
-        if missing:
-            return Answer(question=question, text=missing, abstained=True, hits=tuple(everything))
         sentences: list[_Sentence] = []
         parts = kinds.asks(question) if KIND_PREFERENCE and not focus else []
         wanted = [p for p in parts if p.kind and p.kind != kinds.YESNO]
@@ -136,19 +125,17 @@ class Extractive:
             chosen = self._choose(sentences, weights, parts)
         if not chosen:
             lacking = self._lacking(sentences, wanted) if wanted else ""
-            text = lacking or NOT_FOUND[:-1] + self.did_you_mean(re.findall(r"\w[\w'\u2019-]*", question), everything)
-            return Answer(question=question, text=text, abstained=True, hits=tuple(everything))
-        differ: list[tuple[str, list[tuple[_Sentence, int]]]] = []
-        if not focus and sentences:
-            chosen, differ = _conflicts(chosen, sentences, max(self.threshold, max(s.score for s in sentences) * 0.5))
+            text = lacking or NOT_FOUND[:-1] + self.did_you_mean(re.findall(r"\w[\w'\u2019-]*", question), hits)
+            return Draft(question, tuple(hits), abstention=text)
         chosen = _best_first(chosen) if KIND_PREFERENCE else sorted(chosen, key=lambda s: (s.article_rank, s.start))
         if is_timeline_question(question):
             chosen = _chronological(chosen)
-        text, citations = cite(chosen)
-        if differ:
-            text += " " + _differ_note(differ, chosen, citations)
-        return Answer(question=question, text=text, citations=tuple(citations), hits=tuple(everything),
-                      timeline=cited_timeline(question, citations))
+        passage = {}
+        for i, hit in enumerate(hits):
+            passage.setdefault(hit.article.id, i)
+        return Draft(question, tuple(hits), tuple(
+            DraftSentence(_one_line(s.hit.article.text[s.start:s.end]), (passage[s.hit.article.id],), (s.start, s.end))
+            for s in chosen))
 
     def naming(self, question: str, hits: list[Hit]) -> tuple[str, list[Hit]]:
         """("", the hits of the articles that mention every name and number of the question), or (the
@@ -316,33 +303,6 @@ class Extractive:
                 f"{f' ({where})' if where else ''}, does not say {what}.")
 
 
-def _conflicts(chosen: list[_Sentence], pool: list[_Sentence], floor: float
-               ) -> tuple[list[_Sentence], list[tuple[str, list[tuple[_Sentence, int]]]]]:
-    """Chosen sentences plus relevant ones of other articles giving a different figure for the same thing
-    ("at least 128 injured" vs "at least 150 injured"), and the disagreements: (what is counted, [(sentence,
-    the figure it gives)])."""
-    relevant = [s for s in pool if s.score >= floor]
-    found: list[tuple[str, list[tuple[_Sentence, int]]]] = []
-    chosen = list(chosen)
-    for c in list(chosen):
-        text = c.hit.article.text[c.start:c.end]
-        for value, what in figures(text):
-            if any(what == w for w, _ in found):
-                continue
-            others: dict[int, _Sentence] = {}
-            for s in sorted(relevant, key=lambda s: -s.score):
-                if s.hit.article.id == c.hit.article.id:
-                    continue
-                for other in differing(value, what, c.terms, s.terms, figures(s.hit.article.text[s.start:s.end])):
-                    others.setdefault(other, s)
-            if others:
-                found.append((what, [(c, value), *((s, v) for v, s in others.items())]))
-                for s in [c, *others.values()]:
-                    if not any(x.hit.article.id == s.hit.article.id and x.start == s.start for x in chosen):
-                        chosen.append(s)
-    return chosen, found
-
-
 def _best_first(chosen: list[_Sentence]) -> list[_Sentence]:
     """The chosen sentences (listed most important first) as runs of adjacent sentences in article order, each
     run opening with its most important sentence (a run is cut before it: the sentences leading up to the answer
@@ -378,15 +338,6 @@ def _wider(hits: list[Hit]) -> tuple[list[Hit], list[int]]:
     whole = [replace(hits[i], chunk=replace(hits[i].chunk, start=0, end=len(hits[i].article.text))) for _, i in top]
     ranked = [*hits[:8], *whole, *hits[8:]]
     return ranked, [*range(min(len(hits), 8)), *(i for _, i in top), *range(8, len(hits))]
-
-
-def _differ_note(differ: list[tuple[str, list[tuple[_Sentence, int]]]], chosen: list[_Sentence],
-                 citations: list[Citation]) -> str:
-    """Our sentence (not a quote) saying the sources disagree (see `rag.news.differ_note`)."""
-    number = {(s.hit.article.id, s.start): n for n, run in enumerate(_runs(chosen), 1) for s in run}
-    return differ_note([(what, [(value, citations[number[(s.hit.article.id, s.start)] - 1],
-                                 attribution(s.hit.article.text[s.start:s.end])) for s, value in sides])
-                        for what, sides in differ])
 
 
 def _chronological(chosen: list[_Sentence]) -> list[_Sentence]:
@@ -484,8 +435,8 @@ def looks_english(question: str) -> bool:
 
 def with_copies(answer: Answer) -> Answer:
     """The answer naming, for each cited syndicated story, the other outlets that published it (from the copies
-    its hits carry): in `Citation.also_reported_by` and in a note after the text. Done once, by the facade,
-    for every answerer."""
+    its hits carry): in `Citation.also_reported_by` and in a note after the text. A step of the enrichment
+    chain (`rag.enrich`), for every answerer."""
     copies = {h.article.id: h for h in answer.hits if h.copies}
     if answer.abstained or not copies or any(c.also_reported_by for c in answer.citations):
         return answer  # nothing to add, or added already
@@ -495,19 +446,6 @@ def with_copies(answer: Answer) -> Answer:
     also = [f"[{c.n}] was also reported by {', '.join(c.also_reported_by)}" for c in citations if c.also_reported_by]
     text = answer.text + (" (Note, not a quote: the same story " + "; ".join(also) + ".)" if also else "")
     return replace(answer, text=text, citations=citations)
-
-
-def cite(chosen: list[_Sentence]) -> tuple[str, list[Citation]]:
-    """Answer text with [n] after each sentence; one citation per run of adjacent sentences."""
-    citations: list[Citation] = []
-    parts: list[str] = []
-    for run in _runs(chosen):
-        article = run[0].hit.article
-        start, end = run[0].start, run[-1].end
-        n = len(citations) + 1
-        citations.append(citation(n, article, start, end))
-        parts += [f"{_one_line(article.text[s.start:s.end])} [{n}]" for s in run]
-    return " ".join(parts), citations
 
 
 def _runs(chosen: list[_Sentence]) -> list[list[_Sentence]]:

@@ -10,15 +10,18 @@ from __future__ import annotations
 import re
 import sys
 import threading
+from collections.abc import Generator
 from dataclasses import dataclass, replace
 from datetime import date
+from functools import partial
 from pathlib import Path
 
-from rag.answer import QUESTION_WORDS, Extractive, is_abstention, looks_english, with_copies
+from rag.answer import QUESTION_WORDS, Extractive, is_abstention, looks_english
 from rag.chunk import Chunker
 from rag.config import Settings
 from rag.dates import MONTHS, WEEKDAYS, find_range, without_phrase
 from rag.embed import Embedder, make_embedder
+from rag.enrich import Step, chain, enrich, respond
 from rag.errors import IndexError_, UserError
 from rag.errors import RagError as RagError  # the base of every error a front end may catch
 from rag.feeds import fetch_articles, is_url
@@ -80,7 +83,8 @@ class Assistant:
             max_sentences=settings.answer_sentences, threshold=settings.abstain_threshold,
             vocabulary=self._vocabulary,
         )
-        # with RAG_LLM=openai:MODEL or ollama:MODEL an LLM writes the answer, checked against the passages
+        # with RAG_LLM=openai:MODEL or ollama:MODEL an LLM drafts the answer, grounded in the passages like any
+        # answerer's (any object with `draft`, `rag.enrich.Answerer`, plugs in here)
         self.llm = make_answerer(settings, self.answerer, self.answerer.tokens, self.answerer.idf)
 
     @classmethod
@@ -251,28 +255,31 @@ class Assistant:
         return _Turn(question, searched, hits, asked, note=_joined(hits.notice, self._language_note(question)))
 
     def _answer(self, turn: _Turn, use_llm: bool = True) -> Answer:
-        named = self._llm_hits(turn) if use_llm else None
-        if self.llm is not None and named is not None:
-            answer = self.llm.answer(turn.searched, named, turn.focus, turn.failure, turn.asked is not None)
-        else:
-            answer = self.answerer.answer(turn.searched, turn.hits, focus=turn.focus, dated=turn.asked is not None)
-        return _dated(replace(answer, question=turn.question), turn.asked, turn.note)
+        """The turn's answer by the one pipeline (`rag.enrich.respond`: gated, drafted, grounded, enriched),
+        drafted by the configured answerer (`self.llm`) unless `use_llm` is False, else the extractive one."""
+        answerer = self.llm if use_llm and self.llm is not None else self.answerer
+        # the follow-up's rewrite found the LLM failing: it is not waited for again
+        draft = partial(answerer.draft, failure=turn.failure) if turn.failure and answerer is self.llm \
+            else answerer.draft
+        answer = respond(draft, turn.searched, turn.hits, self.answerer.tokens, self.answerer.idf,
+                         self.answerer.naming, self._steps(turn), turn.focus, turn.asked is not None,
+                         self.settings.llm_min_support,
+                         # the extractive answer lists every hit retrieved (`rag bench` scores retrieval from it);
+                         # another, the passages it was given
+                         turn.hits if answerer is self.answerer else None)
+        return replace(answer, question=turn.question)
 
     def _stream(self, turn: _Turn) -> AnswerStream:
-        named = self._llm_hits(turn)
-        if self.llm is None or named is None:
-            return AnswerStream.of(self._answer(turn, use_llm=False))
-        stream = self.llm.stream(turn.searched, named, turn.focus, turn.failure, turn.asked is not None)
-        return _dated_stream(stream.asked(turn.question), turn.asked, turn.note)
-
-    def _llm_hits(self, turn: _Turn) -> list[Hit] | None:
-        """The hits the LLM answers from: those of articles naming every name and number of the question.
-        None when there is no LLM, or no such article (the extractive answer then abstains, saying which
-        name is missing, without asking the LLM)."""
-        if self.llm is None:
-            return None
+        """The turn's answer as it is written: an answerer that streams (the LLM) shows each sentence once it is
+        grounded, then what enrichment adds; any other, its finished answer a run of quotes at a time."""
         missing, named = self.answerer.naming(turn.searched, turn.hits)
-        return None if missing else named
+        if self.llm is None or missing or not hasattr(self.llm, "stream"):
+            return AnswerStream.of(self._answer(turn))
+        stream = self.llm.stream(turn.searched, named, turn.focus, turn.failure, turn.asked is not None)
+        return _enriched(stream, self._steps(turn)).asked(turn.question)
+
+    def _steps(self, turn: _Turn) -> list[Step]:
+        return chain(self.answerer.tokens, self.answerer.naming, turn.asked, turn.note)
 
     def newest_published(self) -> date | None:
         """The publication date of the newest indexed article (None when no article has one)."""
@@ -316,7 +323,7 @@ class Assistant:
         previous = [m.content for m in earlier if m.role == "user"]
         standalone, focus = standalone_question(previous, question)
         failure = None
-        if self.llm is not None and (standalone, focus) != (question, ""):  # only what the heuristic calls a follow-up
+        if hasattr(self.llm, "standalone") and (standalone, focus) != (question, ""):  # what the heuristic calls one
             standalone, focus, failure = self.llm.standalone(earlier, question, (standalone, focus))
         self.refresh()
         asked = None
@@ -413,23 +420,22 @@ def dense_weight_for(embedder: str, configured: float | None) -> float:
     return 0.1 if embedder.startswith("model2vec:") else 0.5
 
 
-def _dated(answer: Answer, asked: QuestionDates | None, note: str = "") -> Answer:
-    """The answer saying which dates its question's time words were read as, and which outlets also
-    published the stories it cites (an LLM's answer gets that here; `with_copies` does it once), with the
-    turn's `note`."""
-    answer = with_copies(answer)
-    if note and note not in answer.notice:
-        answer = replace(answer, notice=" ".join(x for x in (note, answer.notice) if x))
-    if asked is None:
+def _enriched(stream: AnswerStream, steps: list[Step]) -> AnswerStream:
+    """The stream's grounded pieces, then what the enrichment steps append to its text (notes), returning the
+    enriched answer: the pieces joined are its text."""
+    if stream.answer is not None:
+        return AnswerStream.of(enrich(stream.answer, steps))
+
+    def pieces() -> Generator[str, None, Answer]:
+        shown = ""
+        for piece in stream:
+            shown += piece
+            yield piece
+        answer = enrich(stream.result(), steps)
+        if answer.text.startswith(shown) and len(answer.text) > len(shown):
+            yield answer.text[len(shown):]
         return answer
-    return replace(answer, dates=asked, notice=" ".join(x for x in (asked.note(), answer.notice) if x))
-
-
-def _dated_stream(stream: AnswerStream, asked: QuestionDates | None, note: str = "") -> AnswerStream:
-    def pieces():
-        answer = yield from stream
-        return _dated(answer if answer is not None else stream.answer, asked, note)
-    return AnswerStream(pieces(), _dated(stream.answer, asked, note) if stream.answer else None, stream.draft)
+    return AnswerStream(pieces(), None, stream.draft)
 
 
 def _joined(*notes: str) -> str:

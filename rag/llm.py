@@ -75,16 +75,16 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from rag.answer import NOT_FOUND, Extractive, topic_terms
+from rag.answer import Extractive
 from rag.chunk import sentence_spans
+from rag.enrich import differing_figures
 from rag.errors import RagError
-from rag.ground import unsupported
-from rag.news import attribution, citation, cited_timeline, differ_note, differing, figures
-from rag.types import Answer, Article, Citation, Hit, Message
+from rag.ground import MARKER_NUMBERS, MARKERS, Grounder, ground, passage_numbers
+from rag.types import Answer, Citation, Draft, DraftSentence, Hit, Message
 
 if TYPE_CHECKING:
     from llama_index.core.llms import LLM
@@ -93,8 +93,6 @@ if TYPE_CHECKING:
 
 PROVIDERS = ("openai", "ollama")
 OLLAMA_PORT = 11434
-MAX_QUOTE_SENTENCES = 3  # sentences of a passage one citation may quote
-EXTEND_GAIN = 0.15  # a neighbouring sentence joins a quote when it covers this much more of the claim
 MAX_RETRY_AFTER = 600.0  # longest wait before a failed server is tried again (unless retry_after is longer)
 RAW_PER_CHAR = 4  # the model's text read at most, per character of the answer's cap (it may ramble unsupported)
 
@@ -414,47 +412,55 @@ class LLMAnswerer:
 
     def answer(self, question: str, hits: list[Hit], focus: str = "", failure: Exception | None = None,
                dated: bool = False) -> Answer:
-        """The checked LLM answer; the extractive one with a notice when the LLM fails (or failed: `failure`,
-        or is left alone after a recent failure, or does not answer by the deadline). `dated`: as for
-        `Extractive.answer`, for that fallback."""
+        """The grounded answer of `draft` (`rag.ground`; enrichment is the pipeline's, `rag.enrich`)."""
+        return self._grounded(self.draft(question, hits, focus, dated, failure))
+
+    def draft(self, question: str, hits: list[Hit], focus: str = "", dated: bool = False,
+              failure: Exception | None = None) -> Draft:
+        """What the model wrote about `hits` (numbered from 1 in the prompt), a sentence at a time with its
+        markers, capped; the extractive draft as its fallback (when nothing it wrote is supported). The
+        extractive draft with a notice when the LLM fails (or failed: `failure`, or is left alone after a
+        recent failure, or does not answer by the deadline)."""
         if failure is None:
             try:
                 raw = self._chat(prompt_messages(question, hits, self.max_sentences))
             except Exception as exc:  # unreachable, timeout, deadline, HTTP error, bad reply, backing off
                 failure = exc
             else:
-                return self._or_extractive(self.check(question, raw, hits), hits, focus, dated)
+                reader = self._reader(hits)
+                return self._draft(question, hits, focus, dated, [*reader.feed(raw), *reader.finish()])
         return self._fallback(question, hits, focus, failure, dated)
 
     def stream(self, question: str, hits: list[Hit], focus: str = "", failure: Exception | None = None,
                dated: bool = False) -> AnswerStream:
-        """The answer's checked sentences as the model completes them, then the note of differing figures
-        (or the abstention); the extractive answer's pieces instead when the LLM fails before any sentence
-        passed (see the module doc for a failure or the deadline after some did)."""
+        """The answer's grounded sentences as the model completes them (then the abstention, if it is one); the
+        extractive answer's pieces instead when the LLM fails before any sentence passed (see the module doc
+        for a failure or the deadline after some did). Not enriched: the caller adds that after them."""
         if failure is None:
             failure = self.backoff.blocked()  # backing off: the extractive answer at once
         if failure is not None:
-            return AnswerStream.of(self._fallback(question, hits, focus, failure, dated))
+            return AnswerStream.of(self._grounded(self._fallback(question, hits, focus, failure, dated)))
 
         def pieces() -> Generator[str, None, Answer]:
             try:  # here, not in stream(): a stream never iterated never holds the retry
                 ticket = self.backoff.admit()
             except LLMBackoff as skip:  # another question took the retry meanwhile
-                return (yield from self._fallback_pieces(question, hits, focus, skip, dated))
-            checker = self.checker(hits)
-            reader = _Reader({h.article.url for h in hits if h.article.url}, RAW_PER_CHAR * self.cap_chars)
+                return (yield from _shown(self._grounded(self._fallback(question, hits, focus, skip, dated))))
+            draft = self._draft(question, hits, focus, dated, [])
+            grounder = Grounder(hits, self.tokens, self.idf, self.min_support, self.cap_sentences, self.cap_chars)
+            reader = self._reader(hits)
             messages = prompt_messages(question, hits, self.max_sentences)
             call = _Background(lambda: self.llm.stream_chat(messages), self.deadline)
             failure: Exception | None = None
             try:
                 for response in call.items(time.monotonic() + self.deadline):
                     for sentence in reader.feed(response.delta or ""):
-                        yield from checker.pieces(sentence)
-                    if checker.full or reader.full:
+                        yield from grounder.pieces(_sentence(sentence))
+                    if grounder.full or reader.full:
                         break  # capped: stop reading
                 else:
                     for sentence in reader.finish():
-                        yield from checker.pieces(sentence)
+                        yield from grounder.pieces(_sentence(sentence))
             except Exception as exc:  # a failure, or the deadline, mid-stream too
                 failure = exc
             except BaseException:  # closed before the end (GeneratorExit): it neither failed nor answered
@@ -464,16 +470,15 @@ class LLMAnswerer:
                 call.close()
             if failure is None:
                 self.backoff.succeeded(ticket)
-                answer = self._or_extractive(self.finish(question, checker, hits), hits, focus, dated)
-                if not checker.kept and answer.citations:  # nothing was shown: all of the extractive answer
-                    yield from _runs(answer.text)
-                    return answer
+                answer = grounder.answer(draft)
+                if not grounder.kept and not answer.abstained:  # nothing was shown: all of the extractive answer
+                    return (yield from _shown(answer))
             else:
                 self.backoff.failed(ticket, failure)
-                if not checker.kept:  # nothing shown yet: the extractive answer
-                    return (yield from self._fallback_pieces(question, hits, focus, failure, dated))
-                answer = replace(self.finish(question, checker, hits), notice=cut_notice(self.name, failure))
-            rest = answer.text[len(checker.text):]  # the note of differing figures, or the abstention
+                if not grounder.kept:  # nothing shown yet: the extractive answer
+                    return (yield from _shown(self._grounded(self._fallback(question, hits, focus, failure, dated))))
+                answer = replace(grounder.answer(draft), notice=cut_notice(self.name, failure))
+            rest = answer.text[len(grounder.text):]  # the abstention
             if rest:
                 yield rest
             return answer
@@ -494,29 +499,6 @@ class LLMAnswerer:
             return heuristic[0], heuristic[1], None
         return rewritten, "", None
 
-    def checker(self, hits: list[Hit]) -> Checker:
-        return Checker(hits, self.tokens, self.idf, self.min_support, self.cap_sentences, self.cap_chars)
-
-    def check(self, question: str, raw: str, hits: list[Hit]) -> Answer:
-        """The checked answer to the model's whole reply `raw` (see `finish`)."""
-        checker = self.checker(hits)
-        reader = _Reader({h.article.url for h in hits if h.article.url}, RAW_PER_CHAR * self.cap_chars)
-        for sentence in [*reader.feed(raw), *reader.finish()]:
-            checker.add(sentence)
-            if checker.full:
-                break
-        return self.finish(question, checker, hits)
-
-    def finish(self, question: str, checker: Checker, hits: list[Hit]) -> Answer:
-        """The answer from the sentences `checker` kept: with exact citations, the other side of any figure
-        the passages disagree on (cited, and named in a note), and a timeline for a timeline question; the
-        abstention when none was kept."""
-        if not checker.citations:
-            return Answer(question=question, text=NOT_FOUND, abstained=True, hits=tuple(hits))
-        text, citations = differing_figures(question, checker.text, checker.citations, hits, self.tokens)
-        return Answer(question=question, text=text, citations=tuple(citations), hits=tuple(hits),
-                      timeline=cited_timeline(question, citations))
-
     def _chat(self, messages: list[Any]) -> str:
         """The model's reply, by the deadline; raises `LLMBackoff` without calling it while backing off, and
         records the outcome of the call."""
@@ -533,26 +515,36 @@ class LLMAnswerer:
         self.backoff.succeeded(ticket)
         return response.message.content or ""
 
-    def _or_extractive(self, answer: Answer, hits: list[Hit], focus: str, dated: bool) -> Answer:
-        """`answer`, or when it kept nothing of the model's draft, the extractive answer (if that finds one) with
-        a notice saying why: the passages may hold the answer the model missed."""
-        if not answer.abstained:
-            return answer
-        extractive = self.fallback.answer(answer.question, hits, focus=focus, dated=dated)
-        if extractive.abstained:
-            return answer
-        return replace(extractive, notice=f"Nothing the LLM ({self.name}) wrote was supported by the passages; "
-                       "this is an extractive answer.")
+    def _draft(self, question: str, hits: list[Hit], focus: str, dated: bool, sentences: list[str]) -> Draft:
+        """The model's sentences as a draft, capped, with the extractive draft as its fallback: the passages may
+        hold the answer the model missed."""
+        def extractive() -> Draft:
+            return replace(self.fallback.draft(question, hits, focus=focus, dated=dated),
+                           notice=f"Nothing the LLM ({self.name}) wrote was supported by the passages; "
+                           "this is an extractive answer.")
+        return Draft(question, tuple(hits), tuple(map(_sentence, sentences)), fallback=extractive,
+                     cap_sentences=self.cap_sentences, cap_chars=self.cap_chars)
 
-    def _fallback(self, question: str, hits: list[Hit], focus: str, failure: Exception, dated: bool) -> Answer:
-        answer = self.fallback.answer(question, hits, focus=focus, dated=dated)
-        return replace(answer, notice=failure_notice(self.name, failure))
+    def _fallback(self, question: str, hits: list[Hit], focus: str, failure: Exception, dated: bool) -> Draft:
+        return replace(self.fallback.draft(question, hits, focus=focus, dated=dated),
+                       notice=failure_notice(self.name, failure))
 
-    def _fallback_pieces(self, question: str, hits: list[Hit], focus: str, failure: Exception, dated: bool
-                         ) -> Generator[str, None, Answer]:
-        answer = self._fallback(question, hits, focus, failure, dated)
-        yield from _runs(answer.text)
-        return answer
+    def _grounded(self, draft: Draft) -> Answer:
+        return ground(draft, self.tokens, self.idf, self.min_support)
+
+    def _reader(self, hits: list[Hit]) -> _Reader:
+        return _Reader({h.article.url for h in hits if h.article.url}, RAW_PER_CHAR * self.cap_chars)
+
+
+def _sentence(text: str) -> DraftSentence:
+    """A sentence of the model's answer, resting on the passages its markers name."""
+    return DraftSentence(text, tuple(n - 1 for m in MARKERS.finditer(text) for n in passage_numbers(m.group(1))))
+
+
+def _shown(answer: Answer) -> Generator[str, None, Answer]:
+    """A finished answer's pieces (`AnswerStream.of`), returning it."""
+    yield from _runs(answer.text)
+    return answer
 
 
 def cut_notice(name: str, failure: Exception) -> str:
@@ -625,7 +617,7 @@ def rewrite_messages(messages: list[Message], question: str, max_turns: int = 6)
 
     turns = []
     for m in messages[-max_turns:]:
-        text = " ".join(_MARKERS.sub("", m.content).split())
+        text = " ".join(MARKERS.sub("", m.content).split())
         text = text if len(text) <= 400 else text[:399] + "\u2026"
         turns.append(f"{'User' if m.role == 'user' else 'Assistant'}: {text}")
     user = "Conversation:\n" + "\n".join(turns) + f"\n\nFollow-up question: {question}\n\nStandalone question:"
@@ -641,9 +633,6 @@ def clean_rewrite(raw: str) -> str:
 
 # ---------------------------------------------------------------- checking what the model wrote
 
-_NUMBERS = r"\d+(?:\s*(?:,|;|-|\u2013|and)\s*\d+)*"
-_MARKERS = re.compile(rf"\s*\[(?:(?:passages?|sources?|articles?)\s*)?({_NUMBERS})\]", re.I)
-_NOT_FOUND = re.compile(r"^\W*not\s+found\s+in\s+the\s+articles?\b", re.I)
 _IMAGE = re.compile(r"!\[[^\]\n]*\]\([^)\n]*\)|!\[[^\]\n]*\]\[[^\]\n]*\]|<img\b[^>]*>?", re.I)
 _REF_DEF = re.compile(r"^[ \t]*\[[^\]\n]+\]:[ \t]*\S+.*$", re.M)
 _LINK = re.compile(r"\[([^\]\n]*)\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"\n]*\")?\s*\)")
@@ -652,7 +641,6 @@ _HREF = re.compile(r"href\s*=\s*[\"']?([^\"'\s>]*)", re.I)
 _AUTOLINK = re.compile(r"<((?:https?|ftp)://[^>\s]+)>", re.I)
 _BARE_URL = re.compile(r"\b(?:https?|ftp)://[^\s<>\"')\]]+|\bwww\.[^\s<>\"')\]]+", re.I)
 _THINKING = re.compile(r"<think>.*?(?:</think>|$)", re.S | re.I)
-_BLANK_LINE = re.compile(r"\n\s*\n")  # a quote does not run across paragraphs
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+")
 _HIDDEN_HTML = re.compile(r"<!--.*?(?:-->|$)|<(script|style|template|textarea|title)\b[^>]*>.*?(?:</\1\s*>|$)",
                           re.I | re.S)
@@ -694,7 +682,7 @@ def split_sentences(text: str) -> list[str]:
     out: list[str] = []
     for a, b in sentence_spans(text):
         sentence = _BULLET.sub("", text[a:b])
-        lead = re.match(rf"(?:\s*\[(?:(?:passages?|sources?|articles?)\s*)?{_NUMBERS}\])+", sentence, re.I)
+        lead = re.match(rf"(?:\s*\[(?:(?:passages?|sources?|articles?)\s*)?{MARKER_NUMBERS}\])+", sentence, re.I)
         if lead and out:  # "... homes. [1] Rescue teams ..." was cut after the full stop
             out[-1] = f"{out[-1]} {lead.group().strip()}"
             sentence = sentence[lead.end():].strip()
@@ -705,18 +693,18 @@ def split_sentences(text: str) -> list[str]:
 
 def check(raw: str, hits: list[Hit], tokens: Tokens, idf: Idf, min_support: float = 0.2,
           cap_sentences: int = 0, cap_chars: int = 0) -> tuple[str, list[Citation]]:
-    """(answer text, citations) from what the model wrote about passages `hits` (numbered from 1), checked
-    sentence by sentence (`Checker`; caps of 0: none).
+    """(answer text, citations) from what the model wrote about passages `hits` (numbered from 1), grounded
+    sentence by sentence (`rag.ground.Grounder`; caps of 0: none).
 
     Empty citations mean nothing supported remains (or the model said "not found"): abstain.
     """
-    checker = Checker(hits, tokens, idf, min_support, cap_sentences, cap_chars)
+    grounder = Grounder(hits, tokens, idf, min_support, cap_sentences, cap_chars)
     reader = _Reader({h.article.url for h in hits if h.article.url}, RAW_PER_CHAR * cap_chars)
     for sentence in [*reader.feed(raw or ""), *reader.finish()]:
-        checker.add(sentence)
-        if checker.full:
+        grounder.add(_sentence(sentence))
+        if grounder.full:
             break
-    return checker.text, checker.citations
+    return grounder.text, grounder.citations
 
 
 class _Reader:
@@ -754,249 +742,8 @@ class _Reader:
         return new
 
 
-class Checker:
-    """The answer's sentences checked one at a time, as the model completes them; keeps those that pass.
-
-    A sentence passes when each of its markers names a passage whose sentences cover at least `min_support`
-    of the claim's IDF-weighted words (other markers are removed; none left: dropped) and the sentence's
-    numbers, names and rare words are all in the passages it still cites (`rag.ground.unsupported`).
-    `add` returns it as kept (markers renumbered as citations, by first use) or "" when it is dropped.
-    `full` once `cap_sentences` sentences are kept, a sentence would pass `cap_chars`, or the model said
-    "not found" first: read no further (caps of 0: none). `text` is the kept sentences, joined by spaces.
-    """
-
-    def __init__(self, hits: list[Hit], tokens: Tokens, idf: Idf, min_support: float = 0.2,
-                 cap_sentences: int = 0, cap_chars: int = 0) -> None:
-        self.hits = hits
-        self.tokens = tokens
-        self.idf = idf
-        self.min_support = min_support
-        self.cap_sentences = cap_sentences
-        self.cap_chars = cap_chars
-        self.quotes = _Quotes(hits, tokens, idf)
-        self.keys: dict[tuple[str, int, int], int] = {}
-        self.citations: list[Citation] = []
-        self.kept: list[str] = []
-        self.full = False
-
-    @property
-    def text(self) -> str:
-        return " ".join(self.kept)
-
-    def pieces(self, sentence: str) -> Iterator[str]:
-        """The sentence as it should be streamed when it passes (after a space unless first); else nothing."""
-        kept = self.add(sentence)
-        if kept:
-            yield kept if len(self.kept) == 1 else " " + kept
-
-    def add(self, sentence: str) -> str:
-        if self.full:
-            return ""
-        if not self.kept and _NOT_FOUND.match(sentence):
-            self.full = True
-            return ""
-        groups = list(_MARKERS.finditer(sentence))
-        if not groups:
-            return ""  # a sentence with no marker is not supported
-        whole = _MARKERS.sub("", sentence)
-        cited: list[list[tuple[int, int, int]]] = []  # per marker: (passage index, quote start, quote end)
-        for g, last in zip(groups, [0, *(g.end() for g in groups)]):
-            claim = _MARKERS.sub("", sentence[last:g.start()])
-            if len(self.tokens([claim])[0]) < 2:
-                claim = whole  # a marker after the full stop, or right after another one
-            found = []
-            for n in _numbers(g.group(1)):
-                if not 1 <= n <= len(self.hits):
-                    continue  # names no passage
-                best = self.quotes.best(n - 1, claim)
-                if best is not None and best[2] >= self.min_support:  # else the passage does not say it
-                    found.append((n - 1, best[0], best[1]))
-            cited.append(found)
-        passages = sorted({i for found in cited for i, _, _ in found})
-        if not passages or unsupported(whole, [self.hits[i].chunk.text for i in passages], self.tokens, self.idf):
-            return ""  # nothing cited that says it, or a number, name or rare word no cited passage has
-        return self._keep(sentence, groups, cited)
-
-    def _keep(self, sentence: str, groups: list[re.Match], cited: list[list[tuple[int, int, int]]]) -> str:
-        """The sentence with its markers renumbered, and its citations recorded (unless it breaks a cap)."""
-        keys, new = dict(self.keys), []
-        out, last = [], 0
-        for g, found in zip(groups, cited):
-            numbers: list[int] = []
-            for i, start, end in found:
-                key = (self.hits[i].article.id, start, end)
-                if key not in keys:
-                    keys[key] = len(self.citations) + len(new) + 1
-                    new.append(citation(keys[key], self.hits[i].article, start, end))
-                if keys[key] not in numbers:
-                    numbers.append(keys[key])
-            out.append(sentence[last:g.start()])
-            if numbers:
-                out.append(" " + "".join(f"[{m}]" for m in numbers))
-            last = g.end()
-        out.append(sentence[last:])
-        kept = _tidy("".join(out))
-        if self.cap_chars and len(self.text) + len(kept) + 1 > self.cap_chars:
-            self.full = True
-            return ""
-        self.keys = keys
-        self.citations += new
-        self.kept.append(kept)
-        if self.cap_sentences and len(self.kept) >= self.cap_sentences:
-            self.full = True
-        return kept
-
-
-def _numbers(group: str) -> list[int]:
-    """Passage numbers in "1", "1, 3", "2-4" (a short range cites the passages between too)."""
-    values: list[int] = []
-    for m in re.finditer(r"(\d+)(?:\s*[-\u2013]\s*(\d+))?", group):
-        lo = int(m.group(1))
-        values.append(lo)
-        if m.group(2):
-            hi = int(m.group(2))
-            values += range(lo + 1, hi + 1) if 0 < hi - lo <= 5 else [hi]
-    return list(dict.fromkeys(values))
-
-
-def _tidy(sentence: str) -> str:
-    sentence = " ".join(sentence.split())
-    return re.sub(r"\s+([.,;:!?])(?=\s|$)", r"\1", sentence)
-
-
-class _Quotes:
-    """The best-supporting sentence run of each passage for a claim (passage sentences tokenised once)."""
-
-    def __init__(self, hits: list[Hit], tokens: Tokens, idf: Idf) -> None:
-        self.hits = hits
-        self.tokens = tokens
-        self.idf = idf
-        self._sentences: dict[int, tuple[list[tuple[int, int]], list[set[str]]]] = {}
-
-    def sentences(self, i: int) -> tuple[list[tuple[int, int]], list[set[str]]]:
-        if i not in self._sentences:
-            hit = self.hits[i]
-            spans = sentence_spans(hit.article.text, hit.chunk.start, hit.chunk.end)
-            terms = [set(t) for t in self.tokens([hit.article.text[a:b] for a, b in spans])] if spans else []
-            self._sentences[i] = (spans, terms)
-        return self._sentences[i]
-
-    def best(self, i: int, claim: str) -> tuple[int, int, float] | None:
-        """(start, end, coverage): the run of passage i's sentences covering most of the claim's weighted terms."""
-        claim_terms = set(self.tokens([claim])[0])
-        spans, terms = self.sentences(i)
-        if not claim_terms or not spans:
-            return None
-        weights = self.idf(sorted(claim_terms))
-        total = sum(weights.values()) or 1.0
-
-        def coverage(lo: int, hi: int) -> float:
-            covered = set().union(*terms[lo:hi + 1]) & claim_terms
-            return sum(weights.get(t, 0.0) for t in covered) / total
-
-        scores = [coverage(j, j) for j in range(len(spans))]
-        lo = hi = max(range(len(spans)), key=lambda j: (scores[j], -j))
-        score = scores[lo]
-        if score <= 0:
-            return None
-        text = self.hits[i].article.text
-        while hi - lo + 1 < MAX_QUOTE_SENTENCES:
-            options = []
-            if lo > 0 and not _BLANK_LINE.search(text[spans[lo - 1][1]:spans[lo][0]]):
-                options.append((coverage(lo - 1, hi), lo - 1, hi))
-            if hi + 1 < len(spans) and not _BLANK_LINE.search(text[spans[hi][1]:spans[hi + 1][0]]):
-                options.append((coverage(lo, hi + 1), lo, hi + 1))
-            if not options:
-                break
-            gain, new_lo, new_hi = max(options, key=lambda o: (o[0], -o[1]))
-            if gain - score < EXTEND_GAIN - 1e-9:
-                break
-            lo, hi, score = new_lo, new_hi, gain
-        return spans[lo][0], spans[hi][1], score
-
-
-# ---------------------------------------------------------------- news: timelines and differing figures
-
-
-@dataclass(frozen=True)
-class _Figure:
-    """A sentence of a retrieved passage that gives counts ("at least 128 people were injured")."""
-
-    article: Article
-    start: int
-    end: int
-    terms: frozenset[str]
-    figures: tuple[tuple[int, str], ...]
-
-    @property
-    def text(self) -> str:
-        return self.article.text[self.start:self.end]
-
-
-def differing_figures(question: str, text: str, citations: list[Citation], hits: list[Hit], tokens: Tokens
-                      ) -> tuple[str, list[Citation]]:
-    """(text, citations) showing both sides when retrieved passages of different articles give different
-    figures for what the answer counts (the extractive answer's rule: same kind of count, different value,
-    sentences sharing at least 0.3 of their terms; the other sentence must also contain a content word of the
-    question, as the extractive rule needs it relevant): a figure sentence the answer cites, or whose figure it
-    states, is set against the others; the sentences not cited yet get citations (numbered after the
-    existing ones) and a note of ours, marked as not a quote, names each figure with its source and citation."""
-    pool = _figure_sentences(hits, tokens)
-    if len(pool) < 2:
-        return text, citations
-    stated = set(figures(_MARKERS.sub("", text)))
-    anchors = [s for s in pool if _cited(s, citations) is not None or stated & set(s.figures)]
-    asked = set(topic_terms(tokens, question))
-    differ: list[tuple[str, list[tuple[_Figure, int]]]] = []
-    for anchor in anchors:
-        for value, what in anchor.figures:
-            if any(w == what for w, _ in differ):
-                continue
-            others: dict[int, _Figure] = {}
-            for s in pool:
-                if s.article.id == anchor.article.id or (asked and not asked & s.terms):
-                    continue  # the same article, or not about the question
-                for other in differing(value, what, anchor.terms, s.terms, list(s.figures)):
-                    others.setdefault(other, s)
-            if others:
-                differ.append((what, [(anchor, value), *((s, v) for v, s in others.items())]))
-    if not differ:
-        return text, citations
-    citations = list(citations)
-    for _, sides in differ:
-        for s, _ in sides:
-            if _cited(s, citations) is None:
-                citations.append(citation(len(citations) + 1, s.article, s.start, s.end))
-    note = differ_note([(what, [(value, _cited(s, citations), attribution(s.text)) for s, value in sides])
-                        for what, sides in differ])
-    return f"{text} {note}", citations
-
-
-def _figure_sentences(hits: list[Hit], tokens: Tokens) -> list[_Figure]:
-    """The sentences of the retrieved passages that give counts, in retrieval order, each once."""
-    found: list[tuple[Article, int, int, tuple[tuple[int, str], ...]]] = []
-    seen: set[tuple[str, int]] = set()
-    for hit in hits:
-        text = hit.article.text
-        for a, b in sentence_spans(text, hit.chunk.start, hit.chunk.end):
-            if (hit.article.id, a) in seen:
-                continue
-            seen.add((hit.article.id, a))
-            counts = tuple(figures(text[a:b]))
-            if counts:
-                found.append((hit.article, a, b, counts))
-    terms = tokens([article.text[a:b] for article, a, b, _ in found]) if found else []
-    return [_Figure(article, a, b, frozenset(t), counts) for (article, a, b, counts), t in zip(found, terms)]
-
-
-def _cited(s: _Figure, citations: list[Citation]) -> Citation | None:
-    """The citation whose quote contains sentence `s`, if any."""
-    return next((c for c in citations if c.article_id == s.article.id and c.start <= s.start and s.end <= c.end),
-                None)
-
-
 __all__ = [
-    "AnswerStream", "Backoff", "Checker", "LLMAnswerer", "LLMBackoff", "LLMConfigError", "LLMDeadline", "check",
+    "AnswerStream", "Backoff", "LLMAnswerer", "LLMBackoff", "LLMConfigError", "LLMDeadline", "check",
     "differing_figures", "make_answerer", "make_llm", "ollama_url", "parse_spec", "prompt_messages",
     "split_sentences", "strip_markup",
 ]

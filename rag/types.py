@@ -8,6 +8,7 @@ conveniences; they do not know how they were produced.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date
 
@@ -158,6 +159,40 @@ class Answer:
         if self.dates is not None:
             out["dates"] = self.dates.to_dict()
         return out
+
+
+@dataclass(frozen=True)
+class DraftSentence:
+    """One sentence an answerer wrote, and the passages it rests on, before it is checked (`rag.ground`).
+
+    `text` is the sentence as written. Its claims may end with `[n]` markers naming passages (1-based in
+    `Draft.hits`: how an LLM cites); a sentence with no marker rests on `passages` (0-based indexes into
+    `Draft.hits`) as a whole. `span`: the sentence is a quote, `article.text[start:end]` of its first passage's
+    article (how the extractive answerer writes): grounding checks that and cites the span as it is."""
+
+    text: str
+    passages: tuple[int, ...] = ()
+    span: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What an answerer wrote for a question, before grounding turns it into an `Answer` with exact citations
+    (`rag.ground`) and enrichment adds what every answer gets (`rag.enrich`).
+
+    `abstention`: the answerer's own "Not found in the articles ..." when it drafted nothing; `notice`: one line
+    for the reader (an LLM failed: this is the extractive draft). `fallback`: the draft to ground instead when
+    nothing of this one is supported (an LLM's: the extractive one), made only then. `cap_sentences`,
+    `cap_chars`: keep at most that many sentences, characters (0: no cap)."""
+
+    question: str
+    hits: tuple[Hit, ...]
+    sentences: tuple[DraftSentence, ...] = ()
+    abstention: str = ""
+    notice: str = ""
+    fallback: Callable[[], Draft] | None = field(default=None, repr=False, compare=False)
+    cap_sentences: int = 0
+    cap_chars: int = 0
 
 
 @dataclass(frozen=True)
