@@ -260,9 +260,10 @@ class Indexer:
                 break
             total = len(rows)
             show(FULL_PHASE, 0, total)
+            held: dict[str, Article | None] = {}  # this round's article being embedded (rows come article by article)
             for i in range(0, total, self.batch_chunks):
                 part = rows[i:i + self.batch_chunks]
-                stored += self._full_batch(full, part)
+                stored += self._full_batch(full, part, held)
                 show(FULL_PHASE, i + len(part), total)  # after the commit: the phase ends once all are stored
         if stored and store.full_complete():
             store.lock.acquire(STAGE_WAIT)
@@ -272,18 +273,24 @@ class Indexer:
                 store.lock.release()
         return stored
 
-    def _full_batch(self, full: Embedder, rows: list[tuple[str, str, int, int]]) -> int:
-        """Embed these chunks by the full-stage model and commit those still indexed; how many were."""
+    def _full_batch(self, full: Embedder, rows: list[tuple[str, str, int, int]],
+                    held: dict[str, Article | None]) -> int:
+        """Embed these chunks by the full-stage model and commit those still indexed; how many were.
+
+        `held` keeps the last article read across batches: a 50 MB article's 150 batches each read it whole
+        before. (Its text may be newer than a row's chunk: such a chunk is no longer indexed, and is left out.)"""
         store = self.store
         articles: dict[str, Article] = {}
         chunks: list[Chunk] = []
         for cid, article_id, start, end in rows:
-            if article_id not in articles:
-                article = store.catalogue.article(article_id)
-                if article is None:
-                    continue
-                articles[article_id] = article
-            chunks.append(Chunk(cid, article_id, start, end, articles[article_id].text[start:end]))
+            if article_id not in held:
+                held.clear()
+                held[article_id] = store.catalogue.article(article_id)
+            article = held[article_id]
+            if article is None:
+                continue
+            articles[article_id] = article
+            chunks.append(Chunk(cid, article_id, start, end, article.text[start:end]))
         vectors = full.embed([embed_text(articles[c.article_id], c) for c in chunks])
         store.lock.acquire(STAGE_WAIT)
         try:
@@ -474,51 +481,83 @@ class Indexer:
                 return chunks
             budget = max(16, int(budget * 0.75))  # word pieces outnumber tiktoken tokens here
 
+    def _slices(self, batch: list[tuple[Article, str, list[Chunk]]]) -> Iterator[list[tuple[Article, Chunk]]]:
+        """The batch's chunks, with their article, `batch_chunks` at a time (small articles share a slice)."""
+        part: list[tuple[Article, Chunk]] = []
+        for article, _, chunks in batch:
+            for chunk in chunks:
+                part.append((article, chunk))
+                if len(part) == self.batch_chunks:
+                    yield part
+                    part = []
+        if part:
+            yield part
+
     def _embed(self, texts: list[str], tick: Callable[[int], None]) -> np.ndarray:
-        """Vectors of `texts`, embedded a slice at a time; `tick(n)` after each, n texts done so far."""
+        """Vectors of `texts`, embedded a slice at a time; `tick(n)` after each, n texts done."""
         parts = []
         for i in range(0, len(texts), EMBED_SLICE):
             parts.append(self.embedder.embed(texts[i:i + EMBED_SLICE]))
-            tick(i + len(parts[-1]))
+            tick(len(parts[-1]))
         return np.concatenate(parts) if parts else np.zeros((0, self.embedder.dim), dtype=np.float32)
 
-    def _embed_batch(self, batch: list[tuple[Article, str, list[Chunk]]], run: _Run,
-                     tick: Callable[[int], None]) -> tuple[list[tuple[Article, str, list[Chunk]]], np.ndarray]:
-        """The batch's vectors; when embedding fails, the articles that fail are left out (and reported)."""
+    def _embed_part(self, part: list[tuple[Article, Chunk]], run: _Run, failed: set[str],
+                    tick: Callable[[int], None]) -> tuple[list[tuple[Article, Chunk]], np.ndarray]:
+        """The slice's vectors; when embedding fails, the articles that fail are left out, added to `failed`
+        and reported."""
         try:
-            return batch, self._embed([embed_text(a, c) for a, _, cs in batch for c in cs], tick)
-        except Exception:  # find the articles that fail; the rest of the batch goes on
+            return part, self._embed([embed_text(a, c) for a, c in part], tick)
+        except Exception:  # find the articles that fail; the rest of the slice goes on
             pass
-        kept: list[tuple[Article, str, list[Chunk]]] = []
-        parts: list[np.ndarray] = []
-        done = 0
-        for item in batch:
-            article, _, chunks = item
+        by_article: dict[str, list[tuple[Article, Chunk]]] = defaultdict(list)
+        for item in part:
+            by_article[item[0].id].append(item)
+        kept: list[tuple[Article, Chunk]] = []
+        vectors: list[np.ndarray] = []
+        for items in by_article.values():
+            article = items[0][0]
             try:
-                parts.append(self.embedder.embed([embed_text(article, c) for c in chunks]))
-                kept.append(item)
-                done += len(chunks)
-                tick(done)
+                vectors.append(self.embedder.embed([embed_text(article, c) for _, c in items]))
+                kept += items
+                tick(len(items))
             except Exception as exc:
+                failed.add(article.id)
                 run.failed.add(article.id)
                 run.skipped.append(Skipped(article.path, f"article {article.id} not indexed, embedding failed "
                                                          f"({type(exc).__name__}: {exc}); the next run retries it"))
-        return kept, (np.concatenate(parts) if parts else np.zeros((0, self.embedder.dim), dtype=np.float32))
+        return kept, (np.concatenate(vectors) if vectors else np.zeros((0, self.embedder.dim), dtype=np.float32))
 
     def _store_batch(self, batch: list[tuple[Article, str, list[Chunk]]], run: _Run, done: int, total: int) -> None:
-        """Embed and commit one batch; `done` of `total` chunks were embedded before it."""
+        """Embed and commit one batch; `done` of `total` chunks were embedded before it.
+
+        Its vectors are embedded and stored `batch_chunks` at a time (a 50 MB article's 77,000 chunks, their
+        texts and vectors all at once, took 20 times its size); its articles are marked indexed only once all
+        their vectors are stored, and an article whose embedding fails midway has the vectors it got removed."""
+        count = [done]
 
         def tick(n: int) -> None:  # the phase ends once the last batch is stored, not when it is embedded
-            run.show("embedding", min(done + n, total - 1), total)
+            count[0] += n
+            run.show("embedding", min(count[0], total - 1), total)
 
-        batch, vectors = self._embed_batch(batch, run, tick)
+        articles = {a.id: a for a, _, _ in batch}
+        failed: set[str] = set()
+        stored: dict[str, list[str]] = defaultdict(list)  # article id -> its chunks whose vectors are stored
+        for part in self._slices(batch):
+            kept, vectors = self._embed_part([item for item in part if item[0].id not in failed], run, failed, tick)
+            if not kept:
+                continue
+            self.store.catalogue.set_dirty()  # from here until the run finishes, a crash leaves vectors to reconcile
+            self.store.vectors.add([c for _, c in kept], vectors, articles)
+            for article, chunk in kept:
+                stored[article.id].append(chunk.id)
+        batch = [item for item in batch if item[0].id not in failed]
+        old = {a.id: set(self.store.catalogue.chunk_ids_of(a.id)) for a, _, _ in batch}
+        orphans = sorted(cid for a in failed
+                         for cid in set(stored.get(a, ())) - set(self.store.catalogue.chunk_ids_of(a)))
+        if orphans:  # the vectors of an article that failed midway: not left for a finished run to keep
+            self.store.delete_vectors(orphans)
         if not batch:
             return
-        chunks = [c for _, _, cs in batch for c in cs]
-        articles = {a.id: a for a, _, _ in batch}
-        self.store.catalogue.set_dirty()  # from here until the run finishes, a crash leaves vectors to reconcile
-        self.store.vectors.add(chunks, vectors, articles)
-        old = {a.id: set(self.store.catalogue.chunk_ids_of(a.id)) for a, _, _ in batch}
         existed = {a.id for a, _, _ in batch if old[a.id] or self.store.catalogue.article_hash(a.id) is not None}
         self.store.catalogue.save_articles(batch)
         # the new version is committed; only now are the old version's vectors removed
@@ -527,7 +566,7 @@ class Indexer:
             self.store.delete_vectors(stale)
         for article, _, _ in batch:
             (run.replaced if article.id in existed else run.indexed).append(article.id)
-        run.embedded += len(chunks)
+        run.embedded += sum(len(cs) for _, _, cs in batch)
 
     def _record_files(self, run: _Run) -> None:
         # recorded only once all its articles are stored, so a crash re-reads the file

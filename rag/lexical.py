@@ -50,6 +50,7 @@ PASSAGES, ARTICLES = "bm25", "bm25_articles"  # the two indexes' folders in an i
 PASSAGE_K1, ARTICLE_K1 = 1.2, 1.5
 
 _WORD = re.compile(r"(?u)\b\w\w+\b")
+FLUSH_TOKENS = 1 << 20  # tokens a segment build holds before it counts their postings
 SLICE_CHARS = 1 << 20  # a longer text is tokenized in slices of about this many characters
 _SPACE = re.compile(r"\s")
 
@@ -84,6 +85,11 @@ class Words:
             return [[s for part in slices(text) for s in self._tokens([part])[0]] for text in texts]
         return self._tokens(texts)
 
+    def pieces(self, text: str) -> Iterator[list[str]]:
+        """The tokens of `text` a slice at a time (together, `tokens([text])[0]`)."""
+        for part in slices(text):
+            yield self._tokens([part])[0]
+
     def _tokens(self, texts: list[str]) -> list[list[str]]:
         found = [[w for w in _WORD.findall(text.lower()) if w not in self.stop] for text in texts]
         with self._lock:
@@ -110,17 +116,11 @@ class Segment:
         self.index = {t: i for i, t in enumerate(self.terms)}
 
     @classmethod
-    def of_tokens(cls, ids: list[str], tokens: list[list[str]], tags: list[str]) -> Segment:
-        vocab: dict[str, int] = {}
-        lens = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        # an array as it is filled, not a list of Python ints (36 bytes a token: a long article's took 4 times its size)
-        flat = np.fromiter((vocab.setdefault(t, len(vocab)) for doc in tokens for t in doc), dtype=np.int64,
-                           count=int(lens.sum()))
-        n = max(len(tokens), 1)
-        key = flat * n + np.repeat(np.arange(len(tokens), dtype=np.int64), lens)
-        pairs, tf = np.unique(key, return_counts=True)  # sorted by term, then document
-        return cls(list(vocab), _indptr(pairs // n, len(vocab)), (pairs % n).astype(np.int32),
-                   tf.astype(np.int32), lens, list(ids), list(tags))
+    def of_tokens(cls, ids: list[str], tokens: Iterable[list[str]], tags: list[str]) -> Segment:
+        builder = SegmentBuilder()
+        for doc_id, doc, tag in zip(ids, tokens, tags, strict=True):
+            builder.add(doc_id, [doc], tag)
+        return builder.segment()
 
     @classmethod
     def load(cls, folder: Path) -> Segment:
@@ -143,6 +143,98 @@ class Segment:
 
     def term_of_posting(self) -> np.ndarray:
         return np.repeat(np.arange(len(self.terms), dtype=np.int64), np.diff(self.indptr))
+
+
+class SegmentBuilder:
+    """A segment built a document at a time, the same as `Segment.of_tokens` would build over all of them, in
+    memory that follows its postings (a document's distinct terms), not its tokens: tokens are counted a
+    bounded number at a time, and a long document (its tokens given piece by piece, see `slices`) is held as
+    its term counts, never as all its tokens (a 50 MB article's passages took ~950 MB as token lists)."""
+
+    def __init__(self, flush_tokens: int = FLUSH_TOKENS) -> None:
+        self.flush_tokens = flush_tokens
+        self.vocab: dict[str, int] = {}
+        self.ids: list[str] = []
+        self.tags: list[str] = []
+        self.lens: list[int] = []
+        self._pending: list[np.ndarray] = []  # term numbers of each document not counted yet
+        self._pending_tokens = 0
+        self._first = 0  # the number of the first of them
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (term, doc, tf), by term then doc
+
+    def add(self, doc_id: str, pieces: Iterable[list[str]], tag: str = "") -> None:
+        """One document, its tokens in pieces (a long text's slices)."""
+        vocab = self.vocab
+        self.ids.append(doc_id)
+        self.tags.append(tag)
+        held: list[np.ndarray] = []
+        counts: np.ndarray | None = None  # a long document's term frequencies so far
+        length = 0
+        for piece in pieces:
+            held.append(np.fromiter((vocab.setdefault(t, len(vocab)) for t in piece), dtype=np.int64,
+                                    count=len(piece)))
+            length += len(piece)
+            if length > self.flush_tokens:
+                counts, held = _count(counts, held, len(vocab)), []
+        self.lens.append(length)
+        if counts is None:
+            self._pending.append(held[0] if len(held) == 1 else np.concatenate(held or [np.zeros(0, np.int64)]))
+            self._pending_tokens += length
+            if self._pending_tokens >= self.flush_tokens:
+                self._flush()
+            return
+        counts = _count(counts, held, len(vocab))
+        self._flush()  # the documents before this one
+        terms = np.flatnonzero(counts)
+        self._parts.append((terms.astype(np.int32), np.full(len(terms), self._first, dtype=np.int32),
+                            counts[terms].astype(np.int32)))
+        self._first += 1
+
+    def _flush(self) -> None:
+        """Count the pending documents' postings (sorted by term, then document) and let their tokens go."""
+        if not self._pending:
+            return
+        n = len(self._pending)
+        lens = np.fromiter(map(len, self._pending), dtype=np.int64, count=n)
+        flat = np.concatenate(self._pending)
+        self._pending, self._pending_tokens = [], 0
+        key = flat * n + np.repeat(np.arange(n, dtype=np.int64), lens)
+        del flat
+        pairs, tf = np.unique(key, return_counts=True)
+        del key
+        self._parts.append(((pairs // n).astype(np.int32), (pairs % n + self._first).astype(np.int32),
+                            tf.astype(np.int32)))
+        self._first += n
+
+    def segment(self) -> Segment:
+        """The segment of the documents added: each part's postings placed at its terms' next free places,
+        parts in document order, so each term's documents ascend."""
+        self._flush()
+        n_terms = len(self.vocab)
+        per_part = [np.bincount(term, minlength=n_terms) for term, _, _ in self._parts]
+        indptr = np.zeros(n_terms + 1, dtype=np.int64)
+        np.cumsum(sum(per_part, np.zeros(n_terms, dtype=np.int64)), out=indptr[1:])
+        docs = np.empty(int(indptr[-1]), dtype=np.int32)
+        tfs = np.empty(int(indptr[-1]), dtype=np.int32)
+        cursor = indptr[:-1].copy()
+        parts, self._parts = self._parts, []
+        parts.reverse()
+        for counts in per_part:
+            term, doc, tf = parts.pop()
+            first_of_term = np.cumsum(counts) - counts  # where each term's run starts in this part
+            where = cursor[term] + (np.arange(len(term), dtype=np.int64) - first_of_term[term])
+            docs[where], tfs[where] = doc, tf
+            cursor += counts
+        return Segment(list(self.vocab), indptr, docs, tfs, np.array(self.lens, dtype=np.int64), self.ids,
+                       self.tags)
+
+
+def _count(counts: np.ndarray | None, held: list[np.ndarray], n_terms: int) -> np.ndarray:
+    """`counts` (term frequencies, grown to `n_terms`) plus the tokens `held`."""
+    added = np.bincount(np.concatenate(held), minlength=n_terms) if held else np.zeros(n_terms, dtype=np.int64)
+    if counts is not None:
+        added[:len(counts)] += counts
+    return added
 
 
 def _indptr(terms: np.ndarray, n_terms: int) -> np.ndarray:
@@ -319,12 +411,22 @@ class Lexical:
     def build(self, ids: list[str], tokens: list[list[str]], k1: float = PASSAGE_K1, b: float = 0.75,
               tags: list[str] | None = None, scratch: Path | None = None) -> None:
         """Replace the index by these documents (token lists, see `Words`)."""
-        segment = Segment.of_tokens(ids, tokens, tags or [""] * len(ids))
+        self.build_segment(Segment.of_tokens(ids, tokens, tags or [""] * len(ids)), k1, b, scratch)
+
+    def build_segment(self, segment: Segment, k1: float = PASSAGE_K1, b: float = 0.75,
+                      scratch: Path | None = None) -> None:
+        """Replace the index by the documents of `segment` (see `SegmentBuilder`)."""
         self._commit([self._write(segment, scratch)], None, k1, b)
 
     def update(self, remove: Iterable[str], ids: list[str], tokens: list[list[str]], tags: list[str] | None = None,
                scratch: Path | None = None) -> None:
         """Remove the documents `remove` names and add these; merges the segments when they have grown."""
+        self.update_segment(remove, Segment.of_tokens(ids, tokens, tags or [""] * len(ids)), scratch)
+
+    def update_segment(self, remove: Iterable[str], added: Segment, scratch: Path | None = None) -> None:
+        """Remove the documents `remove` names and add those of `added`; merges the segments when they have
+        grown."""
+        ids = added.ids
         position = dict(zip(self.ids, self.live.tolist()))
         dead = self.alive.copy()
         gone = [position[i] for i in remove if i in position]
@@ -334,7 +436,7 @@ class Lexical:
         names = list(self.manifest.get("segments", []))
         segments = list(self.segments)
         if ids:
-            segments.append(Segment.of_tokens(ids, tokens, tags or [""] * len(ids)))
+            segments.append(added)
             dead = np.concatenate([dead, np.ones(len(ids), dtype=bool)])
         alive = dead
         main = len(segments[0].ids) if segments else 0
@@ -435,49 +537,40 @@ def sync_lexical(folder: Path, article_of: Callable[[str], Article | None], tabl
     for cid, article_id in zip(table.ids, table.article_ids):
         first_chunk.setdefault(article_id, cid)
     words = Words()
-    articles: dict[str, Article | None] = {}
-
-    def article(article_id: str) -> Article | None:
-        if article_id not in articles:
-            articles[article_id] = article_of(article_id)
-        return articles[article_id]
-
-    def title_tokens(a: Article) -> list[str]:
-        return words.tokens([a.title])[0]
-
-    # passages
     passages = None if rebuild else open_for_update(folder / PASSAGES, PASSAGE_K1)
     have = set(passages.ids) if passages is not None else set()
-    rows = [i for i, cid in enumerate(table.ids) if cid not in have]
-    tokens: list[list[str]] = []
-    titles: dict[str, list[str]] = {}
-    for i in rows:
-        a = article(table.article_ids[i])
-        text = a.text[int(table.starts[i]):int(table.ends[i])] if a else ""
-        head = titles.setdefault(a.id, title_tokens(a)) if a else []
-        tokens.append(head + words.tokens([text])[0])
-    added = [table.ids[i] for i in rows]
-    if passages is None:
-        _fresh(folder / PASSAGES).build(added, tokens, PASSAGE_K1, scratch=scratch)
-    else:
-        wanted = set(table.ids)
-        passages.update([cid for cid in passages.ids if cid not in wanted], added, tokens, scratch=scratch)
-    # whole articles
     docs = None if rebuild else open_for_update(folder / ARTICLES, ARTICLE_K1)
     held = dict(zip(docs.ids, docs.tags)) if docs is not None else {}
-    changed = [a for a, cid in first_chunk.items() if held.get(a) != cid]
-    doc_tokens = []
-    for article_id in changed:
-        a = article(article_id)
-        title, body = words.tokens([a.title, a.text]) if a else ([], [])
-        doc_tokens.append(title + body)
-    tags = [first_chunk[a] for a in changed]
+    # one pass, article by article (the table's order), one article in memory at a time, each document's
+    # tokens counted into its segment as they are made
+    added, changed = SegmentBuilder(), SegmentBuilder()
+    rows: dict[str, list[int]] = {}
+    for i, (cid, article_id) in enumerate(zip(table.ids, table.article_ids)):
+        if cid not in have:
+            rows.setdefault(article_id, []).append(i)
+    for article_id, cid in first_chunk.items():
+        wanted, fresh = rows.get(article_id, []), held.get(article_id) != cid
+        if not (wanted or fresh):
+            continue
+        a = article_of(article_id)
+        title = words.tokens([a.title])[0] if a else []
+        for i in wanted:
+            text = a.text[int(table.starts[i]):int(table.ends[i])] if a else ""
+            added.add(table.ids[i], [title, words.tokens([text])[0]])
+        if fresh:
+            changed.add(article_id, [title, *words.pieces(a.text)] if a else [], cid)
+        del a
+    if passages is None:
+        _fresh(folder / PASSAGES).build_segment(added.segment(), PASSAGE_K1, scratch=scratch)
+    else:
+        wanted_ids = set(table.ids)
+        passages.update_segment([c for c in passages.ids if c not in wanted_ids], added.segment(), scratch)
     if docs is None:
-        _fresh(folder / ARTICLES).build(changed, doc_tokens, ARTICLE_K1, tags=tags, scratch=scratch)
+        _fresh(folder / ARTICLES).build_segment(changed.segment(), ARTICLE_K1, scratch=scratch)
     else:
         stale = [a for a, tag in held.items() if first_chunk.get(a) != tag]
-        docs.update(stale, changed, doc_tokens, tags, scratch=scratch)
-    return len(rows), len(changed)
+        docs.update_segment(stale, changed.segment(), scratch)
+    return len(added.ids), len(changed.ids)
 
 
 def build_lexical(folder: Path, article_of: Callable[[str], Article | None], table: _Table,

@@ -3,9 +3,11 @@ what it holds after loading the model, in times the file's size. Measured in a s
 RSS), with the static embedder so it stays fast; the article is generated prose with an emoji now and then, as
 scraped news has (one widens Python's whole text to 4 bytes a character: the text alone is 4 times the file).
 
-The issue asks for under 10 times; the bounds here are what the fixes reached, and what the code before them
-exceeded (8 MB: indexing 46x before, 28x after; asking 23x before, 13x after). The rest of indexing's growth is
-embedding and storing the vectors (Chroma, SQLite) and the memory the allocator keeps after a phase frees it."""
+The issue asks for under 10 times, for both. Before the fixes (8 MB: indexing 46x, then 28x; asking 23x, then 13x;
+50 MB: indexing ~20x) indexing built the embed texts and vectors of all of an article's chunks at once, and its
+BM25 segments from token lists of every passage and of the whole article; now both go a bounded slice at a time
+(the fast tests below check the slicing). 16 MB: big enough that the fixed overheads (Chroma, SQLite's cache,
+what the allocator keeps) do not dominate."""
 
 from __future__ import annotations
 
@@ -15,14 +17,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from rag.api import Assistant
+from rag.lexical import SegmentBuilder
+from rag.store import Store
+
 STATIC = "model2vec:all-MiniLM-L6-v2"
-SIZE = 8_000_000
+SIZE = 16_000_000
 NEEDLE = ("The Kestrelmouth harbour bridge was reopened on Tuesday by the engineer Talia Brennvik, after 212 days "
           "of repairs paid for by the county council.")
 QUESTION = "Who reopened the Kestrelmouth harbour bridge?"
-INDEX_TIMES, ASK_TIMES = 36, 16  # the bounds reached (the issue's goal is 10 for both)
+INDEX_TIMES = ASK_TIMES = 10  # the issue's bound
 
 # runs in the child: load the model, note the RSS, then index or ask while a thread samples the peak
 CHILD = r"""
@@ -117,3 +124,73 @@ def test_a_big_article_is_indexed_and_asked_in_memory_proportional_to_it(tmp_pat
     assert asked["growth"] < ASK_TIMES * size, f"asking grew by {asked['growth'] / 1e6:.0f} MB for {size / 1e6:.0f} MB"
     assert indexed["growth"] < INDEX_TIMES * size, \
         f"indexing grew by {indexed['growth'] / 1e6:.0f} MB for {size / 1e6:.0f} MB"
+
+
+# ---------- fast: the slicing that keeps the memory bounded ----------
+
+class _Recorder:
+    """The real embedder, noting the largest call and, at each call, whether the article is marked indexed
+    and how many texts were embedded but not yet stored."""
+
+    def __init__(self, embedder, store: Store) -> None:
+        self.inner, self.store = embedder, store
+        self.name, self.dim, self.max_tokens = embedder.name, embedder.dim, embedder.max_tokens
+        self.calls: list[tuple[int, int, bool]] = []  # (texts, in flight before the call, article committed)
+        self.embedded = 0
+
+    def embed(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        in_flight = self.embedded - self.store.vectors.count()
+        self.calls.append((len(texts), in_flight, bool(self.store.catalogue.article_ids())))
+        self.embedded += len(texts)
+        return self.inner.embed(texts)
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        return self.inner.token_counts(texts)
+
+
+def test_a_long_article_is_embedded_and_stored_a_bounded_slice_at_a_time(tmp_path: Path, settings, embedder) -> None:
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    (folder / "long.txt").write_text(_prose(12_000, NEEDLE), encoding="utf-8")
+    store = Store(tmp_path / "index")
+    recorder = _Recorder(embedder, store)
+    assistant = Assistant(store, recorder, settings.model_copy(update={"index_batch_chunks": 8}))
+    report = assistant.index([folder])
+    calls = list(recorder.calls)
+    assert report.indexed and report.chunks_embedded > 24  # slices of 8
+    assert max(n for n, _, _ in calls) <= 8
+    assert max(flight for _, flight, _ in calls) <= 8  # each slice is stored before the next is embedded
+    assert not any(committed for _, _, committed in calls)  # marked indexed once all its vectors are stored
+    assert store.vectors.ids() == store.catalogue.chunk_id_set()
+    assert any(NEEDLE in c.quote for c in assistant.ask(QUESTION).citations)
+    assistant.close()
+
+
+def _postings(docs: list[list[str]]) -> tuple[list[str], list[list[tuple[int, int]]]]:
+    """The plain definition: terms in order of first use, each with its (document, count) pairs."""
+    terms: dict[str, dict[int, int]] = {}
+    for n, doc in enumerate(docs):
+        for t in doc:
+            counts = terms.setdefault(t, {})
+            counts[n] = counts.get(n, 0) + 1
+    return list(terms), [sorted(c.items()) for c in terms.values()]
+
+
+@pytest.mark.parametrize("flush", [1, 7, 50, 1 << 20])
+def test_a_segment_built_in_slices_equals_the_whole(flush: int) -> None:
+    rng = random.Random(flush)
+    vocabulary = [f"w{i}" for i in range(300)]
+    docs = [[rng.choice(vocabulary[:rng.randint(1, 300)]) for _ in range(rng.choice([0, 1, 5, 40, 120]))]
+            for _ in range(60)]
+    builder = SegmentBuilder(flush_tokens=flush)
+    for n, doc in enumerate(docs):  # long documents in pieces, as a long article's slices come
+        builder.add(f"d{n}", [doc[i:i + 13] for i in range(0, len(doc), 13)], tag=f"t{n}")
+    segment = builder.segment()
+    terms, postings = _postings(docs)
+    assert segment.terms == terms and segment.ids == [f"d{n}" for n in range(60)]
+    assert segment.tags == [f"t{n}" for n in range(60)]
+    assert segment.lens.dtype == np.int64 and segment.lens.tolist() == [len(d) for d in docs]
+    assert segment.indptr.dtype == np.int64 and segment.docs.dtype == np.int32 and segment.tf.dtype == np.int32
+    got = [list(zip(segment.docs[a:b].tolist(), segment.tf[a:b].tolist()))
+           for a, b in zip(segment.indptr[:-1], segment.indptr[1:])]
+    assert got == postings
