@@ -26,9 +26,11 @@ import numpy as np
 import pytest
 
 from rag import Assistant
+from rag.catalogue import SqliteCatalogue
 from rag.errors import IndexError_
 from rag.lexical import Lexical
 from rag.store import Store
+from rag.vectors import ChromaVectors
 from tests.conftest import ROOT, write_collection
 
 CORPUS = ROOT.parent / "shared" / "bench" / "rtqa2022" / "articles.jsonl.gz"
@@ -221,23 +223,23 @@ def test_store_failure_mid_run_keeps_committed_work_and_next_run_finishes(tmp_pa
     folder = write_collection(tmp_path / "articles")
     assistant = _assistant(tmp_path / "index", settings, embedder, index_batch_chunks=2)
     calls = {"n": 0}
-    real = Store.add_vectors
+    real = ChromaVectors.add
 
-    def full_disk(self, chunks, vectors, articles):
+    def full_disk(self, chunks, vectors, articles, stage=None):
         calls["n"] += 1
         if calls["n"] == 3:
             real(self, chunks[:1], vectors[:1], articles)  # part of the batch reaches Chroma, then the disk is full
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(self, chunks, vectors, articles)
+        real(self, chunks, vectors, articles, stage)
 
-    monkeypatch.setattr(Store, "add_vectors", full_disk)
+    monkeypatch.setattr(ChromaVectors, "add", full_disk)
     with pytest.raises(IndexError_, match="disk full.*next `rag index`"):
         assistant.index([folder])
     stored = set(assistant.store.catalogue.article_ids())
     assert 0 < len(stored) < 7 and assistant.store.catalogue.dirty()
     hit = assistant.search("Brightwater dam homes flooded", k=1)  # what was committed is answerable
     assert hit or "dam.txt" not in {Path(assistant.article(a).path).name for a in stored}
-    monkeypatch.setattr(Store, "add_vectors", real)
+    monkeypatch.setattr(ChromaVectors, "add", real)
     report = assistant.index([folder])
     assert len(stored) + len(report.indexed) == 7  # the rest, nothing twice
     _consistent(assistant)
@@ -283,7 +285,7 @@ def test_failed_update_keeps_the_old_version_answerable(tmp_path, settings, embe
     def broken(self, items):
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(Store, "save_articles", broken)
+    monkeypatch.setattr(SqliteCatalogue, "save_articles", broken)
     with pytest.raises(IndexError_, match="disk full"):
         assistant.index([folder])
     question = "How many passengers does the ferry Aurelia carry?"
@@ -400,7 +402,7 @@ def test_corrupt_database_is_a_clear_error_and_rebuild_fixes_it(tmp_path):
     fixed = subprocess.run(_index_cmd([folder], index) + ["--rebuild"], cwd=tmp_path, env=_env(),
                            capture_output=True, text=True)
     assert fixed.returncode == 0, fixed.stderr
-    assert Store(index).counts()[0] == 7
+    assert Store(index).catalogue.counts()[0] == 7
 
 
 def test_damaged_lexical_index_is_a_clear_error(tmp_path, settings, embedder):
