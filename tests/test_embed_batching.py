@@ -140,3 +140,15 @@ def test_a_failing_text_fails_its_own_call_only(embedder):
     assert isinstance(results["bad"], ValueError)
     assert np.allclose(results["good"], embedder.embed(["Dovrin"]), atol=1e-5)
     assert coalesce.model_calls == 4  # first; bad+good merged (raised); then bad alone, good alone
+
+
+def test_int8_onnx_questions_take_turns_unmerged(settings):
+    """The default full stage (onnx int8) quantizes activations with one scale per run: merged, a question's
+    vector would depend on the others asked with it, so its concurrent calls take turns and get exactly the
+    vectors they get alone."""
+    pytest.importorskip("onnxruntime")
+    from rag.embed import make_embedder
+
+    onnx = make_embedder("onnx:all-MiniLM-L6-v2", "auto", 64, settings.cache_dir)  # the export is cached
+    alone = np.stack([onnx.embed([q])[0] for q in QUESTIONS])
+    assert np.array_equal(np.stack(at_once(onnx.embed, QUESTIONS)), alone)
