@@ -8,42 +8,21 @@ passed around explicitly; LlamaIndex's global `Settings` are never touched.
 The prompt numbers the retrieved passages and fences them as data between
 markers carrying a random nonce (so an article cannot close the fence), and
 asks for sentences that each end with `[n]` markers, or a plain "not found in
-the articles". What the model writes is then checked one sentence at a time (`Checker`), as soon as
-the model has completed it:
+the articles". What the model writes is its `Draft` (`draft`): a reasoning model's `<think>` block,
+markdown/HTML images and every other HTML tag removed, links and bare urls kept only when they are the
+url of a retrieved article (otherwise a link keeps its label), cut into sentences each with the markers
+that follow it. It is grounded like every answerer's draft (`rag.ground`: a marker naming no passage, or
+one whose passage does not support the claim, is removed; a sentence left with none, or whose numbers,
+names or rare words its passages lack, is dropped; each kept marker becomes an exact-span citation), as
+soon as the model has completed each sentence, and capped (`cap_sentences` kept sentences, `cap_chars`
+characters; reading stops there, and after `RAW_PER_CHAR` times `cap_chars` of the model's text whatever
+was kept). When nothing supported remains the extractive draft is grounded instead (with a notice), and
+when that finds nothing either, the answer abstains. Differing figures, timelines, syndicated copies and
+notices are the pipeline's enrichment (`rag.enrich`), the same as for the extractive answer.
 
-- a reasoning model's `<think>` block, markdown/HTML images and every other HTML tag are removed;
-  links and bare urls are kept only when they are the url of a retrieved article (otherwise a link
-  keeps its label);
-- a marker naming no passage, or a passage whose sentences do not support the claim (less than
-  `min_support` of its IDF-weighted words), is removed; a sentence left with no marker is removed;
-- a sentence whose numbers, names or rare words are not in the passage(s) it cites is removed
-  (`rag.ground.unsupported`: "At least 150 people were injured [1]" when passage 1 says 128);
-- each kept marker becomes a `Citation` whose quote is an exact span of the article
-  (`article.text[start:end] == quote`): the sentence(s) of the cited passage that best cover the
-  claim; citations are numbered by first use;
-- the answer is capped (`cap_sentences` kept sentences, `cap_chars` characters; reading stops there,
-  and after `RAW_PER_CHAR` times `cap_chars` of the model's text whatever was kept);
-- when nothing supported remains, the answer abstains like the extractive one.
-
-The checked answer is then read as news, like the extractive one
-(`differing_figures`, `rag.news.cited_timeline`):
-
-- when retrieved passages of different articles give different figures for
-  the same counted thing ("128 injured" / "150 injured": same kind of count,
-  sentences sharing at least 0.3 of their terms, the other one naming a word
-  of the question) and the answer cites one of
-  those sentences or states one of those figures, the other side(s) are cited
-  too (exact sentence spans, numbered after the model's citations) and a note
-  of ours, marked "(Note, not a quote: ...)", gives each figure with its
-  source, date, attribution and citation number;
-- for a timeline question (`rag.news.is_timeline_question`), `Answer.timeline`
-  groups the cited quotes' sentences by the day they happened (a date the
-  sentence states, else the cited article's publication date), oldest first.
-  The answer text stays in the model's order.
-
-`stream()` yields only checked text: each sentence when it has passed, then the note (or the
-abstention); the pieces joined are the final `Answer.text`, so nothing shown is ever taken back.
-Syndicated copies (`Citation.also_reported_by`) are left to the caller (`rag.api`).
+`stream()` yields only grounded text: each sentence when it has passed (or the abstention); the
+caller (`rag.api`) then adds what the enrichment appends (notes), so the pieces joined are the final
+`Answer.text` and nothing shown is ever taken back.
 
 Every call to the server has a deadline (`deadline`, `RAG_LLM_DEADLINE`, default 60 s) besides the
 client's per-read timeout (`RAG_LLM_TIMEOUT`, which a server sending a byte at a time never trips):
