@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rag.answer import QUESTION_WORDS, Extractive, is_abstention, looks_english
 from rag.chunk import Chunker
@@ -24,17 +25,28 @@ from rag.embed import Embedder, make_embedder
 from rag.enrich import Step, chain, enrich, respond
 from rag.errors import IndexError_, UserError
 from rag.errors import RagError as RagError  # the base of every error a front end may catch
-from rag.feeds import fetch_articles, is_url
-from rag.index import FULL_PHASE as FULL_PHASE  # the progress phase of the full stage, for front ends
-from rag.index import Indexer, Progress, Stopped, run_quietly
-from rag.ingest import display_path, limits_from
 from rag.lexical import ARTICLES, MANIFEST, PASSAGES
 from rag.llm import AnswerStream, make_answerer
-from rag.progress import ProgressPrinter
 from rag.retrieve import Retriever
 from rag.store import Store, index_exists, remove_index
 from rag.types import Answer, Article, Filters, Hit, IndexReport, Message, QuestionDates
 from rag.vectors import FULL, ChromaServer
+
+if TYPE_CHECKING:
+    from rag.index import Indexer, Progress
+
+# the indexing side (rag.index and what it reads files with: YAML, dateutil) is imported when an index is written,
+# not by a process that only answers; its names that front ends take from here are served by __getattr__
+_FROM_INDEX = ("FULL_PHASE", "Stopped")
+
+
+def __getattr__(name: str) -> object:
+    """`FULL_PHASE` (the progress phase of the full stage) and `Stopped`, from `rag.index` when first named."""
+    if name not in _FROM_INDEX:
+        raise AttributeError(f"module 'rag.api' has no attribute {name!r}")
+    import rag.index
+
+    return getattr(rag.index, name)
 
 
 @dataclass(frozen=True)
@@ -129,6 +141,10 @@ class Assistant:
         folder's `fetched/`, see `rag.feeds`; without `allow_private` only from public addresses); only new or
         changed articles are embedded. A file named here (not found in a folder) brings back what `remove` took
         out of it."""
+        from rag.feeds import fetch_articles, is_url
+        from rag.index import Indexer
+        from rag.ingest import display_path, limits_from
+
         files, failed = [], []
         for p in paths:
             if is_url(str(p)):
@@ -159,6 +175,9 @@ class Assistant:
         """A two-stage index: the full stage's vectors of every passage without one, in the same call when the
         caller shows progress (`rag index`, bench) or they are few (an upload to a complete index), so the
         dense side stays at full quality. Ctrl-C raises `Stopped` with the fast pass's report."""
+        from rag.index import Stopped, run_quietly
+        from rag.progress import ProgressPrinter
+
         if self.full is None:
             return
         batch_caller = progress or on_progress is not None
