@@ -330,7 +330,11 @@ def test_load_200_asks_at_concurrency_16(api):
     p95 = latencies[int(0.95 * len(latencies)) - 1]
     print(f"200 asks at concurrency 16: p50 {statistics.median(latencies):.3f} s, p95 {p95:.3f} s")
     assert [s for s, _ in results if s != 200] == []
-    assert p95 < 5.0  # the target is 1 s; this 2-core machine is shared by other test runs (p95 2.2-3.1 s seen)
+    # issue 15's target. Concurrent questions share the embedder's model calls (rag.embed.Coalescer); before,
+    # each waited for the others' encodes one by one. On the 2-core dev machine shared with other jobs (load
+    # 7-14) p95 was 1.7-3.1 s before and 0.7-1.8 s after (p50 0.8-1.3 s before, 0.3-0.5 s after), so it
+    # fails under such load; a calm machine gave 0.92-1.01 s before the change (not yet measured calm after it)
+    assert p95 < 1.0
 
 
 def test_removing_the_last_article_leaves_an_empty_index_that_answers(tmp_path, settings, embedder, capsys):
