@@ -600,7 +600,7 @@ class WebChat:
         Only the first update clears the question box: later ones leave it alone, so
         typing the next question while an answer streams is not wiped out.
         """
-        from rag.api import QuestionError
+        from rag.api import QuestionError, RagError
 
         keep = _keep()
 
@@ -623,16 +623,23 @@ class WebChat:
             view = [*view[:-1], {"role": "assistant", "content": notice_html(f"Cannot ask this: {exc}")}]
             yield question, view, session, panel_html(session["sections"])
             return
+        except RagError as exc:  # the index cannot be used now (its database is down, say): said, to ask again later
+            yield question, self._unavailable(view, exc), session, panel_html(session["sections"])
+            return
         turn = len(session["sections"]) + 1
         drafted = stream.answer is None  # an LLM writes it: its sentences come as each passes the check
-        if drafted:
-            shown = ""
-            for piece in stream:
-                shown += piece
-                cited = {int(n) for n in re.findall(r"\[(\d+)\]", shown)}
-                view = [*view[:-1], {"role": "assistant", "content": answer_html(shown, turn, cited, done=False)}]
-                yield keep, view, session, panel_html(session["sections"])
-        answer = stream.result()
+        try:
+            if drafted:
+                shown = ""
+                for piece in stream:
+                    shown += piece
+                    cited = {int(n) for n in re.findall(r"\[(\d+)\]", shown)}
+                    view = [*view[:-1], {"role": "assistant", "content": answer_html(shown, turn, cited, done=False)}]
+                    yield keep, view, session, panel_html(session["sections"])
+            answer = stream.result()
+        except RagError as exc:
+            yield question, self._unavailable(view, exc), session, panel_html(session["sections"])
+            return
         seconds = time.perf_counter() - started
         note = describe(filters)
         sections = [*session["sections"], self._section(turn, question, answer, seconds, note)]
@@ -656,6 +663,12 @@ class WebChat:
             "sections": sections,
         }
         yield keep, view, session, panel_html(sections)
+
+    @staticmethod
+    def _unavailable(view: list[dict], exc: Exception) -> list[dict]:
+        """The chat with the pending answer replaced by why the index cannot answer now (no traceback)."""
+        return [*view[:-1], {"role": "assistant",
+                             "content": notice_html(f"Cannot answer right now: {exc}. Ask again in a moment.")}]
 
     def _section(self, turn: int, question: str, answer: Answer, seconds: float, note: str) -> dict:
         texts: dict[str, str | None] = {h.article.id: h.article.text for h in answer.hits}  # read already
