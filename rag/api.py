@@ -28,7 +28,7 @@ from rag.errors import RagError as RagError  # the base of every error a front e
 from rag.lexical import ARTICLES, MANIFEST, PASSAGES
 from rag.llm import AnswerStream, make_answerer
 from rag.retrieve import Retriever
-from rag.store import Store, index_exists, remove_index
+from rag.store import TEAM_NEEDS_CHROMA, Store, index_exists, remove_index
 from rag.types import Answer, Article, Filters, Hit, IndexReport, Message, QuestionDates
 from rag.vectors import FULL, ChromaServer
 
@@ -82,6 +82,8 @@ class Assistant:
         self.chunker = Chunker(settings.chunk_tokens, settings.chunk_overlap)
         self._generation = store.catalogue.generation()
         self._refresh_lock = threading.Lock()
+        if store.shared:  # team mode: this host's lexical index is a cache of the shared catalogue
+            store.sync_lexical_cache()
         try:
             full_side = (full, dense_weight_for(full.name, settings.dense_weight)) if full is not None else None
             self.retriever = Retriever(store, embedder, dense_weight_for(embedder.name, settings.dense_weight),
@@ -126,6 +128,8 @@ class Assistant:
         gets it built once, now, when its writer lock is free: searching without it would rank by vectors
         alone. A busy or read-only index is answered as it is; its next `rag index` builds it."""
         catalogue = self.store.catalogue
+        if self.store.shared:  # team mode: the cache was brought up to the catalogue when opened
+            return
         if not catalogue.counts()[0] or all((self.store.dir / n / MANIFEST).exists() for n in (PASSAGES, ARTICLES)):
             return
         if catalogue.dirty():  # a run is writing it (a first build), or stopped: that run or the next builds it
@@ -142,7 +146,7 @@ class Assistant:
         changed articles are embedded. A file named here (not found in a folder) brings back what `remove` took
         out of it."""
         from rag.feeds import fetch_articles, is_url
-        from rag.index import Indexer
+        from rag.index import Indexer, host_key
         from rag.ingest import display_path, limits_from
 
         files, failed = [], []
@@ -153,12 +157,12 @@ class Assistant:
                 failed += skipped
             else:
                 files.append(Path(p))
-                if files[-1].is_file():
-                    self.store.catalogue.restore_removed(display_path(files[-1]))
+                if files[-1].is_file() and self.store.catalogue.restore_removed(display_path(files[-1])):
+                    self.store.catalogue.forget_file(host_key(files[-1], self.store.shared))
         if failed and not files:
             return IndexReport(skipped=tuple(failed))
         indexer = Indexer(self.store, self.embedder, self.chunker, self.settings.index_batch_chunks,
-                          limits=limits_from(self.settings), window=self.full)
+                          limits=limits_from(self.settings), window=self.full, shared=self.store.shared)
         try:
             report = indexer.run(files, prune=prune, progress=progress, on_progress=on_progress)
             if failed:
@@ -218,16 +222,22 @@ class Assistant:
     def refresh(self) -> bool:
         """Pick up what another process indexed (one SQLite read when nothing changed); True if reloaded.
 
-        Waits for nothing: while another process is writing, the last complete state is served."""
+        Waits for nothing: while another process is writing, the last complete state is served. In team mode
+        this host's lexical cache is brought up to the catalogue first (the bulk of it while writers may run,
+        what they committed meanwhile once none does)."""
         generation = self.store.catalogue.generation()
         if generation == self._generation:
             return False
         with self._refresh_lock:
             if generation == self._generation:
                 return False
+            if self.store.shared:
+                self.store.sync_lexical_cache()
             with self.store.lock.quiet() as quiet:
                 if not quiet:
                     return False
+                if self.store.shared:
+                    self.store.sync_lexical_cache()
                 self.store.reopen_vectors(self.retriever.dense_stage())
                 self.retriever.reload()
                 self._generation = self.store.catalogue.generation()
@@ -374,6 +384,15 @@ class Assistant:
 
     def remembered(self, kind: str, key: str, now: float) -> bool:
         return self.store.catalogue.remembered(kind, key, now)
+
+    def add_feedback(self, record: dict) -> None:
+        """Keep a reader's feedback (a JSON object) in the index's catalogue: replicas sharing it keep theirs
+        in one place."""
+        self.store.catalogue.add_feedback(record)
+
+    def feedback(self) -> list[dict]:
+        """Every feedback record kept, oldest first."""
+        return self.store.catalogue.feedback()
 
     def stats(self) -> dict:
         """Counts and settings of the index; `story_groups`: stories found in more than one article (a wire
@@ -527,26 +546,65 @@ def chroma_server(settings: Settings) -> ChromaServer | None:
 
 
 def open_store(folder: Path, settings: Settings) -> Store:
-    """The Store for `folder`, with its vectors on the Chroma server when `settings.chroma_host` is set."""
-    return Store(folder, chroma_server(settings), settings.chroma_collection)
+    """The Store for `folder`, with its vectors on the Chroma server when `settings.chroma_host` is set; with
+    `settings.database_url` (team mode) its catalogue and writer lock in PostgreSQL and `folder` a local cache
+    (IndexError_ without a Chroma server)."""
+    return Store(folder, chroma_server(settings), settings.chroma_collection,
+                 settings.database_url if is_shared(settings) else None)
+
+
+def is_shared(settings: Settings) -> bool:
+    """Team mode: the index lives in PostgreSQL and a Chroma server, shared by every host (RAG_DATABASE_URL)."""
+    return bool(_database_url(settings))
+
+
+def _database_url(settings: Settings) -> str:
+    url = settings.database_url
+    return url.get_secret_value() if hasattr(url, "get_secret_value") else (url or "")
+
+
+def has_index(settings: Settings) -> bool:
+    """Whether the configured index was made (locally, or in team mode in the shared catalogue)."""
+    if is_shared(settings) and not settings.chroma_host:
+        raise IndexError_(TEAM_NEEDS_CHROMA)
+    return index_exists(settings.index_dir, settings.database_url if is_shared(settings) else None,
+                        settings.chroma_collection)
+
+
+def missing_index_message(settings: Settings) -> str:
+    """What to do when there is no index yet ("run `rag index` first", with where)."""
+    if is_shared(settings):
+        from rag.catalogue_pg import public_url
+
+        where = public_url(_database_url(settings))
+        return (f"no index in collection {settings.chroma_collection!r} of {where} yet: run `rag index [PATH...]` "
+                "with the same RAG_DATABASE_URL, RAG_CHROMA_HOST and RAG_CHROMA_COLLECTION first")
+    return f"no index in {settings.index_dir}: run `rag index [PATH...] --index {settings.index_dir}` first"
 
 
 def open_assistant(settings: Settings, must_exist: bool = True) -> Assistant:
     """The facade for the configured index, for a front end; a missing index or a bad setting is a UserError."""
     from rag.llm import LLMConfigError
 
-    if must_exist and not index_exists(settings.index_dir):
-        raise UserError(
-            f"no index in {settings.index_dir}: run `rag index [PATH...] --index {settings.index_dir}` first")
     try:
+        if must_exist and not has_index(settings):
+            raise UserError(missing_index_message(settings))
         return Assistant.open(settings.index_dir, settings)
     except (IndexError_, LLMConfigError) as exc:
         raise UserError(str(exc)) from None
 
 
-def delete_index(settings: Settings) -> None:
-    """Delete the configured index (`rag index --rebuild`), even a corrupt one; IndexError_ while a writer runs."""
-    remove_index(settings.index_dir, chroma_server(settings), settings.chroma_collection)
+def delete_index(settings: Settings, confirmed: bool = False) -> None:
+    """Delete the configured index (`rag index --rebuild`), even a corrupt one; IndexError_ while a writer runs.
+    A shared collection (team mode) is deleted for every host: only when `confirmed`, else a UserError."""
+    shared = is_shared(settings)
+    if shared and not confirmed:
+        raise UserError(f"--rebuild deletes the shared collection {settings.chroma_collection!r} for every host (its "
+                        "articles, vectors, feedback and what other hosts indexed into it); add --yes to do it")
+    if shared and not settings.chroma_host:
+        raise UserError(TEAM_NEEDS_CHROMA)
+    remove_index(settings.index_dir, chroma_server(settings), settings.chroma_collection,
+                 settings.database_url if shared else None)
 
 
 def answered(messages: list[Message]) -> list[Message]:

@@ -134,6 +134,13 @@ class Catalogue(Protocol):
         first of several replicas to remember a key wins). Expired keys may be pruned."""
     def remembered(self, kind: str, key: str, now: float) -> bool: ...
 
+    # ---------- readers' feedback (the Slack bot's buttons) ----------
+    def add_feedback(self, record: dict) -> None:
+        """Keep one feedback record (a JSON object: vote, user, question, answer, citations...), so every
+        replica's feedback ends up in one place."""
+    def feedback(self) -> list[dict]:
+        """Every feedback record, oldest first."""
+
     def close(self) -> None: ...
 
 
@@ -162,6 +169,12 @@ MIGRATIONS: list[list[str]] = [
     [  # 2: keys the Slack bot has handled, shared by every replica that uses this catalogue
         "CREATE TABLE handled (kind TEXT NOT NULL, key TEXT NOT NULL, until REAL NOT NULL, PRIMARY KEY (kind, key))",
         "CREATE INDEX handled_until ON handled(until)",
+    ],
+    [  # 3: readers' feedback (Slack's buttons), shared by every replica (it was a JSON-lines file in the folder)
+        "CREATE TABLE IF NOT EXISTS feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, "
+        "record TEXT NOT NULL)",
+        # which catalogue this is: a rebuilt one starts its generations again (see `rag.lexical.sync_cache`)
+        "INSERT OR IGNORE INTO meta VALUES ('catalogue_id', lower(hex(randomblob(16))))",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -462,6 +475,16 @@ class SqliteCatalogue:
             row = db.execute("SELECT 1 FROM handled WHERE kind = ? AND key = ? AND until > ?",
                              (kind, key, now)).fetchone()
         return row is not None
+
+    # ---------- readers' feedback ----------
+    def add_feedback(self, record: dict) -> None:
+        with self._locked(write=True) as db:
+            db.execute("INSERT INTO feedback (at, record) VALUES (?, ?)",
+                       (datetime.now(UTC).isoformat(timespec="seconds"), json.dumps(record, ensure_ascii=False)))
+
+    def feedback(self) -> list[dict]:
+        with self._locked() as db:
+            return [json.loads(r[0]) for r in db.execute("SELECT record FROM feedback ORDER BY id")]
 
     def close(self) -> None:
         with self._lock:

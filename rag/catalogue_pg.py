@@ -69,6 +69,12 @@ MIGRATIONS: list[list[str]] = [
         "PRIMARY KEY (kind, key))",
         "CREATE INDEX handled_until ON handled (until)",
     ],
+    [  # 3: readers' feedback (Slack's buttons), shared by every replica
+        "CREATE TABLE feedback (id BIGSERIAL PRIMARY KEY, at TIMESTAMPTZ NOT NULL DEFAULT now(), "
+        "record JSONB NOT NULL)",
+        # which catalogue this is: a rebuilt one starts its generations again (see `rag.lexical.sync_cache`)
+        "INSERT INTO meta VALUES ('catalogue_id', gen_random_uuid()::TEXT) ON CONFLICT (key) DO NOTHING",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -490,6 +496,15 @@ class PostgresCatalogue:
     def remembered(self, kind: str, key: str, now: float) -> bool:
         return self._one("SELECT 1 FROM handled WHERE kind = %s AND key = %s AND until > %s",
                          (kind, key, now)) is not None
+
+    # ---------- readers' feedback ----------
+    def add_feedback(self, record: dict) -> None:
+        from psycopg.types.json import Jsonb
+
+        self._write("INSERT INTO feedback (record) VALUES (%s)", (Jsonb(record),))
+
+    def feedback(self) -> list[dict]:
+        return [r[0] for r in self._rows("SELECT record FROM feedback ORDER BY id")]
 
     def close(self) -> None:
         self._closed = True

@@ -63,8 +63,11 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("index", help="index files and folders, or http(s) urls of RSS/Atom feeds and article pages "
                                      "(default: seeds/)")
     s.add_argument("paths", nargs="*", default=["seeds"])
-    s.add_argument("--prune", action="store_true", help="remove articles whose files are gone")
+    s.add_argument("--prune", action="store_true",
+                   help="remove articles whose files are gone (in team mode: this host's files under PATHS)")
     s.add_argument("--rebuild", action="store_true", help="delete the index and build it again")
+    s.add_argument("--yes", action="store_true",
+                   help="with --rebuild in team mode (RAG_DATABASE_URL): yes, delete the collection every host shares")
     s.set_defaults(func=cmd_index)
 
     s = sub.add_parser("ask", help="answer one question")
@@ -225,7 +228,7 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     if args.rebuild:
         from rag.api import delete_index
 
-        delete_index(settings)
+        delete_index(settings, confirmed=args.yes)
     from rag.api import Stopped
     from rag.progress import ProgressPrinter
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -87,6 +88,12 @@ def embed_text(article: Article, chunk: Chunk) -> str:
     return f"{article.title}\n{chunk.text}"
 
 
+def host_key(path: Path, shared: bool = False) -> str:
+    """The files table's key of `path`: `file_key`, and in team mode (`shared`) this host's name before it, so a
+    host neither takes another's file of the same name for its own nor prunes it."""
+    return f"{socket.gethostname()}:{file_key(path)}" if shared else file_key(path)
+
+
 def run_quietly(stage: str, done: int, total: int) -> None:
     """A Progress that shows nothing."""
 
@@ -125,6 +132,11 @@ class _Run:
         )
 
 
+def _under(key: str, roots: list[str]) -> bool:
+    """Whether the file of files-table key `key` is one of `roots` (keys too) or in one of them."""
+    return any(key == root or key.startswith(root.rstrip("/") + "/") for root in roots)
+
+
 def _drain(items: list) -> Iterator:
     """The items, each dropped from the list as it is taken: an article stored is not held through the rest of
     the run (a 50 MB one is 200 MB of text once a single emoji widens it)."""
@@ -137,8 +149,10 @@ class Indexer:
     """Runs the ingest → chunk → embed → store pipeline against one Store."""
 
     def __init__(self, store: Store, embedder: Embedder, chunker: Chunker, batch_chunks: int = BATCH_CHUNKS,
-                 hold_chars: int = HOLD_CHARS, limits: Limits = DEFAULT_LIMITS, window: Embedder | None = None) -> None:
+                 hold_chars: int = HOLD_CHARS, limits: Limits = DEFAULT_LIMITS, window: Embedder | None = None,
+                 shared: bool = False) -> None:
         self.store = store
+        self.shared = shared  # team mode: file records are this host's, `prune` looks only under the paths given
         self.embedder = embedder
         # whose window chunks must fit: the full stage's model in a two-stage index (the fast one has none)
         self.window = window or embedder
@@ -164,7 +178,7 @@ class Indexer:
                 pending = self._read_and_chunk(files, run)
                 self._store_all(pending, run)
                 if prune:
-                    self._prune(run)
+                    self._prune(run, paths)
                 changed = bool(interrupted or run.indexed or run.replaced or run.pruned)
                 # what is derived from the articles is rebuilt when they changed, or when it is missing
                 # or outdated (then readers must reload too)
@@ -224,6 +238,7 @@ class Indexer:
         for i in range(0, len(chunks), self.batch_chunks):
             part = chunks[i:i + self.batch_chunks]
             vectors = self.embedder.embed([embed_text(articles[c.article_id], c) for c in part])
+            store.lock.check()
             store.vectors.add(part, vectors, articles)
             if show:
                 show("repairing", i + len(part), len(chunks))
@@ -365,7 +380,7 @@ class Indexer:
             except OSError as exc:  # gone since it was found
                 run.skipped.append(Skipped(shown, failure_reason(exc)))
                 continue
-            record = self.store.catalogue.file_record(file_key(path))
+            record = self.store.catalogue.file_record(host_key(path, self.shared))
             if record and record[:2] == (stat.st_size, stat.st_mtime_ns) and all(
                 self.store.catalogue.article_hash(a) for a in record[2]
             ):
@@ -546,6 +561,7 @@ class Indexer:
             kept, vectors = self._embed_part([item for item in part if item[0].id not in failed], run, failed, tick)
             if not kept:
                 continue
+            self.store.lock.check()  # a writer that lost its lock (team mode: a database restart) stops here
             self.store.catalogue.set_dirty()  # from here until the run finishes, a crash leaves vectors to reconcile
             self.store.vectors.add([c for _, c in kept], vectors, articles)
             for article, chunk in kept:
@@ -559,6 +575,7 @@ class Indexer:
         if not batch:
             return
         existed = {a.id for a, _, _ in batch if old[a.id] or self.store.catalogue.article_hash(a.id) is not None}
+        self.store.lock.check()
         self.store.catalogue.save_articles(batch)
         # the new version is committed; only now are the old version's vectors removed
         stale = sorted(cid for a, _, cs in batch for cid in old[a.id] - {c.id for c in cs})
@@ -574,22 +591,22 @@ class Indexer:
             stat = path.stat()
             # size -1 never matches, so a file with bad parts (or failed articles) is read again
             size = stat.st_size if clean and not run.failed.intersection(ids) else -1
-            self.store.catalogue.save_file(file_key(path), size, stat.st_mtime_ns, sorted(set(ids)))
+            self.store.catalogue.save_file(host_key(path, self.shared), size, stat.st_mtime_ns, sorted(set(ids)))
 
-    def _prune(self, run: _Run) -> None:
-        live: set[str] = set()
-        gone: list[str] = []
+    def _prune(self, run: _Run, paths: list[Path]) -> None:
+        """Remove the articles of files that are gone (and that no other file holds). In team mode only this
+        host's records of files under `paths` are looked at: other hosts' files are not on this disk, not gone."""
         files = self.store.catalogue.files()
-        for shown, ids in files.items():
-            if Path(shown).exists():
-                live.update(ids)
-            else:
-                gone.append(shown)
-        for shown in gone:
-            for article_id in files[shown]:
+        prefix = f"{socket.gethostname()}:" if self.shared else ""
+        roots = [file_key(Path(p)) for p in paths]
+        looked = {key: key[len(prefix):] for key in files
+                  if not self.shared or (key.startswith(prefix) and _under(key[len(prefix):], roots))}
+        gone = [key for key, path in looked.items() if not Path(path).exists()]
+        live = {i for key, ids in files.items() if key not in gone for i in ids}
+        for key in gone:
+            for article_id in files[key]:
                 if article_id not in live and self.store.catalogue.article_hash(article_id):
                     self.store.catalogue.set_dirty()
                     self.store.delete_article(article_id)
                     run.pruned.append(article_id)
-            self.store.catalogue.forget_file(shown)
-
+            self.store.catalogue.forget_file(key)

@@ -24,6 +24,7 @@ rank hits (see `rag.retrieve`).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -32,6 +33,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -46,6 +48,8 @@ LOAD_TRIES = 20  # a manifest replaced while it is read (its segments deleted by
 MERGE_FRACTION = 0.25  # later segments plus dead documents beyond this share of the index: merge all into one
 MAX_SEGMENTS = 16  # more than this many segments: merge (each costs a little per query term)
 MANIFEST = "manifest.json"
+CACHE_LOCK = ".lexical.lock"  # in the index folder: one process of a host writes its lexical index at a time
+CACHE_STAMP = ".lexical.stamp"  # in the index folder (team mode): the catalogue state the cache was synced to
 PASSAGES, ARTICLES = "bm25", "bm25_articles"  # the two indexes' folders in an index
 PASSAGE_K1, ARTICLE_K1 = 1.2, 1.5
 
@@ -532,7 +536,29 @@ def sync_lexical(folder: Path, article_of: Callable[[str], Article | None], tabl
 
     A passage is its article's title and its text; an article its title and text. A changed article has new
     chunk ids (they carry its content version), and the article-level document's tag is its first chunk id,
-    so both levels see the change. With `rebuild`, both are built whole."""
+    so both levels see the change. With `rebuild`, both are built whole. An article `article_of` no longer
+    finds (deleted meanwhile: a reader following a catalogue another host writes) is left out.
+
+    Processes on one host take turns (a lock file in `folder`): in team mode readers bring their local cache
+    up to date too (see `sync_cache`)."""
+    with _folder_lock(folder):
+        return _sync(folder, article_of, table, scratch, rebuild)
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """flock on `folder`/CACHE_LOCK, waiting for another process of this host that writes the lexical index."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / CACHE_LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _sync(folder: Path, article_of: Callable[[str], Article | None], table: _Table, scratch: Path | None,
+          rebuild: bool) -> tuple[int, int]:
     first_chunk: dict[str, str] = {}
     for cid, article_id in zip(table.ids, table.article_ids):
         first_chunk.setdefault(article_id, cid)
@@ -553,12 +579,13 @@ def sync_lexical(folder: Path, article_of: Callable[[str], Article | None], tabl
         if not (wanted or fresh):
             continue
         a = article_of(article_id)
-        title = words.tokens([a.title])[0] if a else []
+        if a is None:
+            continue
+        title = words.tokens([a.title])[0]
         for i in wanted:
-            text = a.text[int(table.starts[i]):int(table.ends[i])] if a else ""
-            added.add(table.ids[i], [title, words.tokens([text])[0]])
+            added.add(table.ids[i], [title, words.tokens([a.text[int(table.starts[i]):int(table.ends[i])]])[0]])
         if fresh:
-            changed.add(article_id, [title, *words.pieces(a.text)] if a else [], cid)
+            changed.add(article_id, [title, *words.pieces(a.text)], cid)
         del a
     if passages is None:
         _fresh(folder / PASSAGES).build_segment(added.segment(), PASSAGE_K1, scratch=scratch)
@@ -571,6 +598,44 @@ def sync_lexical(folder: Path, article_of: Callable[[str], Article | None], tabl
         stale = [a for a, tag in held.items() if first_chunk.get(a) != tag]
         docs.update_segment(stale, changed.segment(), scratch)
     return len(added.ids), len(changed.ids)
+
+
+def sync_cache(folder: Path, article_of: Callable[[str], Article | None], table_of: Callable[[], _Table],
+               stamp: str) -> bool:
+    """Team mode: bring the BM25 indexes in `folder` (a local cache of a shared catalogue) up to the catalogue,
+    incrementally (`sync_lexical`: the articles it lacks added, those the catalogue no longer has dropped, changed
+    ones replaced); whether anything was done. `stamp` names the catalogue's state (its id and generation, read
+    before `table_of` is called); a cache stamped with it is left alone, so a poll that finds nothing new costs
+    one file read. Readers do this without the writer lock: processes of one host take turns on a lock file, and
+    a cache built while another host writes is at least as new as its stamp, so the next generation fixes it."""
+    with _folder_lock(folder):
+        if _stamp(folder) == stamp and all((folder / n / MANIFEST).exists() for n in (PASSAGES, ARTICLES)):
+            return False
+        missing: list[str] = []
+
+        def lookup(article_id: str) -> Article | None:
+            article = article_of(article_id)
+            if article is None:
+                missing.append(article_id)
+            return article
+
+        scratch = folder / ".lexical-cache.tmp"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir()
+        try:
+            _sync(folder, lookup, table_of(), scratch, rebuild=False)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        # an article deleted while it was read is left out: the cache is not stamped, so the next call looks again
+        (folder / CACHE_STAMP).write_text("" if missing else stamp, encoding="utf-8")
+        return True
+
+
+def _stamp(folder: Path) -> str:
+    try:
+        return (folder / CACHE_STAMP).read_text(encoding="utf-8")
+    except OSError:
+        return ""
 
 
 def build_lexical(folder: Path, article_of: Callable[[str], Article | None], table: _Table,

@@ -34,6 +34,8 @@ class WriterLock(Protocol):
         """A context yielding True while no writer is active (and keeping one from starting), False when one is."""
     def exclusive_now(self) -> AbstractContextManager[None]:
         """The lock for a moment, without waiting (deleting an index): IndexError_ when a writer has it."""
+    def check(self) -> None:
+        """IndexError_ when the writer lost the lock it held (a PostgreSQL restart); called between batches."""
     def close(self) -> None:
         """Release, and let go of what the lock holds open."""
 
@@ -87,6 +89,9 @@ class FileLock:
 
     def close(self) -> None:
         self.release()
+
+    def check(self) -> None:
+        """A file lock is held until released: nothing to check."""
 
     @contextmanager
     def quiet(self) -> Iterator[bool]:

@@ -73,21 +73,48 @@ def _open_catalogue(folder: Path, database_url: str | SecretStr | None,
         raise
 
 
-def index_exists(folder: Path, database_url: str | SecretStr | None = None) -> bool:
-    """Whether an index was made here (for "run `rag index` first" messages); a database is asked when opened."""
-    return bool(database_url) or (Path(folder) / DB_FILE).exists()
+def index_exists(folder: Path, database_url: str | SecretStr | None = None,
+                 collection_name: str = DEFAULT_COLLECTION) -> bool:
+    """Whether an index was made here (for "run `rag index` first" messages): in the folder, or in team mode in
+    the collection's catalogue (an embedder recorded: its first `rag index` began); IndexError_ when the database
+    cannot be reached."""
+    if not database_url:
+        return (Path(folder) / DB_FILE).exists()
+    from rag.catalogue_pg import PostgresCatalogue
+
+    catalogue = PostgresCatalogue(database_url, collection_name or DEFAULT_COLLECTION)
+    try:
+        return catalogue.meta("embedder") is not None
+    finally:
+        catalogue.close()
 
 
 class Store:
     """The catalogue, the vectors and the writer lock of one index; `dir` is the local folder (lexical index,
-    fetched articles, the embedded Chroma and SQLite files of a local index)."""
+    fetched articles, the embedded Chroma and SQLite files of a local index). `shared`: team mode, where the
+    folder is only this host's cache and other hosts write the same catalogue."""
 
     def __init__(self, index_dir: Path, server: ChromaServer | None = None,
                  collection_name: str = DEFAULT_COLLECTION, database_url: str | SecretStr | None = None) -> None:
         self.dir = Path(index_dir)
         _open_folder(self.dir)
+        self.shared = bool(database_url)
+        if self.shared and server is None:
+            raise IndexError_(TEAM_NEEDS_CHROMA)
         self.catalogue, self.lock = _open_catalogue(self.dir, database_url, collection_name or DEFAULT_COLLECTION)
-        self.vectors = ChromaVectors(self.dir, server, collection_name)
+        try:
+            self.vectors = ChromaVectors(self.dir, server, collection_name)
+        except BaseException:
+            self.catalogue.close()
+            raise
+
+    def sync_lexical_cache(self) -> bool:
+        """Team mode: bring this host's lexical index (a cache) up to the shared catalogue, incrementally and
+        without the writer lock (see `rag.lexical.sync_cache`); whether anything was done."""
+        from rag.lexical import sync_cache
+
+        stamp = f"{self.catalogue.meta('catalogue_id') or ''}:{self.catalogue.generation()}"
+        return sync_cache(self.dir, self.catalogue.article, self.catalogue.chunk_table, stamp)
 
     def check_embedder(self, name: str, dim: int) -> None:
         """Record the embedder on first use; refuse a different one later."""
@@ -162,19 +189,49 @@ class Store:
         self.catalogue.close()
 
 
-def remove_index(folder: Path, server: ChromaServer | None = None, collection_name: str = DEFAULT_COLLECTION) -> None:
-    """Delete an index (for `rag index --rebuild`), even a corrupt one, under the writer lock.
+TEAM_NEEDS_CHROMA = ("team mode (RAG_DATABASE_URL) needs a Chroma server for the vectors: set RAG_CHROMA_HOST (and "
+                     "RAG_CHROMA_PORT) to a `chroma run` server every process can reach. Vectors embedded in one "
+                     "folder would be one machine's; without RAG_DATABASE_URL the index stays local")
+
+
+def remove_index(folder: Path, server: ChromaServer | None = None, collection_name: str = DEFAULT_COLLECTION,
+                 database_url: str | SecretStr | None = None) -> None:
+    """Delete an index (for `rag index --rebuild`), even a corrupt one, under the writer lock; in team mode the
+    collection's PostgreSQL schema and its Chroma collections, and this host's cache in `folder`.
 
     The catalogue goes first: if this is interrupted, what is left is vectors and lexical files without
     a catalogue, which a new index clears when it starts."""
     folder = Path(folder)
+    if database_url:
+        _remove_shared(server, collection_name or DEFAULT_COLLECTION, database_url)
     if not folder.exists():
         return
+    lexical = [f"{name}{end}" for name in ("bm25", "bm25_articles") for end in ("", ".new", ".old")]
     with FileLock(folder).exclusive_now():
+        if database_url:  # the folder is only this host's cache (a local index kept there is not touched)
+            for name in lexical:
+                shutil.rmtree(folder / name, ignore_errors=True)
+            return
         for name in (DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm"):
             (folder / name).unlink(missing_ok=True)
-        lexical = [f"{name}{end}" for name in ("bm25", "bm25_articles") for end in ("", ".new", ".old")]
         for name in ("chroma", *lexical):
             shutil.rmtree(folder / name, ignore_errors=True)
         if server is not None:
             delete_server_collections(server, collection_name)
+
+
+def _remove_shared(server: ChromaServer | None, collection_name: str, database_url: str | SecretStr) -> None:
+    """A shared collection's catalogue (its schema) and vectors, while no writer runs on any host (other hosts'
+    caches are rebuilt when they see the new catalogue: its `catalogue_id` differs)."""
+    if server is None:
+        raise IndexError_(TEAM_NEEDS_CHROMA)
+    from rag.catalogue_pg import drop_collection
+    from rag.lock_pg import AdvisoryLock
+
+    lock = AdvisoryLock(database_url, collection_name)
+    try:
+        with lock.exclusive_now():
+            drop_collection(database_url, collection_name)
+            delete_server_collections(server, collection_name)
+    finally:
+        lock.close()

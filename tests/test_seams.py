@@ -94,11 +94,13 @@ def test_an_index_folder_made_before_migrations_opens_and_is_migrated(tmp_path: 
     _old_folder(folder)
     catalogue = SqliteCatalogue(folder)
     try:
-        assert catalogue.version() == SCHEMA_VERSION == 2
+        assert catalogue.version() == SCHEMA_VERSION == 3
         assert catalogue.article_ids() == ["a1"] and catalogue.article("a1").title == "Bridge"
         assert catalogue.counts() == (1, 1) and catalogue.generation() == 3 and catalogue.meta("embedder")
         assert catalogue.remember("event", "Ev1", until=110.0, now=100.0)  # migration 2's table
         assert not catalogue.remember("event", "Ev1", until=120.0, now=105.0)
+        catalogue.add_feedback({"vote": "up"})  # migration 3's table
+        assert catalogue.feedback() == [{"vote": "up"}]
     finally:
         catalogue.close()
     with sqlite3.connect(folder / "articles.sqlite") as db:  # opened again: nothing left to migrate

@@ -455,13 +455,12 @@ def test_own_messages_other_bots_edits_and_deletions_are_ignored(s):
     assert s.fake.called("chat.postMessage") == [] and s.fake.called("reactions.add") == []
 
 
-def test_feedback_buttons_append_to_a_json_lines_file(s):
+def test_feedback_buttons_are_kept_in_the_catalogue(s):
     message = s.mention(MARIUPOL)
     s.fake.wait_for("chat.postMessage", thread_ts=message["ts"])
     s.idle()
     answer = next(m for m in s.fake.messages[CHANNEL] if m.get("thread_ts") == message["ts"])
-    feedback = Path(s.settings.index_dir) / "slack_feedback.jsonl"
-    before = feedback.read_text().splitlines() if feedback.exists() else []
+    before = s.bot.assistant().feedback()
 
     status, _, ack = s.click(answer, "up")
     assert status == 200 and ack < 1.0
@@ -471,7 +470,7 @@ def test_feedback_buttons_append_to_a_json_lines_file(s):
     s.idle()
     assert all(t.params["text"] == "Thanks for the feedback!" for t in thanks)
 
-    lines = [json.loads(line) for line in feedback.read_text().splitlines()[len(before):]]
+    lines = s.bot.assistant().feedback()[len(before):]
     assert [line["vote"] for line in lines] == ["up", "down"]
     for line in lines:
         assert line["user"] == USER and line["question"] == MARIUPOL and line["channel"] == CHANNEL

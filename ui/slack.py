@@ -12,8 +12,8 @@ and replicas sharing a catalogue answer each event once.
 Where it answers: an @mention in a channel (in that message's thread), a DM,
 a follow-up in a thread it has answered (the thread is the chat context), and
 `/ask QUESTION` (acknowledged at once, the answer posted with the question
-restated). Each answer carries 👍/👎 buttons whose votes are appended to
-`slack_feedback.jsonl` in the index folder.
+restated). Each answer carries 👍/👎 buttons whose votes are kept in the index's catalogue (through the facade,
+`Assistant.add_feedback`), so replicas sharing a catalogue keep them in one place.
 
 Only `main()` reads the environment.
 """
@@ -57,7 +57,6 @@ from rag.types import Answer, Citation, Message, TimelinePoint
 log = logging.getLogger("rag.slack")
 
 EVENTS_PATH = "/slack/events"
-FEEDBACK_FILE = "slack_feedback.jsonl"
 WORKING_REACTION = "hourglass_flowing_sand"
 # a section block's text holds at most 3000 characters; a message's text is cut to MAX_MESSAGE_CHARS, then into
 # sections (answer, timeline, sources: each no longer than the message), plus the buttons
@@ -339,7 +338,6 @@ class SlackBot:
         self._open_lock = threading.Lock()
         # the facade is thread-safe; this only bounds the work at once, like the web chat's queue
         self._answering = threading.BoundedSemaphore(CONCURRENT_ANSWERS)
-        self._feedback_lock = threading.Lock()
         self.handled = HandledLog(self.assistant)
         self.seen_events = Remembered(self.handled, "event", DEDUPE_SECONDS)
         self.claimed_messages = Remembered(self.handled, "message", DEDUPE_SECONDS)  # (channel, ts) answered
@@ -347,10 +345,6 @@ class SlackBot:
         self._answers: OrderedDict[str, dict] = OrderedDict()  # feedback key -> what was answered
         self._answers_lock = threading.Lock()
         self.executor = TrackingExecutor()
-
-    @property
-    def feedback_path(self) -> Path:
-        return Path(self.settings.index_dir) / FEEDBACK_FILE
 
     # ---- wiring
 
@@ -412,11 +406,11 @@ class SlackBot:
         if self._assistant is None:
             with self._open_lock:
                 if self._assistant is None:
-                    from rag.api import Assistant, index_exists
+                    from rag.api import Assistant, has_index, missing_index_message
 
                     folder = Path(self.settings.index_dir)
-                    if not index_exists(folder):
-                        raise IndexMissing(f"no index in {folder}: run `rag index PATH... --index {folder}`")
+                    if not has_index(self.settings):
+                        raise IndexMissing(missing_index_message(self.settings))
 
                     log.info("opening the index in %s", folder)
                     self._assistant = Assistant.open(folder, self.settings)
@@ -496,10 +490,9 @@ class SlackBot:
             "message_ts": (body.get("container") or {}).get("message_ts", ""), **record,
         }
         try:
-            with self._feedback_lock, self.feedback_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        except OSError as exc:
-            log.error("could not write feedback to %s: %s", self.feedback_path, exc)
+            self.assistant().add_feedback(entry)
+        except RagError as exc:  # the index is missing, or its catalogue cannot be written (a database outage)
+            log.error("could not save feedback: %s", exc)
             _quiet(respond, text="Sorry, I couldn't save your feedback.", response_type="ephemeral",
                    replace_original=False)
             return
