@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -111,6 +111,12 @@ class Catalogue(Protocol):
     def mark_all(self) -> None:
         """Recompute every article's story marks (and record MARKS_VERSION)."""
     def marks(self) -> dict[str, list[int]]: ...
+    def marks_of(self, article_ids: list[str]) -> dict[str, list[int]]:
+        """The story marks of these articles (an article without any is left out)."""
+    def mark_postings(self, hashes: Iterable[int]) -> dict[int, list[str]]:
+        """{mark: ids of the articles that have it} for these marks (every one given, [] when none has it)."""
+    def marks_counted(self, low: int, high: int) -> list[int]:
+        """The marks that between `low` and `high` articles have."""
     def save_stories(self, stories: dict[str, str]) -> None:
         """Replace the story groups: {article id: story id}."""
     def stories(self) -> dict[str, str]: ...
@@ -414,6 +420,27 @@ class SqliteCatalogue:
             for article_id, h in db.execute("SELECT article_id, hash FROM marks"):
                 out.setdefault(article_id, []).append(h)
         return out
+
+    def marks_of(self, article_ids: list[str]) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        with self._locked() as db:
+            for article_id, h in db.execute("SELECT article_id, hash FROM marks WHERE article_id IN "
+                                            "(SELECT value FROM json_each(?))", (json.dumps(list(article_ids)),)):
+                out.setdefault(article_id, []).append(h)
+        return out
+
+    def mark_postings(self, hashes: Iterable[int]) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {h: [] for h in hashes}
+        with self._locked() as db:  # one pass over the marks, however many are asked
+            for article_id, h in db.execute("SELECT article_id, hash FROM marks WHERE hash IN "
+                                            "(SELECT value FROM json_each(?))", (json.dumps(list(out)),)):
+                out[h].append(article_id)
+        return out
+
+    def marks_counted(self, low: int, high: int) -> list[int]:
+        with self._locked() as db:
+            return [r[0] for r in db.execute("SELECT hash FROM marks GROUP BY hash HAVING COUNT(*) BETWEEN ? AND ?",
+                                             (low, high))]
 
     def save_stories(self, stories: dict[str, str]) -> None:
         with self._locked(write=True) as db:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -433,6 +433,23 @@ class PostgresCatalogue:
         for article_id, h in self._rows("SELECT article_id, hash FROM marks"):
             out.setdefault(article_id, []).append(h)
         return out
+
+    def marks_of(self, article_ids: list[str]) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for article_id, h in self._rows("SELECT article_id, hash FROM marks WHERE article_id = ANY(%s)",
+                                        (list(article_ids),)):
+            out.setdefault(article_id, []).append(h)
+        return out
+
+    def mark_postings(self, hashes: Iterable[int]) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {h: [] for h in hashes}
+        for article_id, h in self._rows("SELECT article_id, hash FROM marks WHERE hash = ANY(%s)", (list(out),)):
+            out[h].append(article_id)
+        return out
+
+    def marks_counted(self, low: int, high: int) -> list[int]:
+        return [r[0] for r in self._rows("SELECT hash FROM marks GROUP BY hash HAVING COUNT(*) BETWEEN %s AND %s",
+                                         (low, high))]
 
     def save_stories(self, stories: dict[str, str]) -> None:
         def work(conn) -> None:

@@ -5,8 +5,9 @@ whose content hash matches is left alone; a changed one is chunked, embedded
 and stored under new chunk ids before its old chunks are removed; the same
 text under a second id is stored once. `prune` drops articles whose files are
 gone. The lexical indexes are brought up to date in place when anything changed
-(`rag.lexical.sync_lexical`: work in proportion to what changed), the groups of
-syndicated copies (`rag.news.story_groups`) are recomputed.
+(`rag.lexical.sync_lexical`: work in proportion to what changed), and so are the
+groups of syndicated copies (`rag.news.update_story_groups`: the changed articles
+compared with their candidates only).
 
 Crash safety: vectors are stored before the SQLite commit that marks their
 article indexed, old vectors are removed after it, and the run sets the
@@ -52,7 +53,7 @@ from rag.embed import Embedder
 from rag.errors import IndexError_, storage_error
 from rag.ingest import DEFAULT_LIMITS, Limits, display_path, failure_reason, file_key, find_files, read_file
 from rag.lexical import ARTICLES, MANIFEST, PASSAGES, sync_lexical
-from rag.news import story_groups
+from rag.news import MarkLookup, story_groups, update_story_groups
 from rag.progress import ProgressPrinter
 from rag.store import Store
 from rag.types import Article, Chunk, IndexReport, Skipped
@@ -63,6 +64,8 @@ EMBED_SLICE = 128  # chunks embedded between two progress reports
 # article text kept in memory between reading and embedding; articles beyond it are read again
 HOLD_CHARS = 32_000_000
 FULL_PHASE = "MiniLM vectors"  # the progress phase of the full stage
+# up to this many changed articles (or a quarter of the collection) are grouped with their candidates only
+INCREMENTAL_GROUPING = 200
 STAGE_WAIT = 120.0  # seconds a full-stage commit waits for another writer before the stage is left for later
 # (stage, done, total): stages "repairing", "reading" (files), "chunking" (articles, total 0 until the end),
 # "embedding" (chunks), "lexical index", "story groups"; a stage ends with done == total > 0
@@ -187,7 +190,9 @@ class Indexer:
                     changed = True
                 if changed or store.catalogue.meta("marks") != MARKS_VERSION:
                     run.show("story groups", 0, 1)
-                    self.group_stories()
+                    # after an interrupted run what changed is not known: all articles are grouped again
+                    came = None if interrupted else set(run.indexed) | set(run.replaced)
+                    self.group_stories(came, set(run.replaced) | set(run.pruned))
                     run.show("story groups", 1, 1)
                     changed = True
             except KeyboardInterrupt:
@@ -204,14 +209,25 @@ class Indexer:
             store.lock.release()
         return run.report()
 
-    def group_stories(self) -> None:
+    def group_stories(self, came: set[str] | None = None, went: frozenset[str] | set[str] = frozenset()) -> None:
         """Find the syndicated copies among all articles and store their groups (a story's id is its earliest
-        copy's). Marks are kept as articles are saved; an index made before that gets them here."""
-        store = self.store
-        if store.catalogue.meta("marks") != MARKS_VERSION:
-            store.catalogue.mark_all()
-        article = lru_cache(maxsize=256)(store.catalogue.article)  # marks go with their article: it is always there
-        store.catalogue.save_stories(story_groups(store.catalogue.marks(), store.catalogue.ids_by_date(), article))
+        copy's). Marks are kept as articles are saved; an index made before that gets them here.
+
+        Given what changed since the stored groups were found (`came`: ids added or changed, `went`: removed or
+        changed), only those articles and their candidates are read (`rag.news.update_story_groups`: the same
+        groups); with `came` None, or when most of the collection changed, all articles are compared."""
+        catalogue = self.store.catalogue
+        if catalogue.meta("marks") != MARKS_VERSION:
+            catalogue.mark_all()
+            came = None
+        article = lru_cache(maxsize=256)(catalogue.article)  # marks go with their article: it is always there
+        order = catalogue.ids_by_date()
+        if came is None or len(came) + len(went) > max(INCREMENTAL_GROUPING, len(order) // 4):
+            stories = story_groups(catalogue.marks(), order, article)
+        else:
+            lookup = MarkLookup(catalogue.mark_postings, catalogue.marks_of, catalogue.marks_counted)
+            stories = update_story_groups(catalogue.stories(), came, set(went), order, lookup, article)
+        catalogue.save_stories(stories)
 
     def repair(self, show: Progress | None = None) -> int:
         """Make the vectors exactly the chunks SQLite lists (after an interrupted run).

@@ -10,7 +10,9 @@ happened to Kherson since March?") and `timeline` groups dated sentences into `T
 
 `marks` and `story_groups` find syndicated copies (one wire story republished by several outlets, edited
 or cut short) among a whole collection at index time: sampled shingles propose candidates, `copy_of`
-confirms them. It does not find the same event told in different words: that is two stories.
+confirms them. `update_story_groups` brings the groups up to date after some articles came, changed or went,
+reading only the stored marks of those and of their candidates; its groups are exactly `story_groups`' of the
+whole collection. It does not find the same event told in different words: that is two stories.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import itertools
 import re
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 
@@ -134,6 +137,136 @@ def story_groups(article_marks: dict[str, list[int]], order: list[str],
             ra, rb = sorted((root(a), root(b)), key=lambda x: (rank.get(x, len(rank)), x))
             parent[rb] = ra
     return {a: root(a) for a in set(parent) | set(parent.values())}  # each has a parent or a child
+
+
+@dataclass(frozen=True)
+class MarkLookup:
+    """How `update_story_groups` reads the stored marks of the collection as it is now: `postings(hashes)` gives
+    {hash: ids of the articles with it}, `marks_of(ids)` {id: its marks}, `counted(low, high)` the hashes that
+    between `low` and `high` articles have."""
+
+    postings: Callable[[Iterable[int]], dict[int, list[str]]]
+    marks_of: Callable[[list[str]], dict[str, list[int]]]
+    counted: Callable[[int, int], list[int]]
+
+
+class _Groups:
+    """Union-find over article ids whose root is always its group's first article in `order`."""
+
+    def __init__(self, order: list[str]) -> None:
+        self.parent: dict[str, str] = {}
+        self.rank = {a: i for i, a in enumerate(order)}
+
+    def root(self, a: str) -> str:
+        while self.parent.get(a, a) != a:
+            a = self.parent[a]
+        return a
+
+    def join(self, a: str, b: str) -> None:
+        ra, rb = sorted((self.root(a), self.root(b)), key=lambda x: (self.rank.get(x, len(self.rank)), x))
+        if ra != rb:
+            self.parent[rb] = ra
+
+    def stories(self) -> dict[str, str]:
+        return {a: self.root(a) for a in set(self.parent) | set(self.parent.values())}
+
+
+class _Update:
+    """The state of one `update_story_groups`: the marks and postings read so far (read in batches, as needed)."""
+
+    def __init__(self, lookup: MarkLookup, article: Callable[[str], Article], groups: _Groups) -> None:
+        self.lookup, self.article, self.groups = lookup, article, groups
+        self.marks: dict[str, list[int]] = {}
+        self.postings: dict[int, list[str]] = {}
+
+    def read(self, ids: Iterable[str]) -> None:
+        """Have the marks of `ids`, and the postings of those marks (to tell which are common)."""
+        ids = set(ids)
+        missing = sorted(ids - self.marks.keys())
+        self.marks.update({a: [] for a in missing} | self.lookup.marks_of(missing))
+        self.read_postings(h for a in ids for h in self.marks[a])
+
+    def read_postings(self, hashes: Iterable[int]) -> None:
+        missing = set(hashes) - self.postings.keys()
+        if missing:
+            self.postings.update(self.lookup.postings(missing))
+
+    def candidates(self, a: str, b: str, shared: int) -> bool:
+        """`story_groups`' filter: the pair shares `shared` counted marks, half of the shorter's."""
+        return shared > 0 and shared >= 0.5 * min(len(self.marks[a]), len(self.marks[b]))
+
+    def try_pair(self, a: str, b: str, shared: int | None = None) -> None:
+        """Join a and b when they are candidates and `copy_of` confirms (not tried when already joined)."""
+        if self.groups.root(a) == self.groups.root(b):
+            return
+        if shared is None:
+            common = set(self.marks[a]) & set(self.marks[b])
+            shared = sum(1 for h in common if len(self.postings[h]) <= COMMON_MARK)
+        if self.candidates(a, b, shared) and copy_of(self.article(a), self.article(b)):
+            self.groups.join(a, b)
+
+    def try_all(self, ids: list[str]) -> None:
+        """Every pair of `ids` (a group's members, or the unchanged articles with one mark: a few)."""
+        self.read(ids)
+        for a, b in itertools.combinations(sorted(ids), 2):
+            self.try_pair(a, b)
+
+
+def update_story_groups(before: dict[str, str], came: set[str], went: set[str], order: list[str],
+                        lookup: MarkLookup, article: Callable[[str], Article]) -> dict[str, str]:
+    """`story_groups` of the collection now (ids in `order`), from `before` (the groups before the change), the
+    ids whose text is new (`came`: added or changed) and those whose text went (`went`: removed or changed).
+
+    Why it is exact: the groups are the connected parts of the confirmed candidate pairs, and whether two
+    unchanged articles are candidates changes only where a mark they share crossed `COMMON_MARK` (it stopped or
+    started counting). So the groups that lost a member, or in which two members share a mark that became
+    common, are recomputed from their members; pairs of unchanged articles sharing a mark that may have stopped
+    being common are tried; the articles that came are compared with every article sharing a counted mark with
+    them. The marks of the texts that went are not stored any more, so every mark now in as many articles as
+    the ones gone could have lifted over `COMMON_MARK` is taken as possibly crossing: extra work, never a missed
+    pair. Returns {article id: story id}, as `story_groups`."""
+    state = _Update(lookup, article, _Groups(order))
+    state.read(came)
+    came_marks = {a: state.marks[a] for a in came}
+    new_with = Counter(h for hs in came_marks.values() for h in hs)
+    count = {h: len(ids) for h, ids in state.postings.items()}  # now, in the whole collection
+    became_common = [set(state.postings[h]) - came for h, n in count.items() if n > COMMON_MARK >= n - new_with[h]]
+    stopped = {h for h, n in count.items() if n <= COMMON_MARK < n - new_with[h] + len(went)}
+    if went:
+        stopped.update(lookup.counted(max(2, COMMON_MARK + 1 - len(went)), COMMON_MARK))
+    _regroup(state, before, came | went, became_common)
+    state.read_postings(stopped)
+    for h in stopped:  # unchanged pairs that may have gained a counted mark
+        ids = [a for a in state.postings[h] if a not in came]
+        if len(state.postings[h]) <= COMMON_MARK and len(ids) > 1:
+            state.try_all(ids)
+    shared: Counter[tuple[str, str]] = Counter()
+    for h in new_with:  # every pair with an article that came, and how many counted marks it shares
+        ids = state.postings[h]
+        if 1 < len(ids) <= COMMON_MARK:
+            shared.update(p for p in itertools.combinations(sorted(ids), 2) if p[0] in came or p[1] in came)
+    state.read({a for pair in shared for a in pair})
+    for (a, b), n in shared.items():
+        state.try_pair(a, b, n)
+    return state.groups.stories()
+
+
+def _regroup(state: _Update, before: dict[str, str], changed: set[str], became_common: list[set[str]]) -> None:
+    """The groups of `before` without the changed articles: joined as they were, or, when one lost a member or
+    two of its members share a mark that became common, from their pairs tried again."""
+    members: dict[str, set[str]] = defaultdict(set)
+    for a, story in before.items():
+        members[story].add(a)
+    for group in members.values():
+        left = group - changed
+        if len(left) < 2:
+            continue
+        if len(left) < len(group) or any(len(left & ids) > 1 for ids in became_common):
+            state.try_all(sorted(left))
+            continue
+        first, *rest = sorted(left)
+        for a in rest:
+            state.groups.join(first, a)
 
 
 def copy_of(a: Article, b: Article) -> bool:

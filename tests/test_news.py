@@ -370,3 +370,137 @@ def test_chat_and_stream_read_time_words_too(news):
     follow = news.stream_chat([Message("user", "what happened in Dovrin?"), Message("assistant", "..."),
                                Message("user", "and in Harkavy last week?")]).result()
     assert follow.dates is not None and follow.dates.phrase == "last week"
+
+
+# --- story groups kept up to date (issue 13: adding a few articles does not regroup the whole collection) -----
+
+class _StoredMarks:
+    """The stored marks of an in-memory collection, read the way the catalogue gives them."""
+
+    def __init__(self, articles: dict) -> None:
+        from rag.news import marks
+
+        self.marks = {a.id: marks(a.text) for a in articles.values()}
+
+    def postings(self, hashes) -> dict[int, list[str]]:
+        out = {h: [] for h in hashes}
+        for a, hs in self.marks.items():
+            for h in hs:
+                if h in out:
+                    out[h].append(a)
+        return out
+
+    def marks_of(self, ids) -> dict[str, list[int]]:
+        return {a: self.marks[a] for a in ids if a in self.marks}
+
+    def counted(self, low: int, high: int) -> list[int]:
+        from collections import Counter
+
+        return [h for h, n in Counter(h for hs in self.marks.values() for h in hs).items() if low <= n <= high]
+
+
+def _regroup(before: dict, articles: dict, came: set, went: set) -> tuple[dict, dict]:
+    """(the groups brought up to date from `before`, the groups of the whole collection)."""
+    from rag.news import MarkLookup, story_groups, update_story_groups
+
+    stored = _StoredMarks(articles)
+    order = sorted(articles, key=lambda a: (articles[a].published, a))
+    lookup = MarkLookup(stored.postings, stored.marks_of, stored.counted)
+    return (update_story_groups(before, came, went, order, lookup, articles.__getitem__),
+            story_groups(stored.marks, order, articles.__getitem__))
+
+
+def test_story_groups_updated_a_batch_at_a_time_equal_a_full_regrouping():
+    """Two wire stories with copies; an article carrying both joins their groups into one; removing it splits
+    them again; an edited copy leaves its group. After each change the updated groups are the full ones."""
+    from rag.types import Article
+
+    other = NEWS[-1]["text"] + " " + NEWS[0]["text"]
+    joiner = ARDELL + " " + other
+    arts = {}
+    steps = [  # (articles that come, ids that go)
+        ([Article("k", "Ferry sinks", ARDELL, "Kestrel", "2022-03-02"), Article("z", "Cup", "Nothing alike.", "Z")],
+         []),
+        ([Article("v", "Marisol sinks", ARDELL + " More.", "Valley", "2022-03-03"),
+          Article("s", "Rovers win", other, "Sport", "2022-02-10")], []),
+        ([Article("q", "Rovers win the cup", other + " Report.", "Quill", "2022-02-11")], []),
+        ([Article("j", "Ferry and cup", joiner, "Joined Press", "2022-01-01")], []),  # joins the two groups
+        ([], ["j"]),  # removed: two groups again
+        ([Article("v", "Marisol sinks", NEWS[1]["text"], "Valley", "2022-03-03")], ["v"]),  # edited: it leaves
+    ]
+    before: dict = {}
+    seen = []
+    for came, went in steps:
+        for gone in went:
+            arts.pop(gone)
+        arts.update({a.id: a for a in came})
+        before, full = _regroup(before, arts, {a.id for a in came}, set(went))
+        assert before == full
+        seen.append(len(set(full.values())))
+    assert seen == [0, 1, 2, 1, 2, 1]
+    assert before == {"s": "s", "q": "s"}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_story_groups_updated_through_common_marks_equal_a_full_regrouping(seed, monkeypatch):
+    """With a low `COMMON_MARK`, marks keep crossing it as articles come and go (a pair of unchanged articles
+    gains or loses a counted mark): random collections of shared paragraphs, changed a few at a time, end
+    every step with exactly the full groups."""
+    import random
+
+    from rag import news
+    from rag.types import Article
+
+    monkeypatch.setattr(news, "COMMON_MARK", 3)
+    rng = random.Random(seed)
+    words = [f"w{i}" for i in range(400)]
+    paragraphs = [" ".join(rng.choices(words, k=40)) for _ in range(5)]
+
+    def fresh(i: int) -> Article:
+        text = " ".join(rng.sample(paragraphs, rng.randint(1, 3))) + " " * rng.randint(0, 1) + rng.choice(words)
+        return Article(f"a{i}", f"title {rng.randint(0, 3)}", text, rng.choice("PQR"), f"2022-01-{rng.randint(1, 9)}")
+
+    arts: dict = {}
+    before: dict = {}
+    for step in range(12):
+        came = [fresh(rng.randint(0, 14)) for _ in range(rng.randint(1, 3))]
+        went = rng.sample(sorted(arts), min(len(arts), rng.randint(0, 2)))
+        went = [a for a in went if a not in {c.id for c in came}]
+        for gone in went:
+            arts.pop(gone)
+        replaced = {c.id for c in came} & set(arts)
+        arts.update({a.id: a for a in came})
+        before, full = _regroup(before, arts, {a.id for a in came}, set(went) | replaced)
+        assert before == full, step
+
+
+def test_an_index_run_regroups_only_what_changed(tmp_path, settings, embedder, monkeypatch):
+    """`rag index` adding, editing or pruning a few articles reads the marks of those and their candidates, not
+    of the whole collection, and stores the groups a full regrouping finds."""
+    from rag.catalogue import SqliteCatalogue
+    from rag.news import story_groups
+
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    write_jsonl(folder / "rest.jsonl", [a for a in NEWS if "Ardell" not in a["text"]])
+    assistant = Assistant(Store(tmp_path / "index"), embedder, settings)
+    whole_reads, read_whole = [], SqliteCatalogue.marks
+    monkeypatch.setattr(SqliteCatalogue, "marks", lambda self: whole_reads.append(1) or {})
+    wire = [a for a in NEWS if "Ardell" in a["text"]]
+    try:
+        assistant.index([folder])
+        steps = [lambda i=i: write_jsonl(folder / f"copy{i}.jsonl", [wire[i]]) for i in range(3)]
+        steps.append(lambda: write_jsonl(folder / "copy1.jsonl", [{**wire[1], "text": NEWS[-1]["text"]}]))
+        steps.append(lambda: (folder / "copy0.jsonl").unlink())
+        found = []
+        for step in steps:
+            step()
+            assistant.index([folder], prune=True)
+            catalogue = assistant.store.catalogue
+            stored = catalogue.stories()
+            full = story_groups(read_whole(catalogue), catalogue.ids_by_date(), catalogue.article)
+            assert stored == full
+            found.append(len(stored))
+        assert whole_reads == [] and found == [0, 2, 3, 4, 2]  # the edited copy is now the cup story's
+    finally:
+        assistant.close()
