@@ -580,10 +580,10 @@ def test_bench_in_team_mode_ranks_like_local_mode(team, tmp_path):
                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         result = json.loads(done.stdout)["ours"]
-        tops = {(d["mode"], d["question"]): [t["id"] for t in d["top10"]]
-                for d in map(json.loads, details.read_text().splitlines())}
-        runs[mode] = (result, tops)
-    (local, local_tops), (teamed, team_tops) = runs["local"], runs["team"]
+        lines = [json.loads(line) for line in details.read_text().splitlines()]
+        tops = {(d["mode"], d["question"]): [t["id"] for t in d["top10"]] for d in lines}
+        runs[mode] = (result, tops, {(d["mode"], d["question"]): d["gold_ranks"] for d in lines if d["answerable"]})
+    (local, local_tops, local_gold), (teamed, team_tops, team_gold) = runs["local"], runs["team"]
     assert local_tops.keys() == team_tops.keys()
     differ = {key[1] for key, top in local_tops.items() if top != team_tops[key]}
     top5 = {key[1] for key, top in local_tops.items() if top[:5] != team_tops[key][:5]}
@@ -591,9 +591,10 @@ def test_bench_in_team_mode_ranks_like_local_mode(team, tmp_path):
           f"{len(top5)} in the top 5; local p50/p95 {local['ask_p50_ms']}/{local['ask_p95_ms']} ms, "
           f"team p50/p95 {teamed['ask_p50_ms']}/{teamed['ask_p95_ms']} ms")
     # Chroma's HNSW search is approximate and its graph depends on the insertion's threads: two local builds
-    # of these 60 articles already rank 3 questions' tails differently (adjacent swaps at ranks 7-10, on
-    # unanswerable questions whose scores are close). The passages answers are drawn from must agree.
-    assert len(top5) <= 2, sorted(top5)
+    # of these 60 articles already rank 3 questions differently (adjacent swaps, on unanswerable questions
+    # whose scores are close). Where the gold articles rank, and the answerable questions' top 5, must agree.
+    assert len({key[1] for key, ranks in local_gold.items() if team_gold[key] != ranks}) <= 2
+    assert len(top5 & {key[1] for key in local_gold}) <= 2, sorted(top5)
     # issue 16's target is p95 <= 100 ms with both servers local on a calm machine; a loaded one slows both modes
     assert teamed["ask_p95_ms"] <= max(100.0, 2 * local["ask_p95_ms"]), (local["ask_p95_ms"], teamed["ask_p95_ms"])
     for figure in ("hit@1", "mrr@10", "answer_correct"):
