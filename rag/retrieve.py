@@ -235,19 +235,9 @@ class Retriever:
 
     def _nearest(self, snap: _Snapshot, vector: np.ndarray, n: int,
                  ids: list[str] | None = None) -> list[tuple[str, float]]:
-        """(chunk id, cosine) of the `n` nearest chunks, or of the `n` nearest of `ids` (Chroma's search restricted
-        to them: the same neighbours as its `where` search at a tenth of the cost). `ChromaVectors.dense_search`
-        without its per-search `count()` (it cost three times the search on 55,000 chunks): the snapshot knows how
-        many chunks there are. Raises SearchFailed like it (a chunk Chroma does not hold: "Error finding id")."""
-        vectors = self.store.vectors
-        with vectors._searching():  # the reopen guard of `ChromaVectors.dense_search`
-            try:
-                result = vectors.collection(snap.stage).query(
-                    query_embeddings=[vector.tolist()], n_results=max(1, min(n, len(ids or snap.ids))),
-                    include=["distances"], **({"ids": ids} if ids is not None else {}))
-            except Exception as exc:  # chromadb raises many types (its InternalError, ValueError, Rust panics)
-                raise SearchFailed(f"{type(exc).__name__}: {exc}") from None
-        return [(cid, 1.0 - float(d)) for cid, d in zip(result["ids"][0], result["distances"][0])]
+        """(chunk id, cosine) of the `n` nearest chunks, or of the `n` nearest of `ids`; raises SearchFailed."""
+        n = min(n, len(snap.ids) if ids is None else len(ids))
+        return self.store.vectors.dense_search(vector, n, stage=snap.stage, ids=ids)
 
     def _mask(self, snap: _Snapshot, filters: Filters) -> np.ndarray:
         table = snap.table

@@ -189,23 +189,22 @@ class ChromaVectors:
                 return ids
             offset += page
 
-    def dense_search(self, vector: np.ndarray, n: int, filters: Filters,
-                     stage: str | None = None) -> list[tuple[str, float]]:
-        """(chunk id, cosine similarity) of the nearest chunks passing the filters.
+    def dense_search(self, vector: np.ndarray, n: int, filters: Filters | None = None, stage: str | None = None,
+                     ids: list[str] | None = None) -> list[tuple[str, float]]:
+        """(chunk id, cosine similarity) of the `n` nearest chunks passing the filters, or of the `n` nearest of
+        `ids` (Chroma's search restricted to them: the same neighbours as a `where` search at a tenth of its
+        cost). `n` must not exceed the chunks searched: the caller's snapshot knows how many there are, and a
+        `count()` per search cost three times the search itself on 55,000 chunks.
 
         Raises SearchFailed when Chroma cannot search: an embedded client's filtered search fails while
         another process writes (Chroma's metadata already holds the writer's new chunks, this client's
         vector index does not: "Error finding id"), a server may be down. The caller decides what to do."""
+        where = chroma_where(filters) if filters else None
+        restrict = {**({"ids": ids} if ids is not None else {}), **({"where": where} if where else {})}
         with self._searching():
             try:
-                collection = self.collection(stage)
-                count = collection.count()
-                if count == 0:
-                    return []
-                result = collection.query(
-                    query_embeddings=[vector.tolist()], n_results=min(n, count),
-                    where=chroma_where(filters), include=["distances"],
-                )
+                result = self.collection(stage).query(query_embeddings=[vector.tolist()], n_results=max(1, n),
+                                                      include=["distances"], **restrict)
             except Exception as exc:  # chromadb raises many types (its InternalError, ValueError, Rust panics)
                 raise SearchFailed(f"{type(exc).__name__}: {exc}") from None
         return [(cid, 1.0 - float(d)) for cid, d in zip(result["ids"][0], result["distances"][0])]
