@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import date
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from itertools import chain
 
 from rag import kinds
@@ -96,7 +96,6 @@ class Extractive:
         self.idf = idf
         self.vocabulary = vocabulary  # the lexical index's terms, for "did you mean"
         self._spellings: tuple[tuple[int, int], dict[tuple[str, int], list[str]]] = ((0, 0), {})
-        self._shaping = frozenset(t for words in tokens(sorted(QUESTION_WORDS)) for t in words)
         # an article's terms, for the names check: the same articles come back question after question
         # (a slice at a time: neither a copy of a long article's text nor a list of all its words)
         self._article_terms = lru_cache(maxsize=512)(
@@ -104,6 +103,12 @@ class Extractive:
         self.novelty = novelty
         self.max_sentences = max_sentences
         self.threshold = threshold
+
+    @cached_property
+    def _shaping(self) -> frozenset[str]:
+        """The terms of question words (computed when first needed: the tokenizer lives in the lexical index,
+        which a process that only indexes never loads)."""
+        return frozenset(t for words in self.tokens(sorted(QUESTION_WORDS)) for t in words)
 
     def draft(self, question: str, hits: list[Hit], focus: str = "", dated: bool = False) -> Draft:
         """The quotes answering `question` from `hits` (the gate's: `naming`), best first; `focus` (a follow-up)

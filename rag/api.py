@@ -84,13 +84,8 @@ class Assistant:
         self._refresh_lock = threading.Lock()
         if store.shared:  # team mode: this host's lexical index is a cache of the shared catalogue
             store.sync_lexical_cache()
-        try:
-            full_side = (full, dense_weight_for(full.name, settings.dense_weight)) if full is not None else None
-            self.retriever = Retriever(store, embedder, dense_weight_for(embedder.name, settings.dense_weight),
-                                       full_side)
-        except (OSError, ValueError, KeyError) as exc:  # a half-written or damaged lexical index
-            raise IndexError_(f"the lexical index in {store.dir} cannot be read ({type(exc).__name__}: {exc}); "
-                              f"rebuild it: `rag index --rebuild PATH... --index {store.dir}`") from None
+        self._retriever: Retriever | None = None  # built when first searched: `rag index` never needs it
+        self._retriever_lock = threading.Lock()
         self.answerer = Extractive(
             tokens=lambda texts: self.retriever.lexical.words.tokens(texts),
             idf=lambda terms: self.retriever.lexical.idf(terms),
@@ -100,6 +95,26 @@ class Assistant:
         # with RAG_LLM=openai:MODEL or ollama:MODEL an LLM drafts the answer, grounded in the passages like any
         # answerer's (any object with `draft`, `rag.enrich.Answerer`, plugs in here)
         self.llm = make_answerer(settings, self.answerer, self.answerer.tokens, self.answerer.idf)
+
+    @property
+    def retriever(self) -> Retriever:
+        """The retriever over the index as last loaded, built on first use (it reads the whole chunk table and
+        the lexical index: seconds on a large collection, which a process that only indexes does not pay)."""
+        with self._retriever_lock:
+            if self._retriever is None:
+                self._retriever = self._new_retriever()
+            return self._retriever
+
+    def _new_retriever(self) -> Retriever:
+        settings, full = self.settings, self.full
+        try:
+            full_side = (full, dense_weight_for(full.name, settings.dense_weight)) if full is not None else None
+            return Retriever(self.store, self.embedder, dense_weight_for(self.embedder.name, settings.dense_weight),
+                             full_side)
+        except (OSError, ValueError, KeyError) as exc:  # a half-written or damaged lexical index
+            folder = self.store.dir
+            raise IndexError_(f"the lexical index in {folder} cannot be read ({type(exc).__name__}: {exc}); "
+                              f"rebuild it: `rag index --rebuild PATH... --index {folder}`") from None
 
     @classmethod
     def open(cls, index_dir: Path | str | None = None, settings: Settings | None = None,
@@ -170,7 +185,8 @@ class Assistant:
             self._full_stage(indexer, report, progress, on_progress)
         finally:
             with self._refresh_lock:
-                self.retriever.reload()
+                if self._retriever is not None:
+                    self._retriever.reload()
                 self._generation = self.store.catalogue.generation()
         return report
 
@@ -238,8 +254,10 @@ class Assistant:
                     return False
                 if self.store.shared:
                     self.store.sync_lexical_cache()
+                built = self._retriever is not None  # one not built yet reads the new state when it is
                 self.store.reopen_vectors(self.retriever.dense_stage())
-                self.retriever.reload()
+                if built:
+                    self.retriever.reload()
                 self._generation = self.store.catalogue.generation()
         return True
 

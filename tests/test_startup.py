@@ -151,3 +151,24 @@ def test_the_stop_lists_are_bm25s_own() -> None:
 
     assert stopwords.STOPWORDS_EN == STOPWORDS_EN and stopwords.STOPWORDS_EN_PLUS == STOPWORDS_EN_PLUS
     assert "the" in stopwords.STOPWORDS_EN and "were" in stopwords.STOPWORDS_EN_PLUS
+
+
+def test_indexing_alone_builds_no_retriever(tmp_path: Path, settings: Settings,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rag index` never searches: opening and indexing must not load the chunk table and lexical index into a
+    retriever (seconds on a large collection, on every small add); the first question builds it, and sees
+    what was indexed."""
+    import rag.api
+
+    built: list[object] = []
+    real = rag.api.Retriever
+    monkeypatch.setattr(rag.api, "Retriever", lambda *a, **k: built.append(1) or real(*a, **k))
+    static = Settings(_env_file=None, embedder=STATIC, cache_dir=settings.cache_dir)
+    assistant = Assistant.open(tmp_path / "index", static)
+    try:
+        assistant.index([write_collection(tmp_path / "docs")])
+        assert built == []
+        assert "412" in assistant.ask(QUESTION).text
+        assert len(built) == 1
+    finally:
+        assistant.close()
