@@ -182,6 +182,9 @@ MIGRATIONS: list[list[str]] = [
         # which catalogue this is: a rebuilt one starts its generations again (see `rag.lexical.sync_cache`)
         "INSERT OR IGNORE INTO meta VALUES ('catalogue_id', lower(hex(randomblob(16))))",
     ],
+    [  # 4: marks looked up by value: an index run compares only its new articles with those sharing their marks
+        "CREATE INDEX IF NOT EXISTS marks_hash ON marks(hash)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 DB_FILE = "articles.sqlite"

@@ -75,6 +75,9 @@ MIGRATIONS: list[list[str]] = [
         # which catalogue this is: a rebuilt one starts its generations again (see `rag.lexical.sync_cache`)
         "INSERT INTO meta VALUES ('catalogue_id', gen_random_uuid()::TEXT) ON CONFLICT (key) DO NOTHING",
     ],
+    [  # 4: marks looked up by value: an index run compares only its new articles with those sharing their marks
+        "CREATE INDEX marks_hash ON marks (hash)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

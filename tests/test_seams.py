@@ -94,7 +94,7 @@ def test_an_index_folder_made_before_migrations_opens_and_is_migrated(tmp_path: 
     _old_folder(folder)
     catalogue = SqliteCatalogue(folder)
     try:
-        assert catalogue.version() == SCHEMA_VERSION == 3
+        assert catalogue.version() == SCHEMA_VERSION == 4
         assert catalogue.article_ids() == ["a1"] and catalogue.article("a1").title == "Bridge"
         assert catalogue.counts() == (1, 1) and catalogue.generation() == 3 and catalogue.meta("embedder")
         assert catalogue.remember("event", "Ev1", until=110.0, now=100.0)  # migration 2's table
@@ -105,6 +105,7 @@ def test_an_index_folder_made_before_migrations_opens_and_is_migrated(tmp_path: 
         catalogue.close()
     with sqlite3.connect(folder / "articles.sqlite") as db:  # opened again: nothing left to migrate
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert "marks_hash" in {row[1] for row in db.execute("PRAGMA index_list(marks)")}  # migration 4's index
     db.close()
     again = SqliteCatalogue(folder)
     assert again.remembered("event", "Ev1", now=109.0) and not again.remembered("event", "Ev1", now=111.0)
