@@ -52,6 +52,17 @@ class ChunkTable:
     published_ord: np.ndarray
     sources: list[str]
 
+    @classmethod
+    def of_rows(cls, rows: list[tuple]) -> ChunkTable:
+        """From (chunk id, article id, start, end, published_ord, source) rows, in the table's order."""
+        return cls(
+            ids=[r[0] for r in rows], article_ids=[r[1] for r in rows],
+            starts=np.array([r[2] for r in rows], dtype=np.int64),
+            ends=np.array([r[3] for r in rows], dtype=np.int64),
+            published_ord=np.array([r[4] or 0 for r in rows], dtype=np.int64),
+            sources=[r[5] or "" for r in rows],
+        )
+
 
 ChunkRow = tuple[str, str, int, int]  # (chunk id, article id, start, end)
 
@@ -373,13 +384,7 @@ class SqliteCatalogue:
                 'SELECT c.id, c.article_id, c.start, c."end", a.published_ord, a.source '
                 "FROM chunks c JOIN articles a ON a.id = c.article_id ORDER BY c.article_id, c.seq"
             ).fetchall()
-        return ChunkTable(
-            ids=[r[0] for r in rows], article_ids=[r[1] for r in rows],
-            starts=np.array([r[2] for r in rows], dtype=np.int64),
-            ends=np.array([r[3] for r in rows], dtype=np.int64),
-            published_ord=np.array([r[4] or 0 for r in rows], dtype=np.int64),
-            sources=[r[5] or "" for r in rows],
-        )
+        return ChunkTable.of_rows(rows)
 
     # ---------- the full stage of a two-stage index ----------
     def full_progress(self) -> tuple[int, int]:

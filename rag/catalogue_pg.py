@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import numpy as np
 from pydantic import SecretStr
 
 from rag.catalogue import MARKS_VERSION, ChunkRow, ChunkTable, date_ord
@@ -388,13 +387,7 @@ class PostgresCatalogue:
     def chunk_table(self) -> ChunkTable:
         rows = self._rows('SELECT c.id, c.article_id, c.start, c."end", a.published_ord, a.source '
                           "FROM chunks c JOIN articles a ON a.id = c.article_id ORDER BY c.article_id, c.seq")
-        return ChunkTable(
-            ids=[r[0] for r in rows], article_ids=[r[1] for r in rows],
-            starts=np.array([r[2] for r in rows], dtype=np.int64),
-            ends=np.array([r[3] for r in rows], dtype=np.int64),
-            published_ord=np.array([r[4] or 0 for r in rows], dtype=np.int64),
-            sources=[r[5] or "" for r in rows],
-        )
+        return ChunkTable.of_rows(rows)
 
     # ---------- the full stage of a two-stage index ----------
     def full_progress(self) -> tuple[int, int]:
