@@ -63,9 +63,7 @@ class OnnxEmbedder:
         return self._coalesce(texts, progress)
 
     def _encode(self, texts: list[str], progress: bool) -> np.ndarray:
-        with self._lock:
-            encoded = self._tokenizer.encode_batch([t.strip() for t in texts])
-        ids = [self._cut(e.ids) for e in encoded]
+        ids = [self._cut(i) for i in self._ids([t.strip() for t in texts])]
         # longest first, so padding within a batch is small and the slow batches come early
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -91,9 +89,14 @@ class OnnxEmbedder:
         return self._session.run(["embedding"], feeds)[0]
 
     def token_counts(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self._ids(texts)]
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        """The texts' token ids, whole. Without the character offsets, which nothing here reads: the same ids for
+        a fifth less tokenizing (`rag index` counts every passage's tokens while it chunks)."""
         with self._lock:
-            encoded = self._tokenizer.encode_batch(texts)
-        return [len(e.ids) for e in encoded]
+            encode = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)  # tokenizers < 0.20.2
+            return [e.ids for e in encode(texts)]
 
 
 def onnx_precision(precision: str) -> str:

@@ -72,6 +72,15 @@ def test_long_text_is_cut_at_the_window_and_counted_whole_like_sentence_transfor
     assert cos.min() >= 0.97, cos
 
 
+def test_offset_free_tokenizing_gives_the_word_pieces_sentence_transformers_counts_and_embeds(onnx_int8, reference,
+                                                                                              passages):
+    # `rag index` counts every passage while it chunks: the tokenizer skips the offsets, the ids must not change
+    assert onnx_int8.token_counts(passages) == reference.token_counts(passages)
+    stripped = [t.strip() for t in passages]
+    fed = [onnx_int8._cut(ids) for ids in onnx_int8._ids(stripped)]
+    assert fed == reference.model.tokenizer(stripped, truncation=True, max_length=reference.max_tokens)["input_ids"]
+
+
 def test_cached_model_is_reused_silently_and_leaves_no_temporary_files(onnx_int8, settings, capfd):
     again = make_embedder(SPEC, cache_dir=settings.cache_dir)
     assert again.path == onnx_int8.path and again.path.exists()
