@@ -411,8 +411,12 @@ def test_damaged_lexical_index_is_a_clear_error(tmp_path, settings, embedder):
     assistant.index([folder])
     assistant.close()
     (tmp_path / "index" / "bm25" / "manifest.json").write_text('{"segments": ["half', encoding="utf-8")
-    with pytest.raises(IndexError_, match="lexical index.*--rebuild"):
-        _assistant(tmp_path / "index", settings, embedder)
+    opened = _assistant(tmp_path / "index", settings, embedder)  # the lexical index is read when first searched
+    try:
+        with pytest.raises(IndexError_, match="lexical index.*--rebuild"):
+            opened.ask("What did the Brightwater dam flood?")
+    finally:
+        opened.close()
 
 
 def _unshare(script: str) -> subprocess.CompletedProcess:
