@@ -253,8 +253,11 @@ def _read(path: Path, shown: str, limits: Limits) -> Iterator[Article | Skipped]
     if not raw.strip():
         yield Skipped(shown, "empty file")
         return
-    text = decode(raw)
-    del raw
+    parts = _decoded_parts(raw)
+    del raw  # the file's bytes go before its text is joined: the text (4 bytes a character with one emoji) is the
+    # only whole copy held, next to the slices it is joined from
+    text = None if parts is None else "".join(parts)
+    del parts
     if text is None:
         yield Skipped(shown, "binary or undecodable content")
     elif suffix == ".json":
@@ -378,19 +381,38 @@ def _checked_text(text: str) -> str | None:
 def decode(raw: bytes) -> str | None:
     """Bytes to normalised text; None when the bytes are not text. Stray control characters (a NUL byte)
     are removed by `normalise`; only text that is mostly control characters is called binary."""
+    parts = _decoded_parts(raw)
+    return None if parts is None else "".join(parts)
+
+
+def _decoded_parts(raw: bytes) -> list[str] | None:
+    """`decode(raw)` as slices to join (None when not text): the bytes are decoded and normalised a slice at a
+    time, so no whole copy of the text is made before the join (a slice is as wide as its widest character, the
+    whole text as the text's: one emoji makes a 50 MB text 200 MB)."""
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        text = raw.decode("utf-16", errors="replace")
+        decoded = _pieces(raw.decode("utf-16", errors="replace"))
     elif raw.count(b"\x00") > len(raw) // 4 and len(raw) > 1:
         # UTF-16 without a BOM: every other byte is NUL for Latin text
-        text = raw.decode("utf-16-le" if raw[1:2] == b"\x00" else "utf-16-be", errors="replace")
+        decoded = _pieces(raw.decode("utf-16-le" if raw[1:2] == b"\x00" else "utf-16-be", errors="replace"))
     else:
         # UTF-8, with any byte that is not UTF-8 read as cp1252: mixed files keep both parts readable
-        text = raw.decode("utf-8-sig", errors="rag-cp1252")
-    if _looks_binary(text):
+        decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="rag-cp1252")
+        view = memoryview(raw)
+        decoded = [decoder.decode(view[i:i + PIECE_CHARS], final=i + PIECE_CHARS >= len(raw))
+                   for i in range(0, len(raw), PIECE_CHARS)]
+    if _looks_binary_parts(decoded):
         return None
-    parts = _normalised_parts(text)
-    del text  # a long text's normalised slices replace it before they are joined: two copies at most, not four
-    return "".join(parts)
+    decoded.reverse()  # taken from the end as they are normalised: the decoded and normalised slices never both
+    return _normalise_stream(_popped(decoded))  # hold the whole text
+
+
+def _pieces(text: str) -> list[str]:
+    return [text[i:i + PIECE_CHARS] for i in range(0, len(text), PIECE_CHARS)] or [""]
+
+
+def _popped(items: list[str]) -> Iterator[str]:
+    while items:
+        yield items.pop()
 
 
 def _cp1252_fallback(exc: UnicodeError) -> tuple[str, int]:
@@ -408,7 +430,31 @@ _NOT_TEXT = re.compile("[\x00-\x08\x0b\x0e-\x1f\ufffd]")
 def _looks_binary(text: str) -> bool:
     # the start, middle and end: a text header does not hide a binary body
     middle = len(text) // 2
-    for sample in {text[:4096], text[middle:middle + 4096], text[-4096:]}:
+    return _bad_samples({text[:4096], text[middle:middle + 4096], text[-4096:]})
+
+
+def _looks_binary_parts(parts: list[str]) -> bool:
+    """`_looks_binary` of the parts joined, without joining them."""
+    total = sum(map(len, parts))
+    middle = total // 2
+    return _bad_samples({_span(parts, 0, 4096), _span(parts, middle, middle + 4096),
+                         _span(parts, max(0, total - 4096), total)})
+
+
+def _span(parts: list[str], start: int, end: int) -> str:
+    """`"".join(parts)[start:end]`."""
+    out, offset = [], 0
+    for part in parts:
+        if offset >= end:
+            break
+        if offset + len(part) > start:
+            out.append(part[max(0, start - offset):end - offset])
+        offset += len(part)
+    return "".join(out)
+
+
+def _bad_samples(samples: set[str]) -> bool:
+    for sample in samples:
         bad = len(_NOT_TEXT.findall(sample))  # a regex, not a loop per character: JSON lines come by millions
         if bad > max(8, len(sample) // 20):
             return True
@@ -417,26 +463,40 @@ def _looks_binary(text: str) -> bool:
 
 def normalise(text: str) -> str:
     """NFC, Unix newlines, no control characters, no trailing spaces."""
-    return "".join(_normalised_parts(text))
+    if len(text) <= PIECE_CHARS:
+        return _normalised(text).strip()
+    return "".join(_normalise_stream(iter(_pieces(text))))
 
 
-SLICE_CHARS = 1 << 20  # a longer text is normalised a slice at a time (each copy of a 50 MB text is up to 200 MB)
+# a longer text is decoded and normalised a slice of about this many characters at a time: small, so that most
+# slices stay 1 byte a character when a few emoji widen the whole text to 4
+PIECE_CHARS = 1 << 15
 # a slice ends after a newline followed by a character no rule of `_normalised` changes or joins across
 _CUT = re.compile(r"\n(?=[^\s\x00-\x1f\x7f])")
 
 
-def _normalised_parts(text: str) -> list[str]:
-    """`normalise(text)` as slices to join, for a long text cut where no rule reaches across."""
-    if len(text) <= SLICE_CHARS:
-        return [_normalised(text).strip()]
+def _normalise_stream(pieces: Iterator[str]) -> list[str]:
+    """`normalise` of the pieces joined, as slices to join: each slice is cut where no rule reaches across
+    (`_CUT`), normalised alone, and the pieces it came from are dropped."""
     parts: list[str] = []
-    start = 0
-    while start < len(text):
-        cut = _CUT.search(text, start + SLICE_CHARS)
-        end = cut.end() if cut else len(text)
-        parts.append(_normalised(text[start:end]))
-        start = end
-    parts[0], parts[-1] = parts[0].lstrip(), parts[-1].rstrip()  # each slice after the first opens with a letter
+    pending: list[str] = []  # pieces since the last cut
+    for piece in pieces:
+        if not piece:
+            continue
+        seam = pending[-1][-1:] if pending else ""  # a cut may fall between the last pending piece and this one
+        cut = _CUT.search(seam + piece)
+        if cut is None:
+            pending.append(piece)
+            continue
+        at = cut.end() - len(seam)
+        parts.append(_normalised("".join(pending) + piece[:at]))
+        pending = [piece[at:]] if at < len(piece) else []
+    if pending:
+        parts.append(_normalised("".join(pending)))
+    if not parts:
+        return [""]
+    parts[0] = parts[0].lstrip()  # each slice after the first opens with a letter
+    parts[-1] = parts[-1].rstrip()
     return parts
 
 
