@@ -39,8 +39,8 @@ import shutil
 import socket
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
@@ -63,6 +63,9 @@ BATCH_CHUNKS = 512  # chunks embedded and stored together
 EMBED_SLICE = 128  # chunks embedded between two progress reports
 # article text kept in memory between reading and embedding; articles beyond it are read again
 HOLD_CHARS = 32_000_000
+# a batch holding more text than this releases Chroma's in-memory vectors before its text is committed
+RELEASE_CHARS = 4_000_000
+PIECE_CHARS = 1 << 15  # held text is kept in slices of this many characters
 FULL_PHASE = "MiniLM vectors"  # the progress phase of the full stage
 # up to this many changed articles (or a quarter of the collection) are grouped with their candidates only
 INCREMENTAL_GROUPING = 200
@@ -106,8 +109,8 @@ class _Pending:
     """What the first pass found to embed: articles held in memory, and the spans of those read again later."""
 
     held: list[tuple[Article, str, list[Chunk]]] = field(default_factory=list)
-    # file -> article id -> (content hash, [(chunk id, start, end)])
-    spilled: dict[Path, dict[str, tuple[str, list[tuple[str, int, int]]]]] = field(default_factory=dict)
+    # file -> article id -> (content hash, its chunks without their text)
+    spilled: dict[Path, dict[str, tuple[str, _Held]]] = field(default_factory=dict)
     chunks: int = 0
 
 
@@ -138,6 +141,61 @@ class _Run:
 def _under(key: str, roots: list[str]) -> bool:
     """Whether the file of files-table key `key` is one of `roots` (keys too) or in one of them."""
     return any(key == root or key.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+class _Held(Sequence):
+    """An article's chunks while they wait to be embedded, held compactly: ids, spans and (once `hold` gave it) the
+    text in slices of PIECE_CHARS: a slice is as wide as its widest character, so one emoji makes a whole 50 MB
+    text 200 MB but only its own slice 4 bytes a character. Each `Chunk` is made, with its text, when taken."""
+
+    def __init__(self, article_id: str, chunks: list[Chunk]) -> None:
+        self.article_id = article_id
+        self.ids = [c.id for c in chunks]
+        self.starts = np.fromiter((c.start for c in chunks), dtype=np.int64, count=len(chunks))
+        self.ends = np.fromiter((c.end for c in chunks), dtype=np.int64, count=len(chunks))
+        self.pieces: list[str] | None = None
+        self.whole: str | None = None
+
+    def hold(self, text: str) -> _Held:
+        self.pieces = [text[i:i + PIECE_CHARS] for i in range(0, len(text), PIECE_CHARS)]
+        return self
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        start, end = int(self.starts[i]), int(self.ends[i])
+        return Chunk(self.ids[i], self.article_id, start, end, self._text(start, end))
+
+    def _text(self, start: int, end: int) -> str:
+        if self.whole is not None:
+            return self.whole[start:end]
+        if self.pieces is None:
+            raise ValueError("the chunks' text is not held")
+        first, last = start // PIECE_CHARS, max(start, end - 1) // PIECE_CHARS
+        base = first * PIECE_CHARS
+        if first == last:
+            return self.pieces[first][start - base:end - base]
+        return "".join(self.pieces[first:last + 1])[start - base:end - base]
+
+    def text(self) -> str:
+        """The whole text (for the commit): from here chunks are cut from it, and the slices are dropped."""
+        if self.whole is None:
+            pieces, self.pieces = self.pieces or [], None
+            self.whole = "".join(pieces)
+        return self.whole
+
+
+def _held(article: Article, digest: str, chunks: _Held) -> tuple[Article, str, _Held]:
+    """The article without its text (title, source and dates are what embedding and storing read), and its chunks
+    holding the text compactly (`_Held.text()` gives it back for the commit)."""
+    return replace(article, text=""), digest, chunks.hold(article.text)
+
+
+def _whole(article: Article, chunks: Sequence[Chunk]) -> Article:
+    return replace(article, text=chunks.text()) if isinstance(chunks, _Held) else article
 
 
 def _drain(items: list) -> Iterator:
@@ -451,16 +509,16 @@ class Indexer:
             for article, digest, _ in self._changed_articles([path], run):
                 if not articles:  # the first one also loads the embedder's tokenizer
                     run.show("chunking", 0, 0)
-                chunks = self.chunks_for(article, digest)
+                chunks = _Held(article.id, self.chunks_for(article, digest))  # their spans, not their texts
                 pending.chunks += len(chunks)
                 articles += 1
                 run.show("chunking", articles, 0)
                 if held_chars + len(article.text) <= self.hold_chars:
-                    pending.held.append((article, digest, chunks))
                     held_chars += len(article.text)
+                    pending.held.append(_held(article, digest, chunks))
                 else:
-                    spans = [(c.id, c.start, c.end) for c in chunks]
-                    pending.spilled.setdefault(path, {})[article.id] = (digest, spans)
+                    pending.spilled.setdefault(path, {})[article.id] = (digest, chunks)
+                del chunks, article  # from here only the compact copy: not held while the next one is read
             run.show("reading", done, len(files))
         if articles:
             run.show("chunking", articles, articles)
@@ -474,7 +532,9 @@ class Indexer:
                     found = wanted.get(item.id) if isinstance(item, Article) else None
                     if found and content_hash(item) == found[0]:
                         del wanted[item.id]
-                        yield item, found[0], [Chunk(cid, item.id, a, b, item.text[a:b]) for cid, a, b in found[1]]
+                        held = _held(item, *found)
+                        del item, found  # not held through its embedding: only the compact copy is
+                        yield held
             except Exception:  # it was read a moment ago: whatever changed, the next run reads it again
                 pass
             for article_id in wanted:  # the file changed since the first pass: its record is not saved
@@ -592,7 +652,11 @@ class Indexer:
             return
         existed = {a.id for a, _, _ in batch if old[a.id] or self.store.catalogue.article_hash(a.id) is not None}
         self.store.lock.check()
-        self.store.catalogue.save_articles(batch)
+        if sum(len(p) for _, _, cs in batch if isinstance(cs, _Held) for p in cs.pieces or ()) > RELEASE_CHARS:
+            # a big article's whole text is made again to be committed: first Chroma gives back the memory of
+            # the vectors it indexed (it loads them again when next used), so the two do not add up
+            self.store.vectors.reopen(None, 0)
+        self.store.catalogue.save_articles([(_whole(a, cs), digest, cs) for a, digest, cs in batch])
         # the new version is committed; only now are the old version's vectors removed
         stale = sorted(cid for a, _, cs in batch for cid in old[a.id] - {c.id for c in cs})
         if stale:

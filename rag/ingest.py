@@ -197,7 +197,9 @@ def read_file(path: Path, limits: Limits = DEFAULT_LIMITS) -> Iterator[Article |
             if isinstance(item, Skipped) and item.line is not None:
                 skips.add(item)
             else:
-                yield item
+                given = [item]
+                del item  # while the caller has it, this frame holds no reference: it may drop a long text
+                yield given.pop()
     except Exception as exc:  # one unreadable file must not stop the batch
         yield Skipped(shown, failure_reason(exc))
     yield from skips.report()
@@ -262,10 +264,10 @@ def _read(path: Path, shown: str, limits: Limits) -> Iterator[Article | Skipped]
         yield Skipped(shown, "binary or undecodable content")
     elif suffix == ".json":
         yield from _read_json(text, shown, limits)
-    elif suffix in (".html", ".htm"):
-        yield _checked(_read_html(text, shown), shown)
     else:
-        yield _checked(_read_text(text, shown), shown)
+        given = [_checked(_read_html(text, shown) if suffix in (".html", ".htm") else _read_text(text, shown), shown)]
+        del text  # while the caller has the article, this frame holds none of it: the caller may drop a long text
+        yield given.pop()
 
 
 def _open(path: Path, gz: bool) -> BinaryIO:
