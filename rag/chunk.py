@@ -76,6 +76,11 @@ def tiktoken_dir() -> str | None:
     return str(path) if path.is_dir() else None
 
 
+def chunk_prefix(article_id: str, version: str = "") -> str:
+    """What a chunk's id is before its position in the article (`Chunker.chunk`)."""
+    return f"{article_id}:{version}:" if version else f"{article_id}:"
+
+
 class Chunker:
     """Packs sentences into passages of at most `max_tokens` tiktoken tokens."""
 
@@ -112,14 +117,17 @@ class Chunker:
         Ids are `ARTICLE:VERSION:i`: stable for the same text, and distinct for
         a new version so it can be stored before the old one is removed.
         """
-        budget = max_tokens or self.max_tokens
-        pieces = self._pieces(article.text, budget)
-        spans = self._pack(pieces, budget, min(self.overlap, budget // 4))
-        prefix = f"{article.id}:{version}:" if version else f"{article.id}:"
+        prefix = chunk_prefix(article.id, version)
         return [
             Chunk(id=f"{prefix}{i}", article_id=article.id, start=a, end=b, text=article.text[a:b])
-            for i, (a, b) in enumerate(spans)
+            for i, (a, b) in enumerate(self.spans(article.text, max_tokens))
         ]
+
+    def spans(self, text: str, max_tokens: int | None = None) -> list[tuple[int, int]]:
+        """The (start, end) of the passages `chunk` cuts `text` into, without their texts (a long article's
+        chunk texts are made a slice at a time by the index)."""
+        budget = max_tokens or self.max_tokens
+        return self._pack(self._pieces(text, budget), budget, min(self.overlap, budget // 4))
 
     def _pieces(self, text: str, budget: int) -> list[tuple[int, int, int]]:
         """Sentences as (start, end, tokens), long ones cut into word runs."""

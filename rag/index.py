@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.catalogue import MARKS_VERSION
-from rag.chunk import Chunker
+from rag.chunk import Chunker, chunk_prefix
 from rag.embed import Embedder
 from rag.errors import IndexError_, storage_error
 from rag.ingest import DEFAULT_LIMITS, Limits, display_path, failure_reason, file_key, find_files, read_file
@@ -84,9 +84,16 @@ class Stopped(KeyboardInterrupt):
 
 
 def content_hash(article: Article) -> str:
-    """What decides re-indexing: the text and the metadata that is shown."""
-    key = json.dumps([article.title, article.source, article.published, article.url, article.text])
-    return hashlib.sha1(key.encode("utf-8")).hexdigest()
+    """What decides re-indexing: the text and the metadata that is shown (the sha1 of
+    `json.dumps([title, source, published, url, text])`)."""
+    digest = hashlib.sha1(json.dumps([article.title, article.source, article.published, article.url])[:-1].encode())
+    digest.update(b', "')
+    text = article.text
+    # the text's JSON a slice at a time (escaping is per character): a whole copy of a 50 MB text's was 100 MB more
+    for i in range(0, len(text), PIECE_CHARS):
+        digest.update(json.dumps(text[i:i + PIECE_CHARS])[1:-1].encode())
+    digest.update(b'"]')
+    return digest.hexdigest()
 
 
 def embed_text(article: Article, chunk: Chunk) -> str:
@@ -144,30 +151,32 @@ def _under(key: str, roots: list[str]) -> bool:
 
 
 class _Held(Sequence):
-    """An article's chunks while they wait to be embedded, held compactly: ids, spans and (once `hold` gave it) the
+    """An article's chunks while they wait to be embedded, held compactly: spans and (once `hold` gave it) the
     text in slices of PIECE_CHARS: a slice is as wide as its widest character, so one emoji makes a whole 50 MB
     text 200 MB but only its own slice 4 bytes a character. Each `Chunk` is made, with its text, when taken."""
 
-    def __init__(self, article_id: str, chunks: list[Chunk]) -> None:
-        self.article_id = article_id
-        self.ids = [c.id for c in chunks]
-        self.starts = np.fromiter((c.start for c in chunks), dtype=np.int64, count=len(chunks))
-        self.ends = np.fromiter((c.end for c in chunks), dtype=np.int64, count=len(chunks))
+    def __init__(self, article_id: str, prefix: str, spans: list[tuple[int, int]], whole: str = "") -> None:
+        self.article_id, self.prefix = article_id, prefix  # chunk i's id is prefix + i (`chunk_prefix`)
+        self.starts = np.fromiter((a for a, _ in spans), dtype=np.int64, count=len(spans))
+        self.ends = np.fromiter((b for _, b in spans), dtype=np.int64, count=len(spans))
         self.pieces: list[str] | None = None
-        self.whole: str | None = None
+        self.whole: str | None = whole or None  # chunks are cut from it until `hold`
 
     def hold(self, text: str) -> _Held:
-        self.pieces = [text[i:i + PIECE_CHARS] for i in range(0, len(text), PIECE_CHARS)]
+        self.pieces, self.whole = [text[i:i + PIECE_CHARS] for i in range(0, len(text), PIECE_CHARS)], None
         return self
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.starts)
 
     def __getitem__(self, i):  # type: ignore[no-untyped-def, override]
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
         start, end = int(self.starts[i]), int(self.ends[i])
-        return Chunk(self.ids[i], self.article_id, start, end, self._text(start, end))
+        return Chunk(f"{self.prefix}{i}", self.article_id, start, end, self._text(start, end))
 
     def _text(self, start: int, end: int) -> str:
         if self.whole is not None:
@@ -509,7 +518,7 @@ class Indexer:
             for article, digest, _ in self._changed_articles([path], run):
                 if not articles:  # the first one also loads the embedder's tokenizer
                     run.show("chunking", 0, 0)
-                chunks = _Held(article.id, self.chunks_for(article, digest))  # their spans, not their texts
+                chunks = self.chunks_for(article, digest)
                 pending.chunks += len(chunks)
                 articles += 1
                 run.show("chunking", articles, 0)
@@ -517,6 +526,7 @@ class Indexer:
                     held_chars += len(article.text)
                     pending.held.append(_held(article, digest, chunks))
                 else:
+                    chunks.whole = None  # spans only: the text is read again when it is embedded
                     pending.spilled.setdefault(path, {})[article.id] = (digest, chunks)
                 del chunks, article  # from here only the compact copy: not held while the next one is read
             run.show("reading", done, len(files))
@@ -560,11 +570,13 @@ class Indexer:
             run.show("embedding", total, total)
         self._record_files(run)
 
-    def chunks_for(self, article: Article, digest: str) -> list[Chunk]:
-        """Chunks that fit the embedder's window, title prefix included."""
+    def chunks_for(self, article: Article, digest: str) -> _Held:
+        """Chunks that fit the embedder's window, title prefix included: their spans, each chunk's text made when
+        it is taken (a long article's chunk texts all at once were twice its size)."""
         budget = self.chunker.max_tokens
+        prefix = chunk_prefix(article.id, digest[:8])
         while True:
-            chunks = self.chunker.chunk(article, budget, version=digest[:8])
+            chunks = _Held(article.id, prefix, self.chunker.spans(article.text, budget), article.text)
             # counted a slice at a time: a tokenizer's encodings of a long article's chunks all at once took GBs
             counts = (n for i in range(0, len(chunks), EMBED_SLICE)
                       for n in self.window.token_counts([embed_text(article, c) for c in chunks[i:i + EMBED_SLICE]]))

@@ -195,3 +195,40 @@ def test_a_segment_built_in_slices_equals_the_whole(flush: int) -> None:
     got = [list(zip(segment.docs[a:b].tolist(), segment.tf[a:b].tolist()))
            for a, b in zip(segment.indptr[:-1], segment.indptr[1:])]
     assert got == postings
+
+
+@pytest.mark.parametrize("piece", [1, 7, 64, 1 << 15])
+def test_held_chunks_are_the_chunkers_chunks(monkeypatch: pytest.MonkeyPatch, piece: int, embedder) -> None:
+    """A long article's chunks wait for embedding as spans and text slices (`rag.index._Held`): the chunks
+    taken from them, and the text given back for the commit, are exactly the chunker's and the article's."""
+    import rag.index
+    from rag.chunk import Chunker
+    from rag.ingest import make_article
+
+    monkeypatch.setattr(rag.index, "PIECE_CHARS", piece)
+    text = _prose(3_000, NEEDLE, seed=2).replace(" the ", " the \U0001f4f8 ").strip()
+    article = make_article({"title": "Harbour"}, text, "big.txt", where="big.txt")
+    chunker = Chunker(max_tokens=24, overlap=4)
+    indexer = rag.index.Indexer(Store.__new__(Store), embedder, chunker)
+    digest = rag.index.content_hash(article)
+    held = indexer.chunks_for(article, digest)
+    want = chunker.chunk(article, version=digest[:8])
+    assert list(held) == want and held[-1] == want[-1] and held[2:5] == want[2:5]
+    stripped, _, held = rag.index._held(article, digest, held)
+    assert stripped.text == "" and held.whole is None and list(held) == want
+    assert rag.index._whole(stripped, held) == article and list(held) == want
+
+
+def test_content_hash_of_a_long_text_is_the_json_digest_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hash is taken over the text's JSON a slice at a time; stored hashes must not change (every article
+    would be indexed again)."""
+    import hashlib
+
+    import rag.index
+    from rag.types import Article
+
+    monkeypatch.setattr(rag.index, "PIECE_CHARS", 5)
+    for text in ["", "a", "é\"\\\n\x00 \U0001f4f8 \u2028 \ud800 tail" * 7]:
+        article = Article("id", "Tïtle \"q\"", text, source="S\\", published="2024-01-02", url="https://x.org/a")
+        key = json.dumps([article.title, article.source, article.published, article.url, article.text])
+        assert rag.index.content_hash(article) == hashlib.sha1(key.encode("utf-8")).hexdigest()
