@@ -33,6 +33,7 @@ It does not rank or answer, and it holds the writer lock only while it writes.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import shutil
@@ -207,6 +208,16 @@ def _whole(article: Article, chunks: Sequence[Chunk]) -> Article:
     return replace(article, text=chunks.text()) if isinstance(chunks, _Held) else article
 
 
+def give_back_memory() -> None:
+    """Return the freed heap to the system (glibc's malloc_trim), so that a phase's peak does not stand on the
+    last one's: glibc keeps freed memory (Chroma's vector index, a long text's slices) mapped, and a new long
+    text is mapped anew. Does nothing where there is no malloc_trim (macOS, musl)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _drain(items: list) -> Iterator:
     """The items, each dropped from the list as it is taken: an article stored is not held through the rest of
     the run (a 50 MB one is 200 MB of text once a single emoji widens it)."""
@@ -247,6 +258,7 @@ class Indexer:
                     self.repair(run.show)
                 pending = self._read_and_chunk(files, run)
                 self._store_all(pending, run)
+                give_back_memory()  # the texts held for embedding are gone: the lexical phase reads them again
                 if prune:
                     self._prune(run, paths)
                 changed = bool(interrupted or run.indexed or run.replaced or run.pruned)
@@ -668,6 +680,7 @@ class Indexer:
             # a big article's whole text is made again to be committed: first Chroma gives back the memory of
             # the vectors it indexed (it loads them again when next used), so the two do not add up
             self.store.vectors.reopen(None, 0)
+            give_back_memory()
         self.store.catalogue.save_articles([(_whole(a, cs), digest, cs) for a, digest, cs in batch])
         # the new version is committed; only now are the old version's vectors removed
         stale = sorted(cid for a, _, cs in batch for cid in old[a.id] - {c.id for c in cs})

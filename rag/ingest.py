@@ -698,9 +698,14 @@ def url_title(url: str) -> str:
     return " ".join(words).capitalize()[:200]
 
 
+_VISIBLE = re.compile(r"\S")
+
+
 def title_from_text(text: str) -> str:
     """A title for an untitled article: its first line, or its first sentence."""
-    first = text.strip().split("\n", 1)[0].strip()
+    start = _VISIBLE.search(text)
+    # the first line of the text's opening (a title is at most 120 characters of it): not a copy of a long text
+    first = text[start.start():start.start() + 4096].split("\n", 1)[0].strip() if start else ""
     sentence = re.split(r"(?<=[.!?])\s", first, maxsplit=1)[0]
     title = sentence if len(sentence) <= 120 else sentence[:117].rsplit(" ", 1)[0] + "..."
     return title.lstrip("#").strip()
