@@ -55,7 +55,7 @@ PASSAGE_K1, ARTICLE_K1 = 1.2, 1.5
 
 _WORD = re.compile(r"(?u)\b\w\w+\b")
 FLUSH_TOKENS = 1 << 20  # tokens a segment build holds before it counts their postings
-SLICE_CHARS = 1 << 20  # a longer text is tokenized in slices of about this many characters
+SLICE_CHARS = 1 << 16  # a longer text is tokenized in slices of about this many characters
 _SPACE = re.compile(r"\s")
 
 

@@ -36,7 +36,7 @@ SIZE = 16_000_000
 NEEDLE = ("The Kestrelmouth harbour bridge was reopened on Tuesday by the engineer Talia Brennvik, after 212 days "
           "of repairs paid for by the county council.")
 QUESTION = "Who reopened the Kestrelmouth harbour bridge?"
-INDEX_TIMES, ASK_TIMES = 13, 14  # reached at 16 MB: 12.2x (was 16.7x) and 13.4x (unchanged); the goal is 10
+INDEX_TIMES, ASK_TIMES = 13, 13  # reached at 16 MB: 11.9-12.2x (was 16.7x) and 11.5x (was 13.4x); the goal is 10
 
 # runs in the child: load the model, note the RSS, then index or ask while a thread samples the peak
 CHILD = r"""
