@@ -6,8 +6,17 @@ corpus every run), indexes it with the configured embedder through
 `Assistant.index`, then times `Assistant.ask` (retrieval + extractive answer)
 on the benchmark's questions. Prints one JSON object per size.
 
+For the large corpus it also reports the peak RSS of each indexing phase, the
+time and peak RSS of adding 100 new articles to it (one `Assistant.index` call
+on a small new file; one of them is then asked about and must be cited), and
+where the memory goes when asking, measured in a fresh process (`--ask-only`):
+RSS after opening the index, after loading the chunk table and the BM25
+indexes, after loading the question embedder and after the first vector search
+(Chroma loads its HNSW index), with the sizes of the parts on disk.
+
 Run: RAG_EMBEDDER=model2vec:all-MiniLM-L6-v2 .venv/bin/python benchmarks/scale.py ../shared/bench/rtqa2022 \
          --chunks 200000
+(RAG_EMBEDDER set: a one-stage index of the static model; unset, a new index would also compute MiniLM vectors.)
 
 It measures; it asserts nothing and tunes nothing.
 """
@@ -18,14 +27,24 @@ import argparse
 import gzip
 import json
 import random
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+import psutil
 
 from rag.api import Assistant
 from rag.bench import PeakRSS, latency, load_questions
 from rag.config import Settings
+from rag.progress import ProgressPrinter
+
+# chunks of one synthetic round (446,787 at x6: its articles are longer than the shared corpus's 55,427 chunks),
+# the rounds --skip-base makes
+CHUNKS_PER_ROUND = 74_464
+NEW_ARTICLES = 100
 
 
 def synthetic(src: Path, dst: Path, factor: int, seed: int = 7) -> int:
@@ -45,12 +64,52 @@ def synthetic(src: Path, dst: Path, factor: int, seed: int = 7) -> int:
     return count
 
 
-def measure(corpus: Path, questions: list[dict], settings: Settings, folder: Path) -> dict:
-    with PeakRSS() as rss:
-        assistant = Assistant.open(folder, settings)
-        started = time.perf_counter()
-        assistant.index([corpus], progress=sys.stderr.isatty())
-        index_s = time.perf_counter() - started
+def new_articles(src: Path, dst: Path, count: int = NEW_ARTICLES, seed: int = 11) -> tuple[str, str]:
+    """Write `count` new articles to `dst` (a .jsonl), each with one made-up fact of its own; returns a question
+    about the last one's fact and that article's url."""
+    articles = [json.loads(line) for line in gzip.open(src, "rt", encoding="utf-8") if line.strip()]
+    paragraphs = [p for a in articles for p in a["text"].split("\n\n") if len(p) > 80]
+    rng = random.Random(seed)
+    with dst.open("w", encoding="utf-8") as out:
+        for i in range(count):
+            fact = (f"The Quorvel{i} lantern festival in Brenmoor drew {1000 + 37 * i} visitors on its opening "
+                    f"day, organiser Talia Venhurst{i} said.")
+            body = "\n\n".join([fact, *rng.sample(paragraphs, k=6)])
+            url = f"https://added.example/{i}"
+            out.write(json.dumps({"url": url, "title": f"Quorvel{i} lantern festival opens in Brenmoor",
+                                  "source": "added.example", "published": "2022-12-30", "text": body}) + "\n")
+    return f"How many visitors did the Quorvel{count - 1} lantern festival in Brenmoor draw?", url
+
+
+class PhaseRSS(PeakRSS):
+    """Peak RSS (MB) per indexing phase, as the indexer reports its phases; forwards them to a printer."""
+
+    def __init__(self, printer: ProgressPrinter) -> None:
+        self.printer, self.phase, self.peaks = printer, "opening", {}
+        self._lock = threading.Lock()
+
+    def heard(self, stage: str, done: int, total: int) -> None:
+        self.phase = stage
+        self.printer(stage, done, total)
+
+    def _sample(self) -> None:
+        proc = psutil.Process()
+        while not self._stop.is_set():
+            rss = proc.memory_info().rss / 2**20
+            self.peak = max(self.peak, rss)
+            self.peaks[self.phase] = round(max(self.peaks.get(self.phase, 0.0), rss), 1)
+            self._stop.wait(0.05)
+
+
+def rss_mb() -> float:
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
+
+
+def disk_mb(path: Path) -> float:
+    return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20, 1)
+
+
+def timed_asks(assistant: Assistant, questions: list[dict]) -> tuple[dict, float]:
     with PeakRSS() as ask_rss:
         assistant.ask(questions[0]["question"], use_llm=False, dates=False)  # warm-up
         times = []
@@ -58,29 +117,109 @@ def measure(corpus: Path, questions: list[dict], settings: Settings, folder: Pat
             started = time.perf_counter()
             assistant.ask(q["question"], use_llm=False, dates=False)
             times.append((time.perf_counter() - started) * 1000)
+    return latency(times), round(ask_rss.peak, 1)
+
+
+def measure(corpus: Path, questions: list[dict], settings: Settings, folder: Path,
+            bench_dir: Path | None = None) -> dict:
+    """Index `corpus` into `folder` and time the questions; with `bench_dir`, the large corpus's details too."""
+    detail = bench_dir is not None
+    phases = PhaseRSS(ProgressPrinter(sys.stderr, 60.0))
+    with phases as rss:
+        assistant = Assistant.open(folder, settings)
+        started = time.perf_counter()
+        assistant.index([corpus], on_progress=phases.heard if detail else None, progress=sys.stderr.isatty())
+        index_s = time.perf_counter() - started
+    after_index = rss_mb()
+    stats_, ask_peak = timed_asks(assistant, questions)
     stats = assistant.stats()
+    row = {"articles": stats["articles"], "chunks": stats["chunks"], "index_s": round(index_s, 1),
+           "peak_rss_mb_indexing": round(rss.peak, 1), "peak_rss_mb_asking": ask_peak, **stats_}
+    if detail:
+        row |= {"rss_mb_after_indexing": after_index, "peak_rss_mb_by_phase": phases.peaks,
+                "add_100": add_articles(assistant, corpus.parent)}
     assistant.close()
-    return {"articles": stats["articles"], "chunks": stats["chunks"], "index_s": round(index_s, 1),
-            "peak_rss_mb_indexing": round(rss.peak, 1), "peak_rss_mb_asking": round(ask_rss.peak, 1),
-            **latency(times)}
+    if detail:
+        row["fresh_process"] = fresh_ask(folder, bench_dir)
+    return row
+
+
+def add_articles(assistant: Assistant, tmp: Path) -> dict:
+    """Index 100 new articles into the large index in one call; ask about one of them."""
+    small = tmp / "added.jsonl"
+    question, url = new_articles(tmp / "synthetic.jsonl.gz", small)
+    before, rss_before = assistant.stats()["articles"], rss_mb()
+    with PeakRSS() as rss:
+        started = time.perf_counter()
+        assistant.index([small])
+        seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    answer = assistant.ask(question, use_llm=False, dates=False)
+    ask_ms = (time.perf_counter() - started) * 1000
+    return {"articles_added": assistant.stats()["articles"] - before, "index_s": round(seconds, 1),
+            "peak_rss_mb": round(rss.peak, 1), "rss_mb_before": rss_before,
+            "ask_ms": round(ask_ms, 1), "new_article_cited": any(c.url == url for c in answer.citations)}
+
+
+def fresh_ask(folder: Path, bench_dir: Path) -> dict:
+    """The asking memory of a fresh process on `folder` (see --ask-only)."""
+    out = subprocess.run([sys.executable, __file__, str(bench_dir), "--ask-only", str(folder)],
+                         capture_output=True, text=True, check=False)
+    if out.returncode:
+        return {"error": out.stderr[-2000:]}
+    return json.loads(out.stdout)
+
+
+def ask_only(folder: Path, questions: list[dict], settings: Settings) -> dict:
+    """RSS step by step while a fresh process opens the index and answers its first questions."""
+    from rag.lexical import ARTICLES, PASSAGES
+
+    steps = {"python_and_imports": rss_mb()}
+    assistant = Assistant.open(folder, settings)
+    steps["opened"] = rss_mb()
+    retriever = assistant.retriever
+    steps["chunk_table_and_bm25_loaded"] = rss_mb()
+    assistant.embedder.embed(["warm up"])
+    steps["question_embedder_loaded"] = rss_mb()
+    assistant.search(questions[0]["question"])
+    steps["first_search_chroma_hnsw_loaded"] = rss_mb()
+    timings, peak = timed_asks(assistant, questions)
+    steps["after_asking"] = rss_mb()
+    del retriever
+    chunks, dim = assistant.stats()["chunks"], assistant.embedder.dim
+    assistant.close()
+    return {"rss_mb": steps, "peak_rss_mb_asking": peak, **timings,
+            "vectors_fp32_mb": round(chunks * dim * 4 / 2**20, 1), "dim": dim,
+            "disk_mb": {"chroma": disk_mb(folder / "chroma"), "bm25_passages": disk_mb(folder / PASSAGES),
+                        "bm25_articles": disk_mb(folder / ARTICLES),
+                        "catalogue": round(sum(p.stat().st_size for p in folder.glob("articles.sqlite*")) / 2**20, 1)}}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("bench_dir", type=Path)
     parser.add_argument("--chunks", type=int, default=200_000, help="at least this many chunks in the large corpus")
+    parser.add_argument("--skip-base", action="store_true", help="only the large corpus (rounds of about "
+                        f"{CHUNKS_PER_ROUND:,} chunks each)")
+    parser.add_argument("--ask-only", type=Path, metavar="INDEX", help="(internal) the fresh-process ask memory")
     args = parser.parse_args()
     settings = Settings()
     questions = load_questions(args.bench_dir / "questions-dev.jsonl")
+    if args.ask_only:
+        print(json.dumps(ask_only(args.ask_only, questions, settings)))
+        return 0
     source = args.bench_dir / "articles.jsonl.gz"
     with tempfile.TemporaryDirectory(prefix="rag-scale-") as tmp:
-        base = measure(source, questions, settings, Path(tmp) / "base")
-        print(json.dumps({"size": "shared corpus", **base}), flush=True)
-        factor = -(-args.chunks // max(base["chunks"], 1))  # ceil
+        per_round = CHUNKS_PER_ROUND
+        if not args.skip_base:
+            base = measure(source, questions, settings, Path(tmp) / "base")
+            print(json.dumps({"size": "shared corpus", **base}), flush=True)
+            per_round = base["chunks"]
+        factor = -(-args.chunks // max(per_round, 1))  # ceil
         large = Path(tmp) / "synthetic.jsonl.gz"
         synthetic(source, large, factor)
-        print(json.dumps({"size": f"synthetic x{factor}", **measure(large, questions, settings, Path(tmp) / "big")}),
-              flush=True)
+        print(json.dumps({"size": f"synthetic x{factor}", **measure(large, questions, settings, Path(tmp) / "big",
+                                                                     args.bench_dir)}), flush=True)
     return 0
 
 
