@@ -27,7 +27,7 @@ from rag.errors import IndexError_, UserError
 from rag.errors import RagError as RagError  # the base of every error a front end may catch
 from rag.lexical import ARTICLES, MANIFEST, PASSAGES
 from rag.llm import AnswerStream, make_answerer
-from rag.retrieve import Retriever
+from rag.retrieve import Recency, Retriever
 from rag.store import TEAM_NEEDS_CHROMA, Store, index_exists, remove_index
 from rag.types import Answer, Article, Filters, Hit, IndexReport, Message, QuestionDates
 from rag.vectors import FULL, ChromaServer
@@ -298,7 +298,10 @@ class Assistant:
         self.refresh()
         searched, filters, asked = (self.question_dates(question, filters, today) if dates
                                     else (question, filters, None))
-        hits = self.retriever.search(searched, k or self.settings.top_k, filters)
+        if dates and today is not None:
+            filters = _as_of(filters, today)
+        hits = self.retriever.search(searched, k or self.settings.top_k, filters,
+                                     recency=self._recency(asked, today) if dates else None)
         return _Turn(question, searched, hits, asked, note=_joined(hits.notice, self._language_note(question)))
 
     def _answer(self, turn: _Turn, use_llm: bool = True) -> Answer:
@@ -327,6 +330,17 @@ class Assistant:
 
     def _steps(self, turn: _Turn) -> list[Step]:
         return chain(self.answerer.tokens, self.answerer.naming, turn.asked, turn.note)
+
+    def _recency(self, asked: QuestionDates | None, today: date | None = None) -> Recency | None:
+        """Newer reports first, as of today (or of the newest article, in a collection that stopped before
+        today), unless the question names a period of its own ("in March 2022": that period is searched
+        evenly) or the bonus is off (RAG_RECENCY_WEIGHT=0)."""
+        if self.settings.recency_weight <= 0 or (asked is not None and not asked.reference_kind):
+            return None
+        reference = today or date.today()
+        newest = self.newest_published()
+        return Recency(min(reference, newest) if newest else reference, self.settings.recency_weight,
+                       self.settings.recency_half_life_days)
 
     def newest_published(self) -> date | None:
         """The publication date of the newest indexed article (None when no article has one)."""
@@ -376,7 +390,8 @@ class Assistant:
         asked = None
         if dates:
             standalone, filters, asked = self.question_dates(standalone, filters)
-        hits = self.retriever.search(standalone, self.settings.top_k, filters)
+        hits = self.retriever.search(standalone, self.settings.top_k, filters,
+                                     recency=self._recency(asked) if dates else None)
         return _Turn(question, standalone, hits, asked, focus, failure,
                      _joined(hits.notice, self._language_note(question)))
 
@@ -492,6 +507,15 @@ def _enriched(stream: AnswerStream, steps: list[Step]) -> AnswerStream:
             yield answer.text[len(shown):]
         return answer
     return AnswerStream(pieces(), None, stream.draft)
+
+
+def _as_of(filters: Filters | None, today: date) -> Filters:
+    """`filters` asked as on `today`: what was published later did not exist yet (unless the question asks
+    about a period after it, which is left as asked)."""
+    filters = filters or Filters()
+    if filters.since and filters.since > today:
+        return filters
+    return replace(filters, until=min(filters.until or today, today))
 
 
 def _joined(*notes: str) -> str:

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     top_k: int = 8  # chunks returned by search
     # weight of dense vs BM25 scores; None: chosen for the embedder (a static model is weaker)
     dense_weight: float | None = Field(default=None, ge=0.0, le=1.0)
+    # asked with dates on (not an archive search), a question that names no period of its own ranks newer
+    # reports first: an article published as of today gains this (a fused score is 0-1), halved every
+    # RAG_RECENCY_HALF_LIFE_DAYS of age; 0 turns it off
+    recency_weight: float = Field(default=0.3, ge=0.0)
+    recency_half_life_days: float = Field(default=7.0, gt=0)
     max_question_chars: int = 2000
     answer_sentences: int = 4
     # below this evidence score the assistant abstains

@@ -13,6 +13,10 @@ dense side searches those once every chunk has one, the fast stage's before
 (never a mix: the two models' similarities are not comparable), and the
 question is embedded by that stage's model only.
 
+Asked as of a day (`Recency`), an article's fused score gains a bonus that halves with every half-life of
+its age before that day (a news reader's default: of two reports on a topic, the newer one is what is happening);
+undated articles gain nothing. An archive search (no `Recency`) ranks by topic alone.
+
 Question phrasing that says what kind of answer is wanted ("which", "recently",
 "announced") is dropped from the lexical query; the dense side sees it whole.
 
@@ -34,6 +38,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import date
 from functools import lru_cache
 
 import numpy as np
@@ -127,6 +132,21 @@ class _Snapshot:
         )
 
 
+@dataclass(frozen=True)
+class Recency:
+    """Rank as of `today`: a bonus of `weight` for an article published that day (or later), halved every
+    `half_life` days of age."""
+
+    today: date
+    weight: float = 0.3
+    half_life: float = 7.0
+
+    def bonus(self, published_ord: np.ndarray) -> np.ndarray:
+        """Each article's bonus, from its publication day's ordinal (0: undated, no bonus)."""
+        age = self.today.toordinal() - published_ord.astype(np.float64)
+        return np.where(published_ord > 0, self.weight * np.exp2(-np.maximum(age, 0.0) / self.half_life), 0.0)
+
+
 class Hits(list):
     """A search's hits (a list of `Hit`), with a `notice` for the reader when the search was degraded."""
 
@@ -174,10 +194,11 @@ class Retriever:
         return self._snap.lexical
 
     def search(self, query: str, k: int = 8, filters: Filters | None = None, per_article: int = 2,
-               one_copy: bool = True) -> Hits:
+               one_copy: bool = True, recency: Recency | None = None) -> Hits:
         """Up to `k` passages, at most `per_article` of each article; with `one_copy` a syndicated story
-        takes one place (its best-ranked copy, with the others in `Hit.copies`). When the vector search
-        failed, the passages come from BM25 alone and `Hits.notice` says so."""
+        takes one place (its best-ranked copy, with the others in `Hit.copies`); with `recency`, ranked as of
+        its day (see the module's docstring). When the vector search failed, the passages come from BM25 alone
+        and `Hits.notice` says so."""
         filters = filters or Filters()
         snap = self._snap  # one consistent view, even if a reload swaps it meanwhile
         table = snap.table
@@ -192,7 +213,7 @@ class Retriever:
         chunk_lex = np.where(mask, lexical.scores(words), 0.0) if snap.lexical_fits else np.zeros(len(mask))
         doc_lex = doc_lexical.scores(words) if snap.doc_lexical_fits else np.zeros(len(snap.article_ids))
         doc_lex = np.where(mask[snap.first_row[:-1]], doc_lex, 0.0)
-        ranked = self._rank_articles(snap, dense, doc_lex, weight)
+        ranked = self._rank_articles(snap, dense, doc_lex, weight, recency)
         hits = self._hits(snap, ranked, dense, chunk_lex, k, per_article, one_copy, weight)
         if notice and hits:  # found by BM25 alone: their own similarity, for the answer's evidence score
             similarity = embedder.embed([h.chunk.text for h in hits]) @ vector
@@ -251,7 +272,7 @@ class Retriever:
         return mask
 
     def _rank_articles(self, snap: _Snapshot, dense: dict[str, float], doc_lex: np.ndarray,
-                       weight: float) -> list[tuple[int, float]]:
+                       weight: float, recency: Recency | None = None) -> list[tuple[int, float]]:
         """(article position, fused score), best first."""
         best_dense: dict[int, float] = {}
         for cid, cos in dense.items():
@@ -266,6 +287,8 @@ class Retriever:
         dense_part = _minmax(np.array([best_dense.get(int(p), floor) for p in candidates]))
         lex_part = _minmax(doc_lex[candidates])
         fused = weight * dense_part + (1 - weight) * lex_part
+        if recency is not None:
+            fused = fused + recency.bonus(snap.table.published_ord[snap.first_row[candidates]])
         order = np.argsort(-fused)
         return [(int(candidates[i]), float(fused[i])) for i in order]
 

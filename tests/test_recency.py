@@ -1,0 +1,79 @@
+"""Recency (issue 14, section 3): asked with dates on, a question that names no period of its own ranks the newer
+of two reports first, counted from the day it is asked; asked as on a past day, what was published later is not
+searched; an archive search (dates off) and a question naming its own period rank by topic alone."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from rag import Assistant
+from rag.store import Store
+from tests.conftest import write_jsonl
+
+# the older report says more about the strike (a topic-only ranking puts it first); the newer one says what is
+# happening now
+ARTICLES = [
+    {"title": "Kessel dock strike begins", "source": "Port Gazette", "published": "2022-10-03",
+     "url": "https://port.example/kessel-strike-begins",
+     "text": "Dock workers in Kessel began a strike on Monday over pay. The Kessel dock strike closed the "
+             "container terminal. Union leaders said the Kessel dock strike would go on until pay rose."},
+    {"title": "Kessel port reopens", "source": "Harbour Times", "published": "2022-10-27",
+     "url": "https://harbour.example/kessel-reopens",
+     "text": "The port of Kessel reopened on Wednesday after the dock strike ended with a pay deal of 6 percent. "
+             "Ships queued to unload."},
+    {"title": "Orlen bakery wins prize", "source": "Town Crier", "published": "2022-10-20",
+     "url": "https://town.example/orlen-bakery",
+     "text": "The Orlen bakery won the regional bread prize for its rye loaf. The baker thanked her staff."},
+]
+QUESTION = "What is happening with the Kessel dock strike?"
+OLD, NEW = "Kessel dock strike begins", "Kessel port reopens"
+
+
+@pytest.fixture(scope="module")
+def assistant(tmp_path_factory, settings, embedder):
+    work = tmp_path_factory.mktemp("recency")
+    folder = work / "articles"
+    folder.mkdir()
+    write_jsonl(folder / "reports.jsonl", ARTICLES)
+    assistant = Assistant(Store(work / "index"), embedder, settings)
+    assistant.index([folder])
+    yield assistant
+    assistant.close()
+
+
+def titles(answer) -> list[str]:
+    return list(dict.fromkeys(h.article.title for h in answer.hits))
+
+
+def test_topic_alone_ranks_the_fuller_older_report_first(assistant):
+    # the premise of the other tests: without recency the older report leads
+    assert titles(assistant.ask(QUESTION, dates=False))[0] == OLD
+
+
+def test_the_newer_report_leads_when_asked_as_of_today(assistant):
+    asked = titles(assistant.ask(QUESTION, today=date(2022, 10, 28)))
+    assert asked.index(NEW) < asked.index(OLD)
+
+
+def test_no_recency_when_turned_off(assistant):
+    off = Assistant(assistant.store, assistant.embedder, assistant.settings.model_copy(update={"recency_weight": 0.0}))
+    assert titles(off.ask(QUESTION, today=date(2022, 10, 28)))[0] == OLD
+
+
+def test_what_was_published_after_the_day_asked_is_not_searched(assistant):
+    asked = titles(assistant.ask(QUESTION, today=date(2022, 10, 10)))
+    assert NEW not in asked and asked[0] == OLD
+
+
+def test_a_question_naming_its_own_period_is_ranked_by_topic(assistant):
+    asked = titles(assistant.ask("What happened with the Kessel dock strike in October 2022?",
+                                 today=date(2022, 10, 28)))
+    assert asked[0] == OLD
+
+
+def test_a_collection_older_than_today_counts_from_its_newest_article(assistant):
+    # asked years later, the newest report still leads: "today" for ranking is the collection's newest day
+    asked = titles(assistant.ask(QUESTION, today=date(2026, 11, 30)))
+    assert asked.index(NEW) < asked.index(OLD)
