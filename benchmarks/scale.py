@@ -48,13 +48,15 @@ NEW_ARTICLES = 100
 
 
 def synthetic(src: Path, dst: Path, factor: int, seed: int = 7) -> int:
-    """Write `factor` shuffled recombinations of the corpus to `dst`; returns the article count."""
+    """Write `factor` shuffled recombinations of the corpus to the folder `dst`, a file each (one file of them
+    all is refused past RAG_MAX_DECOMPRESSED_MB); returns the article count."""
     articles = [json.loads(line) for line in gzip.open(src, "rt", encoding="utf-8") if line.strip()]
     paragraphs = [p for a in articles for p in a["text"].split("\n\n") if len(p) > 80]
     rng = random.Random(seed)
     count = 0
-    with gzip.open(dst, "wt", encoding="utf-8") as out:
-        for round_ in range(factor):
+    dst.mkdir()
+    for round_ in range(factor):
+        with gzip.open(dst / f"round-{round_:03d}.jsonl.gz", "wt", encoding="utf-8") as out:
             for a in articles:
                 body = "\n\n".join(rng.sample(paragraphs, k=min(len(paragraphs), max(3, a["text"].count("\n\n")))))
                 out.write(json.dumps({
@@ -128,26 +130,30 @@ def measure(corpus: Path, questions: list[dict], settings: Settings, folder: Pat
     with phases as rss:
         assistant = Assistant.open(folder, settings)
         started = time.perf_counter()
-        assistant.index([corpus], on_progress=phases.heard if detail else None, progress=sys.stderr.isatty())
+        report = assistant.index([corpus], on_progress=phases.heard if detail else None,
+                                 progress=sys.stderr.isatty())
         index_s = time.perf_counter() - started
     after_index = rss_mb()
+    for skipped in report.skipped[:20]:  # a refused file would leave the figures of a smaller corpus
+        print(f"skipped: {skipped}", file=sys.stderr)
     stats_, ask_peak = timed_asks(assistant, questions)
     stats = assistant.stats()
     row = {"articles": stats["articles"], "chunks": stats["chunks"], "index_s": round(index_s, 1),
            "peak_rss_mb_indexing": round(rss.peak, 1), "peak_rss_mb_asking": ask_peak, **stats_}
     if detail:
         row |= {"rss_mb_after_indexing": after_index, "peak_rss_mb_by_phase": phases.peaks,
-                "add_100": add_articles(assistant, corpus.parent)}
+                "add_100": add_articles(assistant, bench_dir / "articles.jsonl.gz", folder.parent)}
     assistant.close()
     if detail:
         row["fresh_process"] = fresh_ask(folder, bench_dir)
     return row
 
 
-def add_articles(assistant: Assistant, tmp: Path) -> dict:
-    """Index 100 new articles into the large index in one call; ask about one of them."""
+def add_articles(assistant: Assistant, source: Path, tmp: Path) -> dict:
+    """Index 100 new articles (paragraphs of `source` and a fact each) into the large index in one call; ask
+    about one of them."""
     small = tmp / "added.jsonl"
-    question, url = new_articles(tmp / "synthetic.jsonl.gz", small)
+    question, url = new_articles(source, small)
     before, rss_before = assistant.stats()["articles"], rss_mb()
     with PeakRSS() as rss:
         started = time.perf_counter()
@@ -216,7 +222,7 @@ def main() -> int:
             print(json.dumps({"size": "shared corpus", **base}), flush=True)
             per_round = base["chunks"]
         factor = -(-args.chunks // max(per_round, 1))  # ceil
-        large = Path(tmp) / "synthetic.jsonl.gz"
+        large = Path(tmp) / "synthetic"
         synthetic(source, large, factor)
         print(json.dumps({"size": f"synthetic x{factor}", **measure(large, questions, settings, Path(tmp) / "big",
                                                                      args.bench_dir)}), flush=True)
