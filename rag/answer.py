@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, replace
 from datetime import date
 from functools import cached_property, lru_cache
 from itertools import chain
+from weakref import WeakKeyDictionary
 
 from rag import kinds
 from rag.chunk import sentence_spans
@@ -41,7 +42,7 @@ from rag.dates import MONTHS, WEEKDAYS
 from rag.ground import NOT_FOUND
 from rag.lexical import slices
 from rag.news import event_date, is_timeline_question, outlet
-from rag.types import Answer, Draft, DraftSentence, Hit
+from rag.types import Answer, Draft, DraftSentence, Hit, StoredText
 
 # prefer, and require, sentences that offer the kind of answer asked (False: the plain coverage ranking; `rag bench`
 # figures before and after are compared with it)
@@ -99,7 +100,7 @@ class Extractive:
         # an article's terms, for the names check: the same articles come back question after question
         # (a slice at a time: neither a copy of a long article's text nor a list of all its words)
         self._article_terms = lru_cache(maxsize=512)(
-            lambda title, text: frozenset(t for part in chain([title], slices(text)) for t in tokens([part])[0]))
+            lambda title, text: frozenset(t for part in chain([title], text_slices(text)) for t in tokens([part])[0]))
         self.novelty = novelty
         self.max_sentences = max_sentences
         self.threshold = threshold
@@ -237,7 +238,7 @@ class Extractive:
             novel = min(len(terms - question_terms) / 6, 1.0)
             key = (hit.article.id, a)
             if key not in out or out[key].score < score:
-                offers = _offers(wanted, hit.article.text[a:b], asked, hit.article.text)
+                offers = _offers(wanted, hit.article.text[a:b], asked, hit.article.text)  # names: read once
                 out[key] = _Sentence(article_rank[hit.article.id], a, b, terms, score,
                                      score + self.novelty * novel + KIND_BONUS * bool(offers), hit, offers)
         return list(out.values())
@@ -324,12 +325,45 @@ def _best_first(chosen: list[_Sentence]) -> list[_Sentence]:
 
 
 def _offers(wanted: list[kinds.Ask] | tuple[kinds.Ask, ...], sentence: str, asked: kinds.Given,
-            article: str) -> frozenset[str]:
+            article: str | StoredText) -> frozenset[str]:
     """The kinds asked that `sentence` (of the article whose text is `article`) holds an answer of."""
     if not wanted:
         return frozenset()
-    names = kinds.article_names(article) if any(p.kind in (kinds.NAME, kinds.PLACE) for p in wanted) else frozenset()
+    names = _article_names(article) if any(p.kind in (kinds.NAME, kinds.PLACE) for p in wanted) else frozenset()
     return frozenset(p.kind for p in wanted if kinds.offers(p.kind, sentence, asked, names))
+
+
+def text_slices(text: str | StoredText) -> Iterator[str]:
+    """`text` in slices of about `rag.lexical.SLICE_CHARS`, each ending at a space (as `rag.lexical.slices`), a
+    long stored text read a bounded part at a time: no word is cut, so their words are the text's."""
+    if isinstance(text, str):
+        yield from slices(text)
+        return
+    carry = ""
+    for part in text.slices():
+        part = carry + part
+        cut = max(part.rfind(c) for c in " \n\t")
+        carry, part = (part, "") if cut < 0 else (part[cut + 1:], part[:cut + 1])
+        yield from slices(part)
+    yield from slices(carry)
+
+
+_NAMES: WeakKeyDictionary[StoredText, frozenset[str]] = WeakKeyDictionary()
+
+
+def _article_names(text: str | StoredText) -> frozenset[str]:
+    """`kinds.article_names` of the text; a long stored text's a slice at a time (each slice with the two
+    characters before it, which the pattern looks behind to), kept while the text is."""
+    if isinstance(text, str):
+        return kinds.article_names(text)
+    if text not in _NAMES:
+        names: set[str] = set()
+        before = ""
+        for part in text_slices(text):
+            names |= kinds.article_names.__wrapped__(before + part)  # uncached: each slice is read once
+            before = (before + part)[-2:]
+        _NAMES[text] = frozenset(names)
+    return _NAMES[text]
 
 
 def _wider(hits: list[Hit]) -> tuple[list[Hit], list[int]]:
@@ -392,7 +426,8 @@ def _spelling(term: str, asked: str, hits: list[Hit] | tuple[Hit, ...], tokens: 
     the asked word's capital."""
     seen: dict[str, int] = {}
     for hit in hits:
-        for word in re.findall(rf"\b{re.escape(term[:3])}\w*", hit.article.text, re.I):
+        for word in (w for part in text_slices(hit.article.text)
+                     for w in re.findall(rf"\b{re.escape(term[:3])}\w*", part, re.I)):
             seen[word] = seen.get(word, 0) + 1
     forms = sorted(seen, key=lambda w: -seen[w])
     for form, terms in zip(forms, tokens(forms)):

@@ -13,6 +13,7 @@ the writer lock (`rag.lock`), and it does not chunk, embed or rank. Storage fail
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import sqlite3
@@ -21,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -28,8 +30,10 @@ import numpy as np
 
 from rag.errors import IndexError_, storage_error
 from rag.news import marks as story_marks
-from rag.types import Article, Chunk
+from rag.types import Article, Chunk, StoredText
 
+WHOLE_CHARS = 1 << 20  # a longer text is read in slices when the search reads an article (`Catalogue.article`)
+PIECE_BYTES = 1 << 18  # a long text read whole is read this many bytes at a time (`Catalogue.text_pieces`)
 MARKS_VERSION = "1"  # bump when `rag.news.marks` changes: the next index run recomputes them all
 
 
@@ -67,6 +71,24 @@ class ChunkTable:
 ChunkRow = tuple[str, str, int, int]  # (chunk id, article id, start, end)
 
 
+def stored_text(catalogue: Catalogue, article_id: str, text: str | None, size: int = 0,
+                content_hash: str = "") -> str | StoredText:
+    """`text` when read (a short text), else the article's text read in slices from `catalogue`."""
+    if text is not None:
+        return text
+
+    def read(start: int, end: int) -> str:
+        found = catalogue.text_slice(article_id, start, end, content_hash)
+        if found is None:
+            raise changed(article_id)
+        return found
+    return StoredText(size, read, partial(catalogue.text_pieces, article_id, content_hash))
+
+
+def changed(article_id: str) -> IndexError_:
+    return IndexError_(f"article {article_id} was indexed again or removed while an answer read it; ask again")
+
+
 class Catalogue(Protocol):
     """The interface both catalogues implement; each method is one transaction."""
 
@@ -92,7 +114,15 @@ class Catalogue(Protocol):
         in one transaction: the commit point (their vectors are stored before)."""
     def delete_article(self, article_id: str) -> list[str]:
         """Forget an article, its chunks and marks; the ids of the chunks it had (their vectors go next)."""
-    def article(self, article_id: str) -> Article | None: ...
+    def article(self, article_id: str, whole: bool = True) -> Article | None:
+        """The article; with `whole` False, a text longer than WHOLE_CHARS is a `StoredText` (read in slices
+        by `text_slice`, from this version of the article only) instead of a `str`."""
+    def text_slice(self, article_id: str, start: int, end: int, content_hash: str) -> str | None:
+        """The characters start:end of the article's text; None when it is gone or its content hash is no
+        longer `content_hash` (it was indexed again)."""
+    def text_pieces(self, article_id: str, content_hash: str) -> Iterator[str]:
+        """The article's whole text in order, a bounded piece at a time (never whole in this process); raises
+        IndexError_ when it is gone or was indexed again meanwhile."""
     def article_hash(self, article_id: str) -> str | None: ...
     def id_with_hash(self, content_hash: str) -> str | None: ...
     def article_ids(self) -> list[str]:
@@ -322,13 +352,43 @@ class SqliteCatalogue:
             db.execute("DELETE FROM marks WHERE article_id = ?", (article_id,))
         return chunk_ids
 
-    def article(self, article_id: str) -> Article | None:
+    def article(self, article_id: str, whole: bool = True) -> Article | None:
+        text = "text" if whole else "CASE WHEN length(text) <= ? THEN text END, length(text), content_hash"
         with self._locked() as db:
-            row = db.execute("SELECT id, title, text, source, published, url, path, authors FROM articles "
-                             "WHERE id = ?", (article_id,)).fetchone()
+            row = db.execute(f"SELECT id, title, source, published, url, path, authors, {text} FROM articles "
+                             "WHERE id = ?", (*(() if whole else (WHOLE_CHARS,)), article_id)).fetchone()
         if row is None:
             return None
-        return Article(*row[:7], authors=tuple(json.loads(row[7] or "[]")))
+        return Article(row[0], row[1], stored_text(self, article_id, *row[7:]), *row[2:6],
+                       authors=tuple(json.loads(row[6] or "[]")))
+
+    def text_slice(self, article_id: str, start: int, end: int, content_hash: str) -> str | None:
+        with self._locked() as db:  # SQLite counts characters as Python does (code points)
+            row = db.execute("SELECT substr(text, ?, ?) FROM articles WHERE id = ? AND content_hash = ?",
+                             (start + 1, max(end - start, 0), article_id, content_hash)).fetchone()
+        return row[0] if row else None
+
+    def text_pieces(self, article_id: str, content_hash: str) -> Iterator[str]:
+        # read as stored, a range of bytes at a time (`substr` would load the whole value for every piece)
+        with self._locked() as db:
+            encoding = db.execute("PRAGMA encoding").fetchone()[0]
+        decoder = codecs.getincrementaldecoder(encoding.replace("UTF-16", "UTF-16-"))()
+        offset = 0
+        while True:
+            with self._locked() as db:
+                row = db.execute("SELECT rowid FROM articles WHERE id = ? AND content_hash = ?",
+                                 (article_id, content_hash)).fetchone()
+                if row is None:
+                    raise changed(article_id)
+                with db.blobopen("articles", "text", row[0], readonly=True) as blob:
+                    blob.seek(offset)
+                    data = blob.read(PIECE_BYTES)
+            offset += len(data)
+            text = decoder.decode(data, final=not data)
+            if text:
+                yield text
+            if not data:
+                return
 
     def article_hash(self, article_id: str) -> str | None:
         with self._locked() as db:

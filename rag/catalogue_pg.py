@@ -20,14 +20,14 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
-from rag.catalogue import MARKS_VERSION, ChunkRow, ChunkTable, date_ord
+from rag.catalogue import MARKS_VERSION, PIECE_BYTES, WHOLE_CHARS, ChunkRow, ChunkTable, changed, date_ord, stored_text
 from rag.errors import IndexError_
 from rag.news import marks as story_marks
 from rag.types import Article, Chunk
@@ -344,12 +344,30 @@ class PostgresCatalogue:
             return ids
         return self._run(work)
 
-    def article(self, article_id: str) -> Article | None:
-        row = self._one("SELECT id, title, text, source, published, url, path, authors FROM articles WHERE id = %s",
-                        (article_id,))
+    def article(self, article_id: str, whole: bool = True) -> Article | None:
+        text = "text" if whole else "CASE WHEN length(text) <= %s THEN text END, length(text), content_hash"
+        row = self._one(f"SELECT id, title, source, published, url, path, authors, {text} FROM articles "
+                        "WHERE id = %s", (*(() if whole else (WHOLE_CHARS,)), article_id))
         if row is None:
             return None
-        return Article(*(v or "" for v in row[:7]), authors=tuple(row[7] or ()))
+        text = stored_text(self, article_id, row[7], *row[8:])  # NULL only for a long text not read whole
+        return Article(*(v or "" for v in row[:2]), text, *(v or "" for v in row[2:6]), authors=tuple(row[6] or ()))
+
+    def text_slice(self, article_id: str, start: int, end: int, content_hash: str) -> str | None:
+        row = self._one("SELECT substr(text, %s, %s) FROM articles WHERE id = %s AND content_hash = %s",
+                        (start + 1, max(end - start, 0), article_id, content_hash))
+        return None if row is None else row[0] or ""
+
+    def text_pieces(self, article_id: str, content_hash: str) -> Iterator[str]:
+        start = 0  # the server reads the whole value for each `substr`; this process gets only the piece
+        while True:
+            piece = self.text_slice(article_id, start, start + PIECE_BYTES, content_hash)
+            if piece is None:
+                raise changed(article_id)
+            if not piece:
+                return
+            yield piece
+            start += len(piece)
 
     def article_hash(self, article_id: str) -> str | None:
         row = self._one("SELECT content_hash FROM articles WHERE id = %s", (article_id,))

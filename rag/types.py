@@ -8,18 +8,119 @@ conveniences; they do not know how they were produced.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date
 
 
+class StoredText:
+    """A long article's text left where it is stored, read a slice at a time: what an answer needs of it (its
+    passages, their sentences and lines) costs memory in proportion to that, not to the article (a long text
+    held whole as a `str` takes up to 4 bytes a character).
+
+    It answers `len`, slicing, indexing, `find` and `rfind` as the `str` would, so code that only does these
+    (sentence splitting, the junk checks, citations) takes it as it is; `str()` reads it whole, and `slices` in
+    order a bounded piece at a time. Recently read blocks are kept (a few, of BLOCK characters); longer reads
+    are not. It does not check that the stored text stays the same: `read` and `pieces` (the catalogue's) do."""
+
+    BLOCK = 1 << 16  # characters read at a time for slices and indexing
+    KEPT = 16  # blocks kept
+    SCAN = 1 << 20  # at most this many characters read at a time by find, rfind and slices
+
+    def __init__(self, size: int, read: Callable[[int, int], str],
+                 pieces: Callable[[], Iterator[str]] | None = None) -> None:
+        self.size = size
+        self._read = read  # (start, end) -> the text's characters start:end
+        self._pieces = pieces  # the whole text in order, a bounded piece at a time (else read by SCAN)
+        self._blocks: OrderedDict[int, str] = OrderedDict()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __str__(self) -> str:
+        return self[0:self.size]
+
+    def __repr__(self) -> str:
+        return f"StoredText({self.size} characters)"
+
+    def __getitem__(self, key: int | slice) -> str:
+        if isinstance(key, int):
+            index = key + self.size if key < 0 else key
+            if not 0 <= index < self.size:
+                raise IndexError("string index out of range")
+            return self._block(index // self.BLOCK)[index % self.BLOCK]
+        start, end, step = key.indices(self.size)
+        if step != 1:
+            return self[start:end][::step] if step > 0 else str(self)[key]
+        if end <= start:
+            return ""
+        first, last = start // self.BLOCK, (end - 1) // self.BLOCK
+        if last - first >= self.KEPT // 2:
+            return self._read(start, end)  # a long read: not kept
+        text = "".join(self._block(b) for b in range(first, last + 1))
+        return text[start - first * self.BLOCK:end - first * self.BLOCK]
+
+    def find(self, sub: str, start: int = 0, end: int | None = None) -> int:
+        """As `str.find`: read forward in windows that double, so a near match costs a block."""
+        start, end = self._bounds(start, end)
+        if end - start < len(sub) or not sub:
+            return -1 if end - start < len(sub) else start
+        width, pos = self.BLOCK, start
+        while pos + len(sub) <= end:
+            stop = min(end, pos + width)
+            found = self[pos:min(end, stop + len(sub) - 1)].find(sub)
+            if found >= 0:
+                return pos + found
+            pos, width = stop, min(width * 2, self.SCAN)
+        return -1
+
+    def rfind(self, sub: str, start: int = 0, end: int | None = None) -> int:
+        """As `str.rfind`: read backward in windows that double."""
+        start, end = self._bounds(start, end)
+        if end - start < len(sub) or not sub:
+            return -1 if end - start < len(sub) else end
+        width, stop = self.BLOCK, end
+        while stop >= start + len(sub) and stop > start:
+            pos = max(start, stop - width)
+            found = self[pos:min(end, stop + len(sub) - 1)].rfind(sub)
+            if found >= 0:
+                return pos + found
+            stop, width = pos, min(width * 2, self.SCAN)
+        return -1
+
+    def _bounds(self, start: int, end: int | None) -> tuple[int, int]:
+        """`str.find`'s start and end: negative ones from the end, `end` at most the length (`start` may pass it)."""
+        end = self.size if end is None else max(end + self.size, 0) if end < 0 else min(end, self.size)
+        return (max(start + self.size, 0) if start < 0 else start), end
+
+    def slices(self) -> Iterator[str]:
+        """The whole text in consecutive bounded slices (cut anywhere)."""
+        if self._pieces is not None:
+            yield from self._pieces()
+            return
+        for start in range(0, self.size, self.SCAN):
+            yield self[start:min(self.size, start + self.SCAN)]
+
+    def _block(self, n: int) -> str:
+        if n in self._blocks:
+            self._blocks.move_to_end(n)
+            return self._blocks[n]
+        block = self._read(n * self.BLOCK, min(self.size, (n + 1) * self.BLOCK))
+        self._blocks[n] = block
+        while len(self._blocks) > self.KEPT:
+            self._blocks.popitem(last=False)
+        return block
+
+
 @dataclass(frozen=True)
 class Article:
-    """One news article as stored: `text` is what every quote is a span of."""
+    """One news article as stored: `text` is what every quote is a span of. An article the search read has a
+    long text as a `StoredText` (read in slices as needed): `str(article.text)` when the text itself is needed."""
 
     id: str
     title: str
-    text: str
+    text: str | StoredText
     source: str = ""
     published: str = ""  # ISO YYYY-MM-DD, or "" when unknown
     url: str = ""
@@ -35,7 +136,7 @@ class Article:
             "published": self.published,
             "url": self.url,
             "path": self.path,
-            "text": self.text,
+            "text": str(self.text),
         }
 
 

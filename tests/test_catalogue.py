@@ -127,6 +127,31 @@ def test_articles_saved_read_replaced_and_deleted(cat):
     cat.save_articles([])  # nothing to do
 
 
+def test_a_long_text_is_read_in_slices_of_the_version_read(cat, monkeypatch):
+    """`article(id, whole=False)`: a text longer than WHOLE_CHARS is a `StoredText` whose slices (counted in
+    characters as Python counts them, emoji too) come from `text_slice`, of that version of the article only."""
+    import rag.catalogue
+    from rag.types import StoredText
+
+    text = ("Kestrelmouth \U0001f4f8 harbour. " * 40 + "\nSecond line é.") * 3
+    save(cat, article("long", text=text), article("short", text="Short text."))
+    monkeypatch.setattr(rag.catalogue, "WHOLE_CHARS", 100)
+    monkeypatch.setattr(StoredText, "BLOCK", 16)
+    if cat.__class__.__module__ == "rag.catalogue_pg":
+        monkeypatch.setattr("rag.catalogue_pg.WHOLE_CHARS", 100)
+    assert cat.article("long") == article("long", text=text)  # whole by default
+    assert cat.article("short", whole=False) == article("short", text="Short text.")
+    lazy = cat.article("long", whole=False)
+    assert isinstance(lazy.text, StoredText) and len(lazy.text) == len(text) and str(lazy.text) == text
+    assert lazy.id == "long" and lazy.authors == ("Ann Lee", "Bo Chen") and lazy.url == "https://example.com/long"
+    for a, b in [(0, 1), (13, 14), (13, 30), (len(text) - 5, len(text)), (5, 5), (900, 2000)]:
+        assert lazy.text[a:b] == text[a:b] and cat.text_slice("long", a, b, "hash-long") == text[a:b]
+    assert cat.text_slice("long", 0, 5, "hash-other") is None and cat.text_slice("nope", 0, 5, "hash-long") is None
+    cat.save_articles([(article("long", text="Replaced."), "hash-new", [])])
+    with pytest.raises(IndexError_, match="indexed again"):
+        lazy.text[2000:2100]  # not read before: the new version's would not be this text's
+
+
 def test_orders_ids_dates_sources_and_the_chunk_table(cat):
     # ids in byte order ("B" before "a"), as SQLite and Python sort them, whatever the database's locale
     arts = [article("a", "2022-03-05", "Valley Post"), article("B", "", "River Times"),
