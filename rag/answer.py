@@ -52,6 +52,7 @@ KIND_PREFERENCE = True
 STRICT_KINDS = frozenset({kinds.NAME, kinds.NUMBER, kinds.DATE})
 KIND_BONUS = 0.1  # a sentence offering the kind asked outranks one as relevant that does not
 LOOSE = 0.5  # a sentence offering the kind asked may answer down to this share of the best relevance (others: 0.6)
+LEAD_CHARS = 1 << 16  # an article's opening looked in for its first sentence (doubled until one is found)
 WIDER_ARTICLES = 3  # articles read whole when their passages found offer no sentence of the kind asked
 # words that say what kind of answer is wanted, not what it is about
 QUESTION_WORDS = {
@@ -203,12 +204,9 @@ class Extractive:
         for hit in hits:
             if any(s.hit.article.id == hit.article.id for s in leads) or len(leads) >= self.max_sentences:
                 continue
-            text = hit.article.text
-            spans = [(a, b) for a, b in sentence_spans(text) if _one_line(text[a:b]) != hit.article.title.strip()
-                     and not is_junk(text, a, b)]  # captions, credits, headlines, boilerplate: rag.clean
-            if spans:
-                a, b = spans[0]
-                leads.append(_Sentence(len(leads), a, b, frozenset(), 1.0, 1.0, hit))
+            lead = _lead(hit)
+            if lead is not None:
+                leads.append(_Sentence(len(leads), *lead, frozenset(), 1.0, 1.0, hit))
         return sorted(leads, key=lambda s: (s.hit.article.published or "9999", s.article_rank))
 
     def _question_terms(self, question: str) -> list[str]:
@@ -331,6 +329,21 @@ def _offers(wanted: list[kinds.Ask] | tuple[kinds.Ask, ...], sentence: str, aske
         return frozenset()
     names = _article_names(article) if any(p.kind in (kinds.NAME, kinds.PLACE) for p in wanted) else frozenset()
     return frozenset(p.kind for p in wanted if kinds.offers(p.kind, sentence, asked, names))
+
+
+def _lead(hit: Hit) -> tuple[int, int] | None:
+    """The article's first sentence that is not its title nor junk (captions, credits, headlines, boilerplate:
+    `rag.clean`), looked for in whole lines of a growing opening, not in the whole of a long text."""
+    text, title = hit.article.text, hit.article.title.strip()
+    end, width = 0, LEAD_CHARS
+    while end < len(text):
+        start, cut = end, text.find("\n", end + width)
+        end = len(text) if cut < 0 else cut
+        for a, b in sentence_spans(text, start, end):
+            if _one_line(text[a:b]) != title and not is_junk(text, a, b):
+                return a, b
+        width *= 2
+    return None
 
 
 def text_slices(text: str | StoredText) -> Iterator[str]:

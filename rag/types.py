@@ -25,7 +25,7 @@ class StoredText:
     are not. It does not check that the stored text stays the same: `read` and `pieces` (the catalogue's) do."""
 
     BLOCK = 1 << 16  # characters read at a time for slices and indexing
-    KEPT = 16  # blocks kept
+    KEPT = 8  # blocks kept
     SCAN = 1 << 20  # at most this many characters read at a time by find, rfind and slices
 
     def __init__(self, size: int, read: Callable[[int, int], str],
