@@ -183,7 +183,9 @@ def ask_only(folder: Path, questions: list[dict], settings: Settings) -> dict:
     steps = {"python_and_imports": rss_mb()}
     assistant = Assistant.open(folder, settings)
     steps["opened"] = rss_mb()
+    started = time.perf_counter()
     retriever = assistant.retriever
+    load_s = round(time.perf_counter() - started, 1)
     steps["chunk_table_and_bm25_loaded"] = rss_mb()
     assistant.embedder.embed(["warm up"])
     steps["question_embedder_loaded"] = rss_mb()
@@ -191,14 +193,38 @@ def ask_only(folder: Path, questions: list[dict], settings: Settings) -> dict:
     steps["first_search_chroma_hnsw_loaded"] = rss_mb()
     timings, peak = timed_asks(assistant, questions)
     steps["after_asking"] = rss_mb()
+    searches = []
+    for q in questions:
+        started = time.perf_counter()
+        assistant.search(q["question"])
+        searches.append((time.perf_counter() - started) * 1000)
     del retriever
     chunks, dim = assistant.stats()["chunks"], assistant.embedder.dim
+    row = {"rss_mb": steps, "peak_rss_mb_asking": peak, **timings, "retriever_load_s": load_s,
+           **{k.replace("ask", "search"): v for k, v in latency(searches).items()},
+           "profile_ms_per_question": profile(assistant, questions),
+           "vectors_fp32_mb": round(chunks * dim * 4 / 2**20, 1), "dim": dim,
+           "disk_mb": {"chroma": disk_mb(folder / "chroma"), "bm25_passages": disk_mb(folder / PASSAGES),
+                       "bm25_articles": disk_mb(folder / ARTICLES),
+                       "catalogue": round(sum(p.stat().st_size for p in folder.glob("articles.sqlite*")) / 2**20, 1)}}
     assistant.close()
-    return {"rss_mb": steps, "peak_rss_mb_asking": peak, **timings,
-            "vectors_fp32_mb": round(chunks * dim * 4 / 2**20, 1), "dim": dim,
-            "disk_mb": {"chroma": disk_mb(folder / "chroma"), "bm25_passages": disk_mb(folder / PASSAGES),
-                        "bm25_articles": disk_mb(folder / ARTICLES),
-                        "catalogue": round(sum(p.stat().st_size for p in folder.glob("articles.sqlite*")) / 2**20, 1)}}
+    return row
+
+
+def profile(assistant: Assistant, questions: list[dict], top: int = 12) -> dict[str, float]:
+    """Where an ask's time goes: the functions of most own time (cProfile, which slows Python code more than
+    numpy's and Chroma's), in ms per question."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for q in questions:
+        assistant.ask(q["question"], use_llm=False, dates=False)
+    profiler.disable()
+    rows = sorted(pstats.Stats(profiler).stats.items(), key=lambda kv: -kv[1][2])[:top]  # type: ignore[attr-defined]
+    return {f"{Path(f).name}:{line}:{name}": round(tt * 1000 / len(questions), 2) for (f, line, name), (_, _, tt, _, _)
+            in rows}
 
 
 def main() -> int:
