@@ -8,6 +8,7 @@ conveniences; they do not know how they were produced.
 from __future__ import annotations
 
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -34,6 +35,7 @@ class StoredText:
         self._read = read  # (start, end) -> the text's characters start:end
         self._pieces = pieces  # the whole text in order, a bounded piece at a time (else read by SCAN)
         self._blocks: OrderedDict[int, str] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return self.size
@@ -103,13 +105,16 @@ class StoredText:
             yield self[start:min(self.size, start + self.SCAN)]
 
     def _block(self, n: int) -> str:
-        if n in self._blocks:
-            self._blocks.move_to_end(n)
-            return self._blocks[n]
+        with self._lock:  # the search's articles are shared by the questions answered at once
+            block = self._blocks.get(n)
+            if block is not None:
+                self._blocks.move_to_end(n)
+                return block
         block = self._read(n * self.BLOCK, min(self.size, (n + 1) * self.BLOCK))
-        self._blocks[n] = block
-        while len(self._blocks) > self.KEPT:
-            self._blocks.popitem(last=False)
+        with self._lock:
+            self._blocks[n] = block
+            while len(self._blocks) > self.KEPT:
+                self._blocks.popitem(last=False)
         return block
 
 
