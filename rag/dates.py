@@ -5,7 +5,9 @@
 reference date. `sentence_date` finds the date a sentence states ("on Tuesday", "on March 3"),
 resolved against the article's publication date.
 
-Weeks start on Monday; "this week" is Monday of the reference's week up to the reference.
+"This week" is the seven days up to the reference (asked on a Monday, a news reader does not mean Monday
+alone; news of four days ago is "this week's" in a Thursday's quiz or digest); "last week" is the calendar
+week (Monday to Sunday) before the reference's.
 Only the first time expression of a question is used.
 """
 
@@ -144,7 +146,7 @@ def _range_of(kind: str, m: re.Match, ref: date) -> DateRange | None:
         n = 3 if n_text == "few" else int(n_text) if n_text.isdigit() else _NUM.get(n_text, 1)
         explicit_n = bool(n_text)
         if which == "this" or (which == "past" and not explicit_n and unit == "day"):
-            since = {"day": ref, "week": ref - timedelta(days=ref.weekday()), "month": ref.replace(day=1),
+            since = {"day": ref, "week": ref - timedelta(days=6), "month": ref.replace(day=1),
                      "year": ref.replace(month=1, day=1)}[unit]
             return DateRange(since, ref, phrase, m.start(), m.end(), True)
         if which in ("past", "last") and (explicit_n or which == "past"):

@@ -186,7 +186,7 @@ def test_unanswerable_questions_time_words_and_details(tmp_path, capsys, monkeyp
     assert by[("undated", "u1")]["verdict"] == "abstained" and by[("undated", "u1")]["answerable"] is False
     # as-of: "this week" is read against the question's own date, not the real today
     asked = by[("as_of", "w1")]["dates"]
-    assert asked["reference"] == "2022-06-03" and asked["since"] == "2022-05-30" and asked["phrase"] == "this week"
+    assert asked["reference"] == "2022-06-03" and asked["since"] == "2022-05-28" and asked["phrase"] == "this week"
     assert by[("undated", "w1")]["dates"] is None and by[("dated", "w1")]["dates"] is None
     assert by[("as_of", "w1")]["verdict"] == "correct" and by[("as_of", "w1")]["gold_ranks"]
     assert by[("undated", "q1")]["top10"][0]["title"] == "Fenwick marathon"

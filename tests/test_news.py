@@ -55,7 +55,7 @@ REF = date(2022, 3, 5)  # a Saturday
 
 
 @pytest.mark.parametrize("question, since, until", [
-    ("what happened this week?", date(2022, 2, 28), REF),
+    ("what happened this week?", date(2022, 2, 27), REF),  # the seven days up to REF, not from Monday
     ("what happened yesterday in Kyiv?", date(2022, 3, 4), date(2022, 3, 4)),
     ("what is the news today?", REF, REF),
     ("what happened last week?", date(2022, 2, 21), date(2022, 2, 27)),
