@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from rag.answer import QUESTION_WORDS, Extractive, is_abstention, looks_english
 from rag.chunk import Chunker
 from rag.config import Settings
-from rag.dates import MONTHS, WEEKDAYS, find_range, without_phrase
+from rag.dates import MONTHS, WEEKDAYS, find_range, later_year, without_phrase
 from rag.embed import Embedder, make_embedder
 from rag.enrich import Step, chain, enrich, respond
 from rag.errors import IndexError_, UserError
@@ -312,7 +312,7 @@ class Assistant:
         draft = partial(answerer.draft, failure=turn.failure) if turn.failure and answerer is self.llm \
             else answerer.draft
         answer = respond(draft, turn.searched, turn.hits, self.answerer.tokens, self.answerer.idf,
-                         self.answerer.naming, self._steps(turn), turn.focus, turn.asked is not None,
+                         self._gate, self._steps(turn), turn.focus, turn.asked is not None,
                          self.settings.llm_min_support,
                          # the extractive answer lists every hit retrieved (`rag bench` scores retrieval from it);
                          # another, the passages it was given
@@ -322,14 +322,25 @@ class Assistant:
     def _stream(self, turn: _Turn) -> AnswerStream:
         """The turn's answer as it is written: an answerer that streams (the LLM) shows each sentence once it is
         grounded, then what enrichment adds; any other, its finished answer a run of quotes at a time."""
-        missing, named = self.answerer.naming(turn.searched, turn.hits)
+        missing, named = self._gate(turn.searched, turn.hits)
         if self.llm is None or missing or not hasattr(self.llm, "stream"):
             return AnswerStream.of(self._answer(turn))
         stream = self.llm.stream(turn.searched, named, turn.focus, turn.failure, turn.asked is not None)
         return _enriched(stream, self._steps(turn)).asked(turn.question)
 
     def _steps(self, turn: _Turn) -> list[Step]:
-        return chain(self.answerer.tokens, self.answerer.naming, turn.asked, turn.note)
+        return chain(self.answerer.tokens, self._gate, turn.asked, turn.note)
+
+    def _gate(self, question: str, hits: list[Hit]) -> tuple[str, list[Hit]]:
+        """("", the hits that may answer `question`), or the abstention saying why none does: it asks what happened
+        in a year after the newest article ("Who won the 2024 election?" of a 2022 collection), or no article found
+        mentions its names and numbers (`Extractive.naming`)."""
+        newest = self.newest_published()
+        year = later_year(question, newest)
+        if year is not None and hits:
+            return (f"Not found in the articles: the newest article is of {newest}, so none can say what happened in "
+                    f"{year}."), hits
+        return self.answerer.naming(question, hits)
 
     def _recency(self, asked: QuestionDates | None, today: date | None = None) -> Recency | None:
         """Newer reports first, as of today (or of the newest article, in a collection that stopped before

@@ -213,6 +213,22 @@ def sentence_date(sentence: str, published: date | None) -> date | None:
     return None
 
 
+_YEAR_NAMED = re.compile(r"(?<![\w.,-])((?:19|20)\d\d)(?![\w,-])")
+_PAST_ASKED = re.compile(r"\b(?:did|was|were|won|became|happened|had|has\s+been|have\s+been|[a-z]{3,}ed)\b", re.I)
+_FUTURE_ASKED = re.compile(r"\b(?:will|would|could|might|may|going\s+to|expected|upcoming|next|plans?|scheduled)\b",
+                           re.I)
+
+
+def later_year(question: str, newest: date | None) -> int | None:
+    """The year a past-tense question asks about ("Who won the 2024 election?") when it is after the year of the
+    newest article (no article can report it), else None. A question about what is coming ("will", "expected")
+    may be answered by a preview, and is left alone."""
+    if newest is None or not _PAST_ASKED.search(question) or _FUTURE_ASKED.search(question):
+        return None
+    years = [int(y) for y in _YEAR_NAMED.findall(question)]
+    return max(years) if years and max(years) > newest.year else None
+
+
 def parse_iso(text: str) -> date | None:
     try:
         return date.fromisoformat(text[:10]) if text else None
