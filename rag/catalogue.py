@@ -353,20 +353,35 @@ class SqliteCatalogue:
         return chunk_ids
 
     def article(self, article_id: str, whole: bool = True) -> Article | None:
-        text = "text" if whole else "CASE WHEN length(text) <= ? THEN text END, length(text), content_hash"
+        # a long text is measured and sliced from its bytes as stored (`text_pieces`), never loaded whole: SQLite
+        # loads a whole value for `length` and `substr`
         with self._locked() as db:
-            row = db.execute(f"SELECT id, title, source, published, url, path, authors, {text} FROM articles "
-                             "WHERE id = ?", (*(() if whole else (WHOLE_CHARS,)), article_id)).fetchone()
-        if row is None:
-            return None
-        return Article(row[0], row[1], stored_text(self, article_id, *row[7:]), *row[2:6],
+            row = db.execute("SELECT id, title, source, published, url, path, authors, rowid, content_hash "
+                             "FROM articles WHERE id = ?", (article_id,)).fetchone()
+            if row is None:
+                return None
+            if not whole:
+                with db.blobopen("articles", "text", row[7], readonly=True) as blob:
+                    whole = len(blob) <= WHOLE_CHARS  # bytes: at least its characters
+            text = db.execute("SELECT text FROM articles WHERE rowid = ?", (row[7],)).fetchone()[0] if whole else None
+        size = 0 if whole else sum(len(piece) for piece in self.text_pieces(article_id, row[8]))
+        if not whole and size <= WHOLE_CHARS:
+            return self.article(article_id)
+        return Article(row[0], row[1], stored_text(self, article_id, text, size, row[8]), *row[2:6],
                        authors=tuple(json.loads(row[6] or "[]")))
 
     def text_slice(self, article_id: str, start: int, end: int, content_hash: str) -> str | None:
-        with self._locked() as db:  # SQLite counts characters as Python does (code points)
-            row = db.execute("SELECT substr(text, ?, ?) FROM articles WHERE id = ? AND content_hash = ?",
-                             (start + 1, max(end - start, 0), article_id, content_hash)).fetchone()
-        return row[0] if row else None
+        found, at = [], 0
+        try:
+            for piece in self.text_pieces(article_id, content_hash):
+                if at < end and at + len(piece) > start:
+                    found.append(piece[max(start - at, 0):end - at])
+                at += len(piece)
+                if at >= end:
+                    break
+        except IndexError_:  # gone, or indexed again
+            return None
+        return "".join(found)
 
     def text_pieces(self, article_id: str, content_hash: str) -> Iterator[str]:
         # read as stored, a range of bytes at a time (`substr` would load the whole value for every piece)
