@@ -39,7 +39,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 
@@ -99,7 +99,7 @@ class _Snapshot:
     first_row: np.ndarray  # article i's chunks are rows first_row[i]:first_row[i + 1]
     lexical: Lexical
     doc_lexical: Lexical
-    article: Callable[[str], Article | None]
+    article: Callable[[str], Article | None]  # a long text as a `StoredText`: its passages are read, not all of it
     # the BM25 indexes are of these chunks / articles (else a rebuild is pending and that side is left out)
     lexical_fits: bool
     doc_lexical_fits: bool
@@ -128,7 +128,8 @@ class _Snapshot:
             first_row=np.array([first[a] for a in articles] + [len(table.ids)], dtype=np.int64),
             lexical=lexical, doc_lexical=doc_lexical,
             lexical_fits=lexical.ids == table.ids, doc_lexical_fits=doc_lexical.ids == articles,
-            article=lru_cache(maxsize=1024)(store.catalogue.article), story=story, members=members, stage=stage,
+            article=lru_cache(maxsize=1024)(partial(store.catalogue.article, whole=False)), story=story,
+            members=members, stage=stage,
         )
 
 
