@@ -177,7 +177,8 @@ class Assistant:
         if failed and not files:
             return IndexReport(skipped=tuple(failed))
         indexer = Indexer(self.store, self.embedder, self.chunker, self.settings.index_batch_chunks,
-                          limits=limits_from(self.settings), window=self.full, shared=self.store.shared)
+                          limits=limits_from(self.settings), window=self.full, shared=self.store.shared,
+                          full=self.full, ahead_chunks=self.settings.stage_inline_chunks)
         try:
             report = indexer.run(files, prune=prune, progress=progress, on_progress=on_progress)
             if failed:

@@ -39,6 +39,7 @@ import json
 import shutil
 import socket
 import sys
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -71,6 +72,9 @@ FULL_PHASE = "MiniLM vectors"  # the progress phase of the full stage
 # up to this many changed articles (or a quarter of the collection) are grouped with their candidates only
 INCREMENTAL_GROUPING = 200
 STAGE_WAIT = 120.0  # seconds a full-stage commit waits for another writer before the stage is left for later
+# a run adding up to this many chunks to an index whose full stage is complete embeds them by the full-stage model
+# while it stores them by the fast one (`_Ahead`)
+AHEAD_CHUNKS = 2000
 # (stage, done, total): stages "repairing", "reading" (files), "chunking" (articles, total 0 until the end),
 # "embedding" (chunks), "lexical index", "story groups"; a stage ends with done == total > 0
 Progress = Callable[[str, int, int], None]
@@ -226,12 +230,38 @@ def _drain(items: list) -> Iterator:
         yield items.pop()
 
 
+class _Ahead:
+    """The full stage's vectors of a small run's chunks, embedded in a thread while the fast pass stores them, lexical
+    indexes and groups them (ONNX Runtime releases the GIL: on 2 cores the full stage's model no longer waits for
+    that work). `batches` are the texts of the full stage's batches as it will take them (its chunks by article id
+    and position, `batch_chunks` at a time), so each batch's vectors are what embedding it then would give (an int8
+    model's vectors depend on the batch they are embedded with); `take` gives them only for the same texts."""
+
+    def __init__(self, full: Embedder, batches: list[list[str]]) -> None:
+        self.full, self.batches = full, batches
+        self.vectors: dict[tuple[str, ...], np.ndarray] = {}
+        self.thread = threading.Thread(target=self._embed, name="rag-full-ahead", daemon=True)
+        self.thread.start()
+
+    def _embed(self) -> None:
+        for texts in self.batches:
+            try:
+                self.vectors[tuple(texts)] = self.full.embed(texts)
+            except Exception:  # the full stage embeds this batch again and reports its failure then
+                return
+
+    def take(self, texts: list[str]) -> np.ndarray | None:
+        """The vectors of `texts` when they are a batch embedded ahead (once), else None."""
+        self.thread.join()
+        return self.vectors.pop(tuple(texts), None)
+
+
 class Indexer:
     """Runs the ingest → chunk → embed → store pipeline against one Store."""
 
     def __init__(self, store: Store, embedder: Embedder, chunker: Chunker, batch_chunks: int = BATCH_CHUNKS,
                  hold_chars: int = HOLD_CHARS, limits: Limits = DEFAULT_LIMITS, window: Embedder | None = None,
-                 shared: bool = False) -> None:
+                 shared: bool = False, full: Embedder | None = None, ahead_chunks: int = AHEAD_CHUNKS) -> None:
         self.store = store
         self.shared = shared  # team mode: file records are this host's, `prune` looks only under the paths given
         self.embedder = embedder
@@ -241,6 +271,9 @@ class Indexer:
         self.batch_chunks = max(1, batch_chunks)
         self.hold_chars = hold_chars
         self.limits = limits  # how much of one file is read (rag.ingest.Limits)
+        # a two-stage index's full-stage model: a run of up to `ahead_chunks` chunks embeds them ahead (`_Ahead`)
+        self.full, self.ahead_chunks = full, ahead_chunks
+        self._ahead: _Ahead | None = None
 
     def run(self, paths: list[Path], prune: bool = False, progress: bool = False,
             on_progress: Progress | None = None) -> IndexReport:
@@ -257,6 +290,7 @@ class Indexer:
                 if interrupted:
                     self.repair(run.show)
                 pending = self._read_and_chunk(files, run)
+                self._embed_ahead(pending)
                 self._store_all(pending, run)
                 give_back_memory()  # the texts held for embedding are gone: the lexical phase reads them again
                 if prune:
@@ -375,6 +409,7 @@ class Indexer:
                 part = rows[i:i + self.batch_chunks]
                 stored += self._full_batch(full, part, held)
                 show(FULL_PHASE, i + len(part), total)  # after the commit: the phase ends once all are stored
+        self._ahead = None
         if stored and store.full_complete():
             store.lock.acquire(STAGE_WAIT)
             try:
@@ -401,7 +436,9 @@ class Indexer:
                 continue
             articles[article_id] = article
             chunks.append(Chunk(cid, article_id, start, end, article.text[start:end]))
-        vectors = full.embed([embed_text(articles[c.article_id], c) for c in chunks])
+        texts = [embed_text(articles[c.article_id], c) for c in chunks]
+        ahead = self._ahead.take(texts) if self._ahead is not None and self._ahead.full is full else None
+        vectors = ahead if ahead is not None else full.embed(texts)
         store.lock.acquire(STAGE_WAIT)
         try:
             live = {r[0] for r in store.catalogue.chunks_by_id([c.id for c in chunks])}
@@ -545,6 +582,20 @@ class Indexer:
         if articles:
             run.show("chunking", articles, articles)
         return pending
+
+    def _embed_ahead(self, pending: _Pending) -> None:
+        """Start embedding this run's chunks by the full-stage model (`_Ahead`) when the full stage is to take
+        exactly them: the index's full stage is complete, and they are few and all held in memory."""
+        self._ahead = None
+        if (self.full is None or not pending.held or pending.spilled or pending.chunks > self.ahead_chunks
+                or not self.store.two_stage() or self.full_backlog()):
+            return
+        # the order of the catalogue's `without_full`: by article id, then position
+        order = sorted(((article.id, i, article, chunks) for article, _, chunks in pending.held
+                        for i in range(len(chunks))), key=lambda item: item[:2])
+        texts = [embed_text(article, chunks[i]) for _, i, article, chunks in order]
+        self._ahead = _Ahead(self.full, [texts[i:i + self.batch_chunks]
+                                         for i in range(0, len(texts), self.batch_chunks)])
 
     def _read_again(self, pending: _Pending, run: _Run) -> Iterator[tuple[Article, str, list[Chunk]]]:
         """The articles the first pass did not keep, read again, with the chunks it found."""

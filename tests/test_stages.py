@@ -128,6 +128,47 @@ def test_default_pair_switches_models(tmp_path: Path, settings: Settings) -> Non
         writer.close()
 
 
+def _full_vectors(index: Path, settings: Settings, first: Path, added: Path,
+                  calls: list[tuple[str, int]] | None = None) -> dict[str, list[float]]:
+    """The full-stage vectors of an index of `first`, then `added` indexed in a second call (`rag index`'s way:
+    with progress); `calls` hears (thread, texts) of each full-model embedding of the second call."""
+    assistant = Assistant.open(index, settings)
+    try:
+        assistant.index([first], on_progress=lambda *p: None)
+        if calls is not None:
+            model = assistant.full.model
+            embed = model.embed
+            model.embed = lambda texts, progress=False: (calls.append((threading.current_thread().name,
+                                                                       len(texts))), embed(texts, progress))[1]
+        assistant.index([added], on_progress=lambda *p: None)
+        assert assistant.stats()["stage"] == "full"
+        got = assistant.store.vectors.collection(FULL).get(include=["embeddings"])
+        return dict(zip(got["ids"], (list(map(float, v)) for v in got["embeddings"])))
+    finally:
+        assistant.close()
+
+
+def test_added_articles_are_embedded_by_the_full_model_while_the_fast_pass_stores_them(
+        tmp_path: Path, settings: Settings) -> None:
+    """Adding a few articles to a complete two-stage index (the real default pair): their full-stage vectors are
+    computed in a thread while the fast pass stores, lexical-indexes and groups them (the full stage then waits
+    only for what is left), and they are exactly the vectors the full stage computes itself."""
+    lines = _corpus(tmp_path / "corpus", 7).joinpath("articles.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "first").mkdir()
+    (tmp_path / "added").mkdir()
+    first, added = tmp_path / "first" / "a.jsonl", tmp_path / "added" / "b.jsonl"
+    first.write_text("".join(lines[:4]))
+    added.write_text("".join(lines[4:]))
+    calls: list[tuple[str, int]] = []
+    ahead = _full_vectors(tmp_path / "ahead", Settings(_env_file=None, cache_dir=settings.cache_dir), first, added,
+                          calls)
+    assert calls and all(name == "rag-full-ahead" for name, _ in calls)  # none waits in the full stage
+    # no chunk embedded ahead (0 allowed): the full stage embeds them all after the fast pass
+    alone = _full_vectors(tmp_path / "alone", Settings(_env_file=None, cache_dir=settings.cache_dir,
+                                                        stage_inline_chunks=0), first, added)
+    assert ahead.keys() == alone.keys() and ahead == alone
+
+
 def test_explicit_embedder_is_one_stage(tmp_path: Path, settings: Settings) -> None:
     folder = write_collection(tmp_path / "docs")
     explicit = Settings(_env_file=None, cache_dir=settings.cache_dir, embedder=STATIC)
