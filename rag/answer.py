@@ -54,6 +54,7 @@ KIND_BONUS = 0.1  # a sentence offering the kind asked outranks one as relevant 
 LOOSE = 0.5  # a sentence offering the kind asked may answer down to this share of the best relevance (others: 0.6)
 LEAD_CHARS = 1 << 16  # an article's opening looked in for its first sentence (doubled until one is found)
 WIDER_ARTICLES = 3  # articles read whole when their passages found offer no sentence of the kind asked
+WIDER_CHARS = 50_000  # ... or this much either side of the best passage of a longer article
 # words that say what kind of answer is wanted, not what it is about
 QUESTION_WORDS = {
     "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "happen", "happened",
@@ -380,14 +381,17 @@ def _article_names(text: str | StoredText) -> frozenset[str]:
 
 
 def _wider(hits: list[Hit]) -> tuple[list[Hit], list[int]]:
-    """The hits to look past the passages found with: the first hits, the whole text of the first
-    `WIDER_ARTICLES` articles (as hits of their best passage's scores), then the further hits; and each one's
-    place in the search (a whole article's is its best passage's)."""
+    """The hits to look past the passages found with: the first hits, the text of the first `WIDER_ARTICLES`
+    articles (whole, or WIDER_CHARS either side of their best passage in a longer one: reading a book-length
+    text whole would cost memory in proportion to it) as hits of their best passage's scores, then the further
+    hits; and each one's place in the search (a whole article's is its best passage's)."""
     first: dict[str, int] = {}
     for i, h in enumerate(hits):
         first.setdefault(h.article.id, i)
     top = list(first.items())[:WIDER_ARTICLES]
-    whole = [replace(hits[i], chunk=replace(hits[i].chunk, start=0, end=len(hits[i].article.text))) for _, i in top]
+    whole = [replace(hits[i], chunk=replace(hits[i].chunk, start=max(0, hits[i].chunk.start - WIDER_CHARS),
+                                            end=min(len(hits[i].article.text), hits[i].chunk.end + WIDER_CHARS)))
+             for _, i in top]
     ranked = [*hits[:8], *whole, *hits[8:]]
     return ranked, [*range(min(len(hits), 8)), *(i for _, i in top), *range(8, len(hits))]
 

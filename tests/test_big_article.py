@@ -340,3 +340,43 @@ def test_asking_about_a_long_article_never_reads_its_whole_text(tmp_path: Path, 
     assistant.close()
     assert not wholes and reads and max(reads) <= 1024
     assert sliced.to_dict() == whole.to_dict() and sliced.citations == whole.citations
+
+
+def test_looking_past_the_passages_of_a_long_article_reads_a_window_of_it(tmp_path: Path, settings, embedder,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A "who" question whose passages name nobody looks further in the top articles (`rag.answer._wider`): in a
+    long article, a window around its best passage, not its whole text (which would cost memory in proportion
+    to the article)."""
+    import rag.answer
+    import rag.catalogue
+    from rag.catalogue import SqliteCatalogue
+    from rag.types import StoredText
+
+    nameless = "The Kestrelmouth harbour bridge was reopened on Tuesday after 212 days of repairs."
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    (folder / "long.txt").write_text(_prose(60_000, nameless), encoding="utf-8")
+    assistant = Assistant(Store(tmp_path / "index"), embedder, settings)
+    assistant.index([folder])
+    assistant.close()
+    for name, value in [("WHOLE_CHARS", 2_000), ("PIECE_BYTES", 512)]:
+        monkeypatch.setattr(rag.catalogue, name, value)
+    monkeypatch.setattr(StoredText, "BLOCK", 256)
+    monkeypatch.setattr(StoredText, "SCAN", 1024)
+    monkeypatch.setattr(rag.answer, "WIDER_CHARS", 2_000)
+    wider: list[int] = []
+    looked = rag.answer._wider
+    monkeypatch.setattr(rag.answer, "_wider", lambda hits: wider.append(1) or looked(hits))
+    reads: list[int] = []
+    text_slice = SqliteCatalogue.text_slice
+
+    def slicing(self, article_id: str, start: int, end: int, content_hash: str):
+        reads.append(end - start)
+        return text_slice(self, article_id, start, end, content_hash)
+
+    monkeypatch.setattr(SqliteCatalogue, "text_slice", slicing)
+    assistant = Assistant(Store(tmp_path / "index"), embedder, settings)
+    assistant.ask(QUESTION)
+    assistant.close()
+    assert wider  # the question took the path under test
+    assert reads and sum(reads) < 60_000  # less than the article once (its whole text: 363,447 characters read)
