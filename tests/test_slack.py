@@ -671,8 +671,8 @@ def test_200_signed_events_at_concurrency_50_are_all_acked_at_once_and_answered_
     p50, p99 = acks[99], acks[197]
     print(f"\n200 events at concurrency 50: sent in {sent:.1f} s, acks p50 {p50 * 1000:.0f} ms, "
           f"p99 {p99 * 1000:.0f} ms, max {acks[-1] * 1000:.0f} ms; all answered after {answered:.1f} s")
-    # about 0.5 s measured with two cores shared by ~18 busy processes; the bound leaves room for worse
-    assert p99 < 3.0
+    # the target; measured 0.33-0.5 s with the two cores shared at load 6 to 7
+    assert p99 < 1.0
 
 
 def test_a_replayed_request_is_not_answered_again_after_a_restart(s):
