@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -100,6 +102,23 @@ def write_jsonl(path: Path, articles: list[dict]) -> Path:
     """Write articles as a JSON-lines file, one object a line."""
     path.write_text("".join(json.dumps(a) + "\n" for a in articles), encoding="utf-8")
     return path
+
+
+@contextmanager
+def indexed(work: Path, articles: list[dict], settings: Settings, embedder) -> Iterator:
+    """An `Assistant` over `articles` (written to `work/articles/`, indexed in `work/index`), closed after."""
+    from rag import Assistant
+    from rag.store import Store
+
+    folder = work / "articles"
+    folder.mkdir()
+    write_jsonl(folder / "articles.jsonl", articles)
+    assistant = Assistant(Store(work / "index"), embedder, settings)
+    assistant.index([folder])
+    try:
+        yield assistant
+    finally:
+        assistant.close()
 
 
 def write_collection(folder: Path) -> Path:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from rag import Assistant
 from rag.kinds import DATE, NAME, NUMBER, PLACE, YESNO, asks, given, offers
-from rag.store import Store
-from tests.conftest import check_quotes, write_jsonl
+from tests.conftest import check_quotes, indexed
 
 # each story states its topic before (and more fully than) its answer: an answer ordered by relevance and position
 # alone opens with the topical sentence that answers nothing
@@ -38,14 +36,8 @@ ARTICLES = [
 
 @pytest.fixture(scope="module")
 def assistant(tmp_path_factory, settings, embedder):
-    work = tmp_path_factory.mktemp("kinds")
-    folder = work / "articles"
-    folder.mkdir()
-    write_jsonl(folder / "stories.jsonl", ARTICLES)
-    assistant = Assistant(Store(work / "index"), embedder, settings)
-    assistant.index([folder])
-    yield assistant
-    assistant.close()
+    with indexed(tmp_path_factory.mktemp("kinds"), ARTICLES, settings, embedder) as assistant:
+        yield assistant
 
 
 @pytest.mark.parametrize("question, fact", [

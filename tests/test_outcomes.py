@@ -8,11 +8,9 @@ from datetime import date
 
 import pytest
 
-from rag import Assistant
 from rag.dates import later_year
 from rag.kinds import NAME, given, offers
-from rag.store import Store
-from tests.conftest import write_jsonl
+from tests.conftest import indexed
 
 ARTICLES = [
     {"title": "Harbin cup final on Sunday", "source": "Sport Daily", "published": "2022-05-06",
@@ -31,14 +29,8 @@ ARTICLES = [
 
 @pytest.fixture(scope="module")
 def assistant(tmp_path_factory, settings, embedder):
-    work = tmp_path_factory.mktemp("outcomes")
-    folder = work / "articles"
-    folder.mkdir()
-    write_jsonl(folder / "sport.jsonl", ARTICLES)
-    assistant = Assistant(Store(work / "index"), embedder, settings)
-    assistant.index([folder])
-    yield assistant
-    assistant.close()
+    with indexed(tmp_path_factory.mktemp("outcomes"), ARTICLES, settings, embedder) as assistant:
+        yield assistant
 
 
 def test_a_preview_does_not_say_who_won():

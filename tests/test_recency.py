@@ -9,8 +9,7 @@ from datetime import date
 import pytest
 
 from rag import Assistant
-from rag.store import Store
-from tests.conftest import write_jsonl
+from tests.conftest import indexed
 
 # the older report says more about the strike (a topic-only ranking puts it first); the newer one says what is
 # happening now
@@ -33,14 +32,8 @@ OLD, NEW = "Kessel dock strike begins", "Kessel port reopens"
 
 @pytest.fixture(scope="module")
 def assistant(tmp_path_factory, settings, embedder):
-    work = tmp_path_factory.mktemp("recency")
-    folder = work / "articles"
-    folder.mkdir()
-    write_jsonl(folder / "reports.jsonl", ARTICLES)
-    assistant = Assistant(Store(work / "index"), embedder, settings)
-    assistant.index([folder])
-    yield assistant
-    assistant.close()
+    with indexed(tmp_path_factory.mktemp("recency"), ARTICLES, settings, embedder) as assistant:
+        yield assistant
 
 
 def titles(answer) -> list[str]:
