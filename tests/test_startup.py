@@ -172,3 +172,27 @@ def test_indexing_alone_builds_no_retriever(tmp_path: Path, settings: Settings,
         assert len(built) == 1
     finally:
         assistant.close()
+
+
+def test_rag_index_ends_without_teardown_and_keeps_everything(tmp_path: Path, settings: Settings) -> None:
+    """A `rag index` process ends as soon as its work is done (no interpreter teardown: a third of a second or more
+    of freeing Chroma's vector indexes and the models): what it printed is out, and every part it wrote is there
+    for the next process (both stages' vectors, the lexical index, the writer lock free)."""
+    docs = write_collection(tmp_path / "docs")
+    env = _env(RAG_FULL_EMBEDDER=STATIC, RAG_CACHE_DIR=str(settings.cache_dir))
+    child = "import sys; from rag.cli import main; sys.argv = ['rag', *sys.argv[1:]]; main(); print('torn down')"
+    for paths in ([str(docs / "dam.txt")], [str(docs)]):  # then more articles into a complete two-stage index
+        done = subprocess.run([sys.executable, "-c", child, "index", *paths, "--index", str(tmp_path / "index")],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert "indexed" in done.stdout and "torn down" not in done.stdout
+    assistant = Assistant.open(tmp_path / "index", Settings(_env_file=None, full_embedder=STATIC,
+                                                            cache_dir=settings.cache_dir))
+    try:
+        assert assistant.stats()["stage"] == "full"
+        chunks = assistant.store.catalogue.chunk_id_set()
+        assert assistant.store.vectors.ids() == chunks == assistant.store.vectors.ids(stage="full")
+        assert "412" in assistant.ask(QUESTION).text
+        assistant.index([docs])  # the writer lock was released with the process
+    finally:
+        assistant.close()
