@@ -49,12 +49,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.catalogue import MARKS_VERSION
+from rag.catalogue import MARKS_VERSION, Catalogue
 from rag.chunk import Chunker, chunk_prefix
 from rag.embed import Embedder
 from rag.errors import IndexError_, storage_error
 from rag.ingest import DEFAULT_LIMITS, Limits, display_path, failure_reason, file_key, find_files, read_file
-from rag.lexical import ARTICLES, MANIFEST, PASSAGES, sync_lexical
+from rag.lexical import ARTICLES, MANIFEST, PASSAGES, sync_articles, sync_lexical
 from rag.news import MarkLookup, story_groups, update_story_groups
 from rag.progress import ProgressPrinter
 from rag.store import Store
@@ -230,6 +230,25 @@ def _drain(items: list) -> Iterator:
         yield items.pop()
 
 
+@dataclass(frozen=True)
+class _Chunks:
+    """Some articles' chunks, as the chunk table lists them (by article id, then position)."""
+
+    ids: list[str]
+    article_ids: list[str]
+    starts: np.ndarray
+    ends: np.ndarray
+
+
+def _chunks_of(catalogue: Catalogue, article_ids: set[str]) -> _Chunks:
+    """The chunks of these articles (those still stored), in the chunk table's order: a chunk's position is the
+    number its id ends with (`chunk_prefix` + position)."""
+    rows = [row for a in sorted(article_ids) for row in sorted(catalogue.chunks_by_id(catalogue.chunk_ids_of(a)),
+                                                              key=lambda r: int(r[0].rpartition(":")[2]))]
+    return _Chunks([r[0] for r in rows], [r[1] for r in rows], np.array([r[2] for r in rows], dtype=np.int64),
+                   np.array([r[3] for r in rows], dtype=np.int64))
+
+
 class _Ahead:
     """The full stage's vectors of a small run's chunks, embedded in a thread while the fast pass stores them, lexical
     indexes and groups them (ONNX Runtime releases the GIL: on 2 cores the full stage's model no longer waits for
@@ -299,7 +318,11 @@ class Indexer:
                 # what is derived from the articles is rebuilt when they changed, or when it is missing
                 # or outdated (then readers must reload too)
                 if changed or self._lexical_missing():
-                    self._build_lexical(run.show)
+                    # an uninterrupted run's lexical indexes were up to date: only its articles are looked at (in
+                    # team mode the indexes are this host's cache, which other hosts' runs may have left behind)
+                    came = set(run.indexed) | set(run.replaced) | set(run.pruned)
+                    whole = interrupted or self.shared or self._lexical_missing()
+                    self._build_lexical(run.show, None if whole else came)
                     changed = True
                 if changed or store.catalogue.meta("marks") != MARKS_VERSION:
                     run.show("story groups", 0, 1)
@@ -486,15 +509,21 @@ class Indexer:
     def _lexical_missing(self) -> bool:
         return not all((self.store.dir / name / MANIFEST).exists() for name in (PASSAGES, ARTICLES))
 
-    def _build_lexical(self, show: Progress | None = None) -> None:
+    def _build_lexical(self, show: Progress | None = None, changed: set[str] | None = None) -> None:
         """Bring both BM25 indexes up to the stored chunks, in place: new segments are written in a scratch
-        folder, renamed in, then named by a manifest swapped in by a rename (a crash leaves the old one)."""
+        folder, renamed in, then named by a manifest swapped in by a rename (a crash leaves the old one). Given
+        `changed` (the articles a run added, replaced or removed, when the indexes were up to date before it),
+        only their chunks are read."""
         if show:
             show("lexical index", 0, 1)
         scratch = self.store.dir / ".lexical.tmp"
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir()
-        sync_lexical(self.store.dir, self.store.catalogue.article, self.store.catalogue.chunk_table(), scratch)
+        catalogue = self.store.catalogue
+        if changed is None:
+            sync_lexical(self.store.dir, catalogue.article, catalogue.chunk_table(), scratch)
+        else:
+            sync_articles(self.store.dir, catalogue.article, _chunks_of(catalogue, changed), changed, scratch)
         shutil.rmtree(scratch, ignore_errors=True)
         if show:
             show("lexical index", 1, 1)

@@ -225,3 +225,48 @@ def test_an_index_of_the_earlier_bm25s_layout_is_upgraded_when_opened(tmp_path, 
         assert "77 times" in opened.ask("How many times was the Quarrow bell rung?").text
     finally:
         opened.close()
+
+
+def test_a_run_updates_the_indexes_from_its_own_articles_alone(tmp_path):
+    """After a run that added, changed and removed a few articles, the indexes are brought up to date from those
+    articles' chunks alone (`sync_articles`; the whole chunk table was read for every add) and rank exactly like
+    a rebuild."""
+    from rag.index import _chunks_of
+    from rag.lexical import sync_articles
+
+    rng = random.Random(11)
+    store = Store(tmp_path / "index")
+    try:
+        _save(store, [_article(rng, n) for n in range(300)])
+        _sync(store)
+        queries = _queries(rng)
+        changed = store.catalogue.article("a00010")
+        _save(store, [_article(rng, n) for n in range(300, 310)]
+              + [Article(changed.id, "Kestrel grain court", _text(rng, 30), source="wire")])
+        _remove(store, "a00020")
+        scope = {f"a{n:05d}" for n in range(300, 310)} | {"a00010", "a00020"}
+        table = _chunks_of(store.catalogue, scope)
+        assert set(table.article_ids) == scope - {"a00020"} and len(table.ids) < 40
+        assert sync_articles(store.dir, store.catalogue.article, table, scope) == (len(table.ids), 11)
+        _check(store, tmp_path, "rebuilt", queries)
+    finally:
+        store.close()
+
+
+def test_adding_articles_does_not_read_the_whole_chunk_table(tmp_path, settings, monkeypatch):
+    from rag.api import Assistant
+    from rag.config import Settings
+    from tests.conftest import write_collection
+
+    docs = write_collection(tmp_path / "docs")
+    static = Settings(_env_file=None, embedder="model2vec:all-MiniLM-L6-v2", cache_dir=settings.cache_dir)
+    assistant = Assistant.open(tmp_path / "index", static)
+    try:
+        assistant.index([docs / "dam.txt"])
+        monkeypatch.setattr(assistant.store.catalogue, "chunk_table", lambda: 1 / 0)
+        report = assistant.index([docs / "ferry.md", docs / "wire.jsonl"])
+        assert len(report.indexed) == 3
+        monkeypatch.undo()
+        _check(assistant.store, tmp_path, "rebuilt", ["ferry", "dam homes flooded", "Brightwater"])
+    finally:
+        assistant.close()
