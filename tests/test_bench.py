@@ -120,12 +120,16 @@ def test_scale_benchmark_corpus_is_deterministic_and_new(tmp_path):
     from scale import synthetic
 
     bench = write_bench(tmp_path / "bench")
-    first, second = tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz"
+    first, second = tmp_path / "a", tmp_path / "b"  # folders: a file per round
     assert synthetic(bench / "articles.jsonl.gz", first, factor=3) == 15
     synthetic(bench / "articles.jsonl.gz", second, factor=3)
-    assert gzip.decompress(first.read_bytes()) == gzip.decompress(second.read_bytes())
-    urls = [json.loads(line)["url"] for line in gzip.decompress(first.read_bytes()).decode().splitlines()]
-    assert len(set(urls)) == 15
+
+    def lines(folder: Path) -> list[str]:
+        return [line for f in sorted(folder.iterdir())
+                for line in gzip.decompress(f.read_bytes()).decode().splitlines()]
+
+    assert len(list(first.iterdir())) == 3 and lines(first) == lines(second)
+    assert len({json.loads(line)["url"] for line in lines(first)}) == 15
 
 
 def test_scores_count_ranks_answers_and_abstentions_over_the_right_questions():
