@@ -22,13 +22,17 @@ from rag.chunk import sentence_spans
 # a line that ends a sentence: . ! ? or an ellipsis, maybe closed by quotes or brackets
 _FINAL = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]]*$")
 # captions and galleries
-_CAPTION = re.compile(
+_CAPTION_START = re.compile(
+    r"\s*\(?(?:Photos?|Pictures?|Images?|Gallery|Slideshow|Video|Watch|Listen|Graphic)\s*:"
+    r"|\s*(?:Photo|Image|Picture)s? (?:credit|courtesy)\b", re.I)
+_CAPTION_ANYWHERE = re.compile(
     r"\bHide Caption\b|\bCaption \d+ of \d+|\bPhotos? \d+ of \d+\b|[\U0001F4F7\U0001F4F8\U0001F39E\U0001F3A5]"
-    r"|^\s*\(?(?:Photos?|Pictures?|Images?|Gallery|Slideshow|Video|Watch|Listen|Graphic)\s*:"
-    r"|\((?:Photo|Image|Picture)s?(?: credit)?:[^)]*\)|^\s*(?:Photo|Image|Picture)s? (?:credit|courtesy)\b"
+    r"|\((?:Photo|Image|Picture)s?(?: credit)?:[^)]*\)"
     r"|\bClick to (?:expand|enlarge)\b|\bEnlarge this image\b|\bJUST WATCHED\b|\bReplay More Videos\b",
     re.I,
 )
+_CAPTION_NEEDLES = ("caption", "photo", "image", "picture", "click to", "enlarge", "just watched", "replay more",
+                    "\U0001F4F7", "\U0001F4F8", "\U0001F39E", "\U0001F3A5")
 # a credit: "Name/Agency[/Agency]", a wire or picture agency, or "Courtesy (of) X" ending a line
 _AGENCY = (r"(?:Getty Images|AFP|Reuters|AP Photo|AP Images|Associated Press|EPA(?:-EFE)?|Shutterstock|Bloomberg"
            r"|Pool|Alamy|SOPA Images|LightRocket|NurPhoto|Anadolu Agency|Sipa USA|Xinhua|TASS|Sputnik|Imagn"
@@ -39,29 +43,50 @@ _CREDIT_END = re.compile(
 )
 _CREDIT_ANYWHERE = re.compile(rf"\b[A-Z][\w.'\u2019-]*(?: [A-Z][\w.'\u2019-]*)*/(?:[\w.' -]+/)*{_AGENCY}\b")
 # boilerplate sentences: newsletters, subscriptions, cookies, sharing, links, corrections, affiliate notes
-_BOILERPLATE = re.compile(
-    r"\bsign(?:ing)? up\b[^.]*\b(?:newsletter|inbox|for (?:our|free))\b|\bsign up (?:here|now|today)\b|^\s*subscribe\b"
+_BOILERPLATE_START = re.compile(
+    r"\s*(?:subscribe\b|advertisement\b"
+    r"|(?:read|see|watch|listen|click|tap) (?:more|here|now|next|also|the full)\b"
+    r"|(?:related|more|also read|see also|recommended|trending|most read|updates?|contributing)\s*:"
+    r"|(?:share|tweet|email|copy link|print)(?: this| on| article| story| via)?\b\s*(?:$|:|facebook|twitter)"
+    r"|(?:corrections? (?:and|&) clarifications?|editor[\u2019']?s note|clarification|correction)\s*:"
+    r"|(?:contact|reach|email) [A-Z][\w.'\u2019-]*(?: [A-Z][\w.'\u2019-]*)* (?:at \S+@|on twitter\b))",
+    re.I,
+)
+_BOILERPLATE_ANYWHERE = re.compile(
+    r"\bsign(?:ing)? up\b[^.]*\b(?:newsletter|inbox|for (?:our|free))\b|\bsign up (?:here|now|today)\b"
     r"|\bsubscribe\b[^.]*\b(?:here|now|today|newsletter|print edition|digital subscri\w*)\b"
     r"|\bnewsletter\b[^.]*\b(?:sign|inbox|deliver|subscri|receive)|\b(?:delivered )?to your inbox\b"
     r"|\bcookies? (?:policy|settings|preferences)\b|\b(?:we|this (?:site|website)) uses? cookies\b|\bprivacy policy\b"
-    r"|\bterms (?:of (?:use|service)|and conditions)\b|^\s*advertisement\b|\barticle continues below\b"
-    r"|^\s*(?:read|see|watch|listen|click|tap) (?:more|here|now|next|also|the full)\b|\bclick here\b"
-    r"|^\s*(?:related|more|also read|see also|recommended|trending|most read|updates?|contributing)\s*:"
+    r"|\bterms (?:of (?:use|service)|and conditions)\b|\barticle continues below\b|\bclick here\b"
     r"|\bfollow (?:us|him|her|them|[A-Z][\w ]{0,40}) on (?:twitter|facebook|instagram|tiktok)\b|\bon twitter: @\w+"
-    r"|^\s*(?:share|tweet|email|copy link|print)(?: this| on| article| story| via)?\b\s*(?:$|:|facebook|twitter)"
     r"|\ball rights reserved\b|\bcopyright \u00a9|\u00a9 ?\d{4}"
     r"|\bthis (?:story|article|report) (?:has been|was) (?:updated|corrected)\b|\bcontributed to this report\b"
-    r"|^\s*(?:corrections? (?:and|&) clarifications?|editor[\u2019']?s note|clarification|correction)\s*:"
     r"|\bopinions expressed in this (?:commentary|article|column)\b|\bcontent partner\b"
     r"|\b(?:purchases|products) you (?:make|buy) through our links\b|\bmay earn (?:us )?a commission\b"
     r"|\bprices were accurate at the time\b|\bsupport(?:ing)? (?:our|local) journalism\b"
     r"|\bwe will use the (?:details|information) you have shared\b|\bplease tick here\b"
     r"|\bcheck your local forecast\b|\bkeep refreshing this page\b|\bdownload (?:our|the) app\b"
     r"|\b(?:receive|get)\b[^.?]*\bnewsletter\b|\bis (?:made possible|supported|funded) in part by a grant\b"
-    r"|^\s*(?:contact|reach|email) [A-Z][\w.'\u2019-]*(?: [A-Z][\w.'\u2019-]*)* (?:at \S+@|on twitter\b)"
     r"|\btext message alerts\b|\bnews quiz\b"
     r"|\bhow relevant is this ad\b|\bvideo (?:player|content) (?:was slow|never loaded|did not)",
     re.I,
+)
+# every match of _BOILERPLATE_ANYWHERE holds one of these (lower case): most sentences hold none, and a plain
+# substring test is a hundredth of the alternation's cost (which an answer pays for each of ~50 sentences)
+_BOILERPLATE_NEEDLES = (
+    "sign", "subscribe", "newsletter", "inbox", "cookie", "privacy policy", "terms ", "article continues",
+    "click here", "follow ", "on twitter", "all rights", "\u00a9", "updated", "corrected", "contributed to",
+    "opinions expressed", "content partner", "through our links", "a commission", "prices were", "journalism",
+    "you have shared", "tick here", "local forecast", "refreshing", "download", "in part by a grant", "text message",
+    "news quiz", "this ad", "video ",
+)
+# who reported it, closing a wire story: "Barry Hatton contributed from Lisbon.", "Reporting by X; Editing by Y."
+# (case-sensitive: a reporter is named, a "donor" or "local outlets" are not)
+_NAME = r"[A-Z][\w.'\u2019-]*"
+_BYLINE = re.compile(
+    rf"\b{_NAME} {_NAME} contributed (?:reporting|from [A-Z]|to this)|\bcontributed reporting\b"
+    rf"|^\s*(?:Additional r|R)eporting by {_NAME}(?: (?:{_NAME}|and|in|from))*"
+    rf"(?:[;,.] ?(?:(?:Writing|Editing) by {_NAME}(?: (?:{_NAME}|and))*)?)*\s*$"
 )
 # a teaser: "WNBA news:A look at ..." (a label glued to a linked headline)
 _TEASER = re.compile(r"^[^\W\d][^:\n]{0,60}[^\W\d?][?]?:[A-Z\"\u201c\u2018'\U0001F300-\U0001FAFF]")
@@ -70,6 +95,14 @@ _EMBED = re.compile(r"\(@\w+\)\s+\w+ \d{1,2}, \d{4}\s*$|pic\.twitter\.com/|https
 _WORD = re.compile(r"[^\W\d_]{2,}")
 # a line this long without a full stop is a paragraph cut short, not a headline: it may be quoted
 SENTENCE_WORDS = 15
+
+
+def _found(start: re.Pattern[str], anywhere: re.Pattern[str], needles: tuple[str, ...], text: str) -> bool:
+    """Whether `text` begins with `start` or holds `anywhere` (searched only when it holds one of `needles`)."""
+    if start.match(text):
+        return True
+    low = text.lower()
+    return any(n in low for n in needles) and anywhere.search(text) is not None
 
 
 def junk_reason(text: str, start: int, end: int) -> str:
@@ -96,7 +129,7 @@ def _wrapped(text: str, end: int, line_end: int) -> bool:
 @lru_cache(maxsize=8192)
 def _line_reason(line: str) -> str:
     """Junk whatever its sentences are: the whole line is a caption, a credit or an ALL CAPS label."""
-    if _CAPTION.search(line):
+    if _found(_CAPTION_START, _CAPTION_ANYWHERE, _CAPTION_NEEDLES, line):
         return "caption"
     if _EMBED.search(line):
         return "embedded post"
@@ -112,7 +145,7 @@ def _sentence_reason(sentence: str) -> str:
     words = len(_WORD.findall(sentence))
     if not _FINAL.search(sentence) and words < SENTENCE_WORDS:
         return "no final punctuation"  # headlines, labels, datelines, list items
-    if _BOILERPLATE.search(sentence):
+    if _found(_BOILERPLATE_START, _BOILERPLATE_ANYWHERE, _BOILERPLATE_NEEDLES, sentence) or _BYLINE.search(sentence):
         return "boilerplate"
     if _TEASER.match(sentence):
         return "teaser"

@@ -81,6 +81,11 @@ def test_junk_lines_are_never_quoted(harbour, question):
     ("Would you like to receive the Weekday newsletter?", "boilerplate"),
     ("Our coverage is supported in part by a grant from the Example Foundation.", "boilerplate"),
     ("Contact Karen Weintraub at kweintraub@example.com.", "boilerplate"),
+    # who reported it: the wires' closing lines
+    ("Barry Hatton contributed from Lisbon, Portugal.", "boilerplate"),
+    ("Associated Press writers Jill Lawless and Sylvia Hui contributed reporting.", "boilerplate"),
+    ("Reporting by Dan Williams; Editing by Mark Heinrich.", "boilerplate"),
+    ("Additional reporting by Ana Silva.", "boilerplate"),
     ("Advertisement - Article continues below", "no final punctuation"),
     ("BREAKING NEWS.", "label"),
     ("9:30 p.m.", "fragment"),
@@ -101,6 +106,8 @@ def test_junk_lines_are_classed(line, reason):
     "Thousands signed up for the program in its first week, officials said.",
     "The foundation gave the hospital a grant of 2 million dollars, its director said.",
     "Police asked witnesses to contact the station at once.",
+    "Donors contributed from their own pockets, raising 2 million dollars for the shelter.",
+    "Reporting by local outlets suggested the talks had stalled.",
     # a paragraph cut short by the scraper is still a report, not a headline
     "Then if someone made her mad, Gretta would slam the shutters on the windows and sway the chandeliers in the "
     "old house on the hill",
