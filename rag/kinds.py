@@ -7,9 +7,9 @@ else -> "" (no kind: "what happened", "why"). A two-part question ("when did it 
 gives one `Ask` per part. `offers` tells whether a sentence holds such an answer that the question does not
 already give: a capitalised name (not the sentence's opening word, unless the article writes it capitalised
 mid-sentence too; not after "in": "in Velmora" says where), a number or amount (not a year), a date, a place
-after a preposition. A question about an outcome ("who won", "who was elected") is not answered by a preview: a
-sentence saying what is scheduled or expected ("will face", "is set to") offers nothing unless it also states an
-outcome ("won", "beat").
+after a preposition. A question about an outcome ("who won", "who was elected") is answered only by a sentence that
+states one ("won", "beat", "were crowned champions"): a preview ("will face", "is set to") or a sentence that
+merely names those involved offers nothing.
 
 Cheap signals of English news writing (precompiled regexes, no language model): they do not tell a person from an
 organisation, nor check that the name or number found is the one asked for; "yes/no" has no signal (the sentence
@@ -117,14 +117,12 @@ def article_names(text: str) -> frozenset[str]:
     return frozenset(m.group().lower() for m in _MID_CAPITAL.finditer(text))  # not a list of a long article's names
 
 
-# a question about an outcome, and what a preview says instead (news writing: "is set to", "will face")
+# a question about an outcome, and the words of news writing that state one
 _OUTCOME_ASKED = re.compile(r"\b(?:won|beat|defeated|elected|became|crowned|clinched)\b", re.I)
 _FUTURE_ASKED = re.compile(r"\b(?:will|would|could|might|expected|likely|favou?rites?|predicted|poised)\b", re.I)
-_PREVIEW = re.compile(r"\b(?:will|would|could|might|(?:is|are|was|were)\s+(?:scheduled|set|expected|due|poised|"
-                      r"slated|likely|projected|predicted|favou?red)\s+to|aims?\s+to|hopes?\s+to|plans?\s+to|"
-                      r"upcoming|ahead\s+of)\b", re.I)
 _OUTCOME = re.compile(r"\b(?:won|wins|beat|beats|defeated|defeats|elected|crowned|clinched|victory|victorious|"
-                      r"champions?|sworn\s+in|became)\b", re.I)
+                      r"champions?|championship|winners?|triumph\w*|sworn\s+in|became|(?:has|have)\s+become|"
+                      r"(?:claimed|captured|lifted|took\s+home)\s+the)\b", re.I)
 
 
 @dataclass(frozen=True)
@@ -140,15 +138,16 @@ class Given:
 
 def given(question: str) -> Given:
     found = re.findall(r"[\w'\u2019$%.,-]*\w", question)
-    outcome = bool(_OUTCOME_ASKED.search(question)) and not _FUTURE_ASKED.search(question)
+    part = asks(question)[0].text  # "He became the youngest pilot. How old is he?" asks an age, not an outcome
+    outcome = bool(_OUTCOME_ASKED.search(part)) and not _FUTURE_ASKED.search(part)
     return Given(frozenset(_norm(w) for w in found), frozenset(_norm(w) for w in found if w[:1].isupper()), outcome)
 
 
 def offers(kind: str, sentence: str, asked: Given, names: frozenset[str]) -> bool:
     """Whether `sentence` holds an answer of `kind` that the question (`asked`) does not already give;
     `names`: the article's mid-sentence capitalised words (`article_names`). True for no kind and "yes/no"."""
-    if asked.outcome and kind and kind != YESNO and _PREVIEW.search(sentence) and not _OUTCOME.search(sentence):
-        return False  # "the final is set to take place in Doha" does not say who won it
+    if asked.outcome and kind and kind != YESNO and not _OUTCOME.search(sentence):
+        return False  # "the final is set to take place in Doha" or "X met Y" does not say who won
     if kind == NAME:
         return _has_name(sentence, asked.names, names)
     if kind == NUMBER:

@@ -41,6 +41,24 @@ def test_a_preview_does_not_say_who_won():
     assert offers(NAME, preview, given("Who will play in the final?"), frozenset())
 
 
+def test_who_won_is_answered_by_a_sentence_saying_how_it_ended():
+    """Naming the people around an event is not saying who won it (an unanswerable "Which team won Super Bowl
+    LVII?" was answered with who would headline its halftime show)."""
+    asked = given("Which team won the Harbin cup?")
+    assert not offers(NAME, "Officials confirmed that Anna Berg agreed to sing at the Harbin cup.", asked, frozenset())
+    assert not offers(NAME, "Kessel United met Varn Rovers at the Harbin cup.", asked, frozenset())
+    assert offers(NAME, "Kessel United were crowned champions of the Harbin cup.", asked, frozenset())
+    assert offers(NAME, "Varn Rovers claimed the Harbin cup on Sunday.", asked, frozenset())
+    # the outcome word in a statement before the question is not what is asked
+    age = given("A Kessel pilot became the youngest person to fly solo around the world. How old is he?")
+    assert not age.outcome
+
+
+def test_an_unrelated_sentence_with_names_does_not_answer_who_won(assistant):
+    answer = assistant.ask("Who won the Varn mayoral election?")
+    assert answer.abstained, answer.text
+
+
 def test_who_won_is_not_answered_from_a_preview(assistant):
     answer = assistant.ask("Who won the Harbin cup final?")
     assert answer.abstained, answer.text
