@@ -94,8 +94,12 @@ class Extractive:
 
     def __init__(self, tokens: Tokens, idf: Callable[[list[str]], dict[str, float]],
                  max_sentences: int = 4, threshold: float = 0.3, novelty: float = 0.1,
-                 vocabulary: Callable[[], Collection[str]] = tuple) -> None:
+                 vocabulary: Callable[[], Collection[str]] = tuple,
+                 mentions: Callable[[list[str], list[str]], dict[str, frozenset[str]] | None] = lambda ids, terms: None
+                 ) -> None:
         self.tokens = tokens
+        # which of some terms each article holds, from the lexical index (None: not known there, read the text)
+        self.mentions = mentions
         self.idf = idf
         self.vocabulary = vocabulary  # the lexical index's terms, for "did you mean"
         self._spellings: tuple[tuple[int, int], dict[tuple[str, int], list[str]]] = ((0, 0), {})
@@ -153,7 +157,8 @@ class Extractive:
         keys = {stem: word for word in words for stem in topic_terms(self.tokens, word)}
         if not keys or not hits:
             return "", hits
-        has = {h.article.id: self._article_terms(h.article.title, h.article.text) & keys.keys() for h in hits}
+        has = self.mentions(list(dict.fromkeys(h.article.id for h in hits)), list(keys)) or \
+            {h.article.id: self._article_terms(h.article.title, h.article.text) & keys.keys() for h in hits}
         kept = [h for h in hits if len(has[h.article.id]) == len(keys)]
         if kept:
             return "", kept

@@ -354,6 +354,12 @@ class Lexical:
             self._df[term] = int(np.count_nonzero(self.alive[docs]))
         return self._df[term]
 
+    def holding(self, term: str) -> np.ndarray:
+        """Whether each document (in `scores()` order) holds the index term `term`."""
+        has = np.zeros(len(self.alive), dtype=bool)
+        has[self._postings(term)[0]] = True
+        return has[self._rows]
+
     def align(self, ids: list[str]) -> bool:
         """When the live documents are exactly `ids`, make `ids` and `scores()` follow that order; whether
         they are. An index updated in place keeps its added documents last, the caller's order may differ."""

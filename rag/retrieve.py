@@ -194,6 +194,15 @@ class Retriever:
         """The passage-level BM25 index (its `words` and `idf` serve answer scoring)."""
         return self._snap.lexical
 
+    def mentions(self, article_ids: list[str], terms: list[str]) -> dict[str, frozenset[str]] | None:
+        """{article id: those of `terms` (index terms) its title or text holds}, read from the article index's
+        postings; None when that index is not of the current articles (or an id is not among them)."""
+        snap = self._snap
+        if not snap.doc_lexical_fits or any(a not in snap.article_pos for a in article_ids):
+            return None
+        holding = {t: snap.doc_lexical.holding(t) for t in dict.fromkeys(terms)}
+        return {a: frozenset(t for t, has in holding.items() if has[snap.article_pos[a]]) for a in article_ids}
+
     def search(self, query: str, k: int = 8, filters: Filters | None = None, per_article: int = 2,
                one_copy: bool = True, recency: Recency | None = None) -> Hits:
         """Up to `k` passages, at most `per_article` of each article; with `one_copy` a syndicated story
