@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from rag.feeds import is_loopback
@@ -33,6 +34,7 @@ from rag.types import Answer, Citation, Filters, IndexReport, Message, TimelineP
 
 if TYPE_CHECKING:
     import argparse
+    from concurrent.futures import Future
 
     import gradio as gr
 
@@ -844,7 +846,6 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, auth: tup
 def main(args: argparse.Namespace, settings: Settings) -> int:
     """`rag web`: open the index (created empty when missing), then serve until Ctrl-C."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from rag.api import open_assistant
     from rag.errors import UserError
 
     try:
@@ -854,13 +855,127 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     host, port = args.host, args.port
     if not is_loopback(host) and auth is None:
         print(exposure_warning(host, port), file=sys.stderr, flush=True)
-    assistant = open_assistant(settings, must_exist=False)
-    stats = assistant.stats()
-    print(f"{plural(stats['articles'], 'article')}, {plural(stats['chunks'], 'passage')} in {stats['index_dir']}; "
-          f"web chat at http://{'localhost' if is_loopback(host) else host}:{port}", file=sys.stderr, flush=True)
+    opening = open_in_background(settings)
     try:
-        warm_up(assistant)
+        import_gradio()
+    finally:  # the index is opened, and closed below, even when gradio cannot be imported
+        assistant = opened(opening, settings)
+    try:
+        stats = assistant.stats()
+        print(f"{plural(stats['articles'], 'article')}, {plural(stats['chunks'], 'passage')} in "
+              f"{stats['index_dir']}; web chat at http://{'localhost' if is_loopback(host) else host}:{port}",
+              file=sys.stderr, flush=True)
         launch(build_app(assistant, settings), host, port, auth, block=True)
     finally:
         assistant.close()
     return 0
+
+
+def open_in_background(settings: Settings) -> Future[Assistant]:
+    """Open the index and answer one search in a thread of its own, while the caller imports gradio.
+
+    Both take seconds; on two cores they overlap where either leaves the interpreter (the ONNX session and
+    Chroma's files load outside the GIL), so the page is up and answering sooner than one after the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="rag-web-open")
+    try:
+        return pool.submit(_open_warm, settings)
+    finally:
+        pool.shutdown(wait=False)  # the thread ends with its one task
+
+
+def _open_warm(settings: Settings) -> Assistant:
+    from rag.api import open_assistant
+
+    assistant = open_assistant(settings, must_exist=False)
+    warm_up(assistant)
+    return assistant
+
+
+def opened(opening: Future[Assistant], settings: Settings) -> Assistant:
+    """The Assistant the background thread opened. A RagError (a bad or busy index) is raised as it is; any other
+    failure there (two threads importing one module can, rarely, meet in the import lock) is retried here once,
+    so a real problem is raised from this thread as it would be without the background start."""
+    from rag.errors import RagError
+
+    try:
+        return opening.result()
+    except RagError:
+        raise
+    except Exception:
+        return _open_warm(settings)
+
+
+def _skip_stub_writes(module: ModuleType) -> None:
+    """gradio.component_meta: `create_or_modify_pyi` does nothing. gradio calls it for every component class it
+    defines, to read the class's module source, parse it and rewrite the .pyi stub next to it (for gradio's own
+    type checking): half of `import gradio`, two seconds and more of CPU here; nothing at run time reads a stub."""
+    if callable(getattr(module, "create_or_modify_pyi", None)):
+        module.create_or_modify_pyi = _nothing
+
+
+def _skip_listener_docs(module: ModuleType) -> None:
+    """gradio.events: `EventListener.set_doc` does nothing. It renders a Jinja template into the docstring of each
+    event method of each component class (`help(gr.Textbox.submit)` then shows "{{ component }}" unfilled):
+    a third of a second of `import gradio`, for `help()` only."""
+    listener = getattr(module, "EventListener", None)
+    if callable(getattr(listener, "set_doc", None)):
+        listener.set_doc = _nothing
+
+
+def _nothing(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+# what `import_gradio` changes, by module: each change is skipped when gradio no longer has what it replaces
+_SKIPS = {"gradio.component_meta": _skip_stub_writes, "gradio.events": _skip_listener_docs}
+
+
+class _Skipping:
+    """A meta path finder for the modules of `_SKIPS`: each is found and run as usual, then changed before the
+    next line of gradio uses it. (Duck-typed: importlib.abc costs more to import than some of what it saves.)"""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname not in _SKIPS:
+            return None
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(fullname, path)
+        if spec is not None and hasattr(spec.loader, "exec_module"):  # an ordinary module file (else: untouched)
+            spec.loader = _SkippingLoader(spec.loader, _SKIPS[fullname])
+        return spec
+
+
+class _SkippingLoader:
+    """The module's own loader, then its change from `_SKIPS`."""
+
+    def __init__(self, loader: Any, change: Any) -> None:
+        self.loader, self.change = loader, change
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self.loader.exec_module(module)
+        module.__loader__ = module.__spec__.loader = self.loader  # the real loader from now on
+        self.change(module)
+
+    def __getattr__(self, name: str) -> Any:  # get_source, get_filename...: the real loader's, while it runs
+        if name in ("loader", "change"):
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+
+def import_gradio() -> ModuleType:
+    """`import gradio` without the two things its import does for gradio's developers only (`_SKIPS`): about 60%
+    of its time. A gradio already imported is returned as it is."""
+    if "gradio" in sys.modules:
+        return sys.modules["gradio"]
+    finder = _Skipping()
+    sys.meta_path.insert(0, finder)
+    try:
+        import gradio
+    finally:
+        sys.meta_path.remove(finder)
+    return gradio
