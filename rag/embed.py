@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -332,8 +332,25 @@ def static_model_folder(model: str, cache_dir: Path) -> Path:
         # one forward pass per vocabulary token of the source model; no download for the packaged one
         with quiet_loading():
             distilled = distill(model_name=resolve_model(model), pca_dims=256, device="cpu")
-        tmp = folder.with_name(folder.name + ".tmp")
-        distilled.save_pretrained(str(tmp))
-        tmp.replace(folder)
+        _publish(distilled, folder)
         print(f"distilled {model} in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     return folder
+
+
+def _publish(distilled: Any, folder: Path) -> None:
+    """Save a distilled model as `folder`, whole or not at all. Two processes may distill at once (`rag web`
+    and `rag index` on a new machine): each saves into a folder of its own, and the first to finish wins."""
+    import shutil
+    import tempfile
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", suffix=".tmp", dir=folder.parent))
+    try:
+        distilled.save_pretrained(str(tmp))
+        try:
+            tmp.replace(folder)
+        except OSError:
+            if not (folder / "config.json").exists():  # not another process's finished model: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
