@@ -70,7 +70,11 @@ def test_concurrent_questions_get_their_own_vectors_in_fewer_model_calls(embedde
     alone = [embedder.embed([q])[0] for q in QUESTIONS]
     model_calls.clear()
     together = at_once(embedder.embed, QUESTIONS)
-    assert np.allclose(np.stack(together), np.stack(alone), atol=1e-5)
+    # each its own vector: bf16 autocast (on AMX) rounds a padded batch slightly differently from a lone text
+    # (cosine 0.99999 here, components within 1e-3), while any two of these questions are far apart
+    cosines = np.stack(together) @ np.stack(alone).T
+    assert np.diag(cosines).min() > 0.9999, np.diag(cosines)
+    assert (cosines - np.eye(len(QUESTIONS)) * 2).max() < 0.95  # no question got another's vector
     assert sum(model_calls) == len(QUESTIONS)  # every question encoded once
     assert len(model_calls) < len(QUESTIONS), model_calls  # before the coalescer: one call per question
 
