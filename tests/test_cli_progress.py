@@ -117,6 +117,8 @@ def test_articles_beyond_the_memory_budget_are_read_again_and_indexed_the_same(t
     assert spilled.chunks_embedded == held.chunks_embedded and spilled_chunks == held_chunks
 
 
+@pytest.mark.skipif(not BENCH.exists(), reason="the shared rtqa2022 corpus is not beside this clone: "
+                    "the seeds hold too few articles to stop mid-embedding")
 def test_ctrl_c_keeps_what_was_stored_and_the_next_run_continues(tmp_path):
     folder = _articles(tmp_path / "news", 14)
     index = tmp_path / "index"

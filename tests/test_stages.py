@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from rag import Assistant
 from rag.config import Settings
 from rag.embed import make_embedder
@@ -30,6 +32,7 @@ from tests.test_chroma_server import server  # noqa: F401 - the fixture: a real 
 
 STATIC = "model2vec:all-MiniLM-L6-v2"
 CORPUS = ROOT.parent / "shared" / "bench" / "rtqa2022" / "articles.jsonl.gz"
+needs_corpus = pytest.mark.skipif(not CORPUS.exists(), reason="the shared rtqa2022 corpus is not beside this clone")
 
 
 def _settings(settings: Settings, **update) -> Settings:
@@ -97,6 +100,7 @@ def test_new_articles_get_both_stages_in_the_same_call(tmp_path: Path, settings:
         assistant.close()
 
 
+@needs_corpus
 def test_default_pair_switches_models(tmp_path: Path, settings: Settings) -> None:
     """The real default (model2vec, then MiniLM): each process loads only the stage it searches."""
     folder = _corpus(tmp_path / "docs", 6)
@@ -148,6 +152,7 @@ def _full_vectors(index: Path, settings: Settings, first: Path, added: Path,
         assistant.close()
 
 
+@needs_corpus
 def test_added_articles_are_embedded_by_the_full_model_while_the_fast_pass_stores_them(
         tmp_path: Path, settings: Settings) -> None:
     """Adding a few articles to a complete two-stage index (the real default pair): their full-stage vectors are
@@ -210,6 +215,7 @@ def _read_lines(stream, lines: list[str]) -> None:
         lines.append(line)
 
 
+@needs_corpus
 def test_ctrl_c_during_full_stage_resumes(tmp_path: Path, settings: Settings) -> None:
     """SIGINT to `rag index` in the full stage: exit 130, an answerable index, and the next run embeds only the
     full-stage vectors still missing (no fast vector again). The static model serves both stages, committed a
