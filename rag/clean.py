@@ -135,7 +135,7 @@ def _line_reason(line: str) -> str:
         return "embedded post"
     if not _FINAL.search(line) and _CREDIT_END.search(line) and ("/" in line or len(_WORD.findall(line)) < 30):
         return "credit"  # a caption ending in its credit: "... on March 18. Adrian Dennis/AFP/Getty Images"
-    if len(line.split()) > 12:  # first: most lines are prose, and counting their letters took ~2 ms an ask
+    if len(line.split()) > 12:  # first: most lines are prose, with too many letters to count for nothing
         return ""
     letters = [c for c in line if c.isalpha()]
     if len(letters) >= 4 and sum(c.isupper() for c in letters) / len(letters) > 0.8:
