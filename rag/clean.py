@@ -4,8 +4,9 @@ Scraped pages carry photo captions ("Hide Caption 1 of 49", "📸 45 photos"), c
 Images"), link teasers ("WNBA news:A look at ..."), headlines, labels and list items without a full stop,
 datelines ("London CNN —"), newsletter, cookie and share boilerplate. `junk_reason(text, start, end)` says why
 the sentence `text[start:end]` is junk (judged with the line it stands on), or "" when it is a sentence that may
-be quoted; `junk_spans` gives the junk sentences of a text, and `without_junk` a text with them blanked out (for
-what is embedded or indexed, not for what is stored).
+be quoted; `junk_spans` gives the junk sentences of a text, and `without_junk` a text without them. The answer
+uses `junk_reason` only: passages are embedded and indexed whole, junk included (8% of the shared corpus's
+passage text, too little to pay for a second text per passage).
 
 It does not rewrite stored text (quotes stay exact spans of it), and it knows no outlet's lines: the rules are
 news-writing conventions, so they hold for a user's own collection. Lines repeated across an outlet's pages are
