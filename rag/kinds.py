@@ -123,6 +123,13 @@ _FUTURE_ASKED = re.compile(r"\b(?:will|would|could|might|expected|likely|favou?r
 _OUTCOME = re.compile(r"\b(?:won|wins|beat|beats|defeated|defeats|elected|crowned|clinched|victory|victorious|"
                       r"champions?|championship|winners?|triumph\w*|sworn\s+in|became|(?:has|have)\s+become|"
                       r"(?:claimed|captured|lifted|took\s+home)\s+the)\b", re.I)
+# a preview ("will face", "is set to") names the contest ("the championship", "the winner") without its result:
+# there only a verb in the past states one
+_PREVIEW = re.compile(r"\b(?:will|would|could|might|(?:is|are|was|were)\s+(?:scheduled|set|expected|due|poised|"
+                      r"slated|likely|projected|predicted|favou?red)\s+to|aims?\s+to|hopes?\s+to|plans?\s+to|"
+                      r"upcoming|ahead\s+of)\b", re.I)
+_OUTCOME_PAST = re.compile(r"\b(?:won|beat|defeated|clinched|became|(?:was|were|has\s+been|have\s+been)\s+"
+                           r"(?:elected|crowned|sworn\s+in)|(?:claimed|captured|lifted|took\s+home)\s+the)\b", re.I)
 
 
 @dataclass(frozen=True)
@@ -146,8 +153,9 @@ def given(question: str) -> Given:
 def offers(kind: str, sentence: str, asked: Given, names: frozenset[str]) -> bool:
     """Whether `sentence` holds an answer of `kind` that the question (`asked`) does not already give;
     `names`: the article's mid-sentence capitalised words (`article_names`). True for no kind and "yes/no"."""
-    if asked.outcome and kind and kind != YESNO and not _OUTCOME.search(sentence):
-        return False  # "the final is set to take place in Doha" or "X met Y" does not say who won
+    if asked.outcome and kind and kind != YESNO and (
+            not _OUTCOME.search(sentence) or _PREVIEW.search(sentence) and not _OUTCOME_PAST.search(sentence)):
+        return False  # "X met Y", or "the winner will be crowned on Sunday", does not say who won
     if kind == NAME:
         return _has_name(sentence, asked.names, names)
     if kind == NUMBER:

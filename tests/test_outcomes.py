@@ -49,6 +49,12 @@ def test_who_won_is_answered_by_a_sentence_saying_how_it_ended():
     assert not offers(NAME, "Kessel United met Varn Rovers at the Harbin cup.", asked, frozenset())
     assert offers(NAME, "Kessel United were crowned champions of the Harbin cup.", asked, frozenset())
     assert offers(NAME, "Varn Rovers claimed the Harbin cup on Sunday.", asked, frozenset())
+    # a preview that names the contest or its winner-to-be states no outcome, unless it also tells one
+    assert not offers(NAME, "Kessel United will face Varn Rovers in the championship game on Sunday.", asked,
+                      frozenset())
+    assert not offers(NAME, "The winner of the Harbin cup is set to be crowned in Orlen on Sunday.", asked, frozenset())
+    assert offers(NAME, "Kessel United, who won the semifinal, will face Varn Rovers in the Harbin cup.", asked,
+                  frozenset())
     # the outcome word in a statement before the question is not what is asked
     age = given("A Kessel pilot became the youngest person to fly solo around the world. How old is he?")
     assert not age.outcome
