@@ -108,3 +108,27 @@ def test_what_a_sentence_offers(kind, sentence, yes):
     question = {NAME: "Who won the Tarnby regatta on Sunday?", NUMBER: "How many passengers does it carry?",
                 DATE: "When did it reopen?", PLACE: "Where were people rescued?"}[kind]
     assert offers(kind, sentence, given(question), frozenset()) is yes
+
+
+# a news quiz page asks the very question (and teases with another); the report answers it
+QUIZ = [
+    {"title": "Brenmoor weekly quiz", "source": "Brenmoor Post", "published": "2022-09-02",
+     "url": "https://brenmoor.example/quiz",
+     "text": "Which festival did the Brenmoor council cancel this week? Test yourself on the week's news. "
+             "Did the council vote on the festival budget as well?"},
+    {"title": "Brenmoor council cancels festival", "source": "Brenmoor Post", "published": "2022-09-01",
+     "url": "https://brenmoor.example/festival",
+     "text": "The Brenmoor council cancelled the Quorvel lantern festival on Tuesday, citing the drought. "
+             "The festival had drawn large crowds to the harbour every autumn."},
+]
+
+
+def test_a_question_in_an_article_is_never_quoted_as_an_answer(tmp_path, settings, embedder):
+    with indexed(tmp_path, QUIZ, settings, embedder) as assistant:
+        for question in ("Which festival did the Brenmoor council cancel this week?",
+                         "Did the Brenmoor council vote on the festival budget?"):
+            answer = assistant.ask(question)
+            assert answer.citations and not answer.abstained
+            assert not [c.quote for c in answer.citations if c.quote.rstrip().endswith("?")]
+            check_quotes(assistant, answer)
+        assert "Quorvel lantern festival" in assistant.ask("Which festival did the Brenmoor council cancel?").text
