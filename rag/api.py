@@ -364,13 +364,16 @@ class Assistant:
                        ) -> tuple[str, Filters | None, QuestionDates | None]:
         """(question without its time words, filters with their dates, what they were read as).
 
-        Only when `filters` has no dates of its own. Relative words ("this week", "since Tuesday") count from
-        today, or from the newest article's date when every article is older than the range they name."""
+        Only when `filters` has no dates of its own, and not for a time after today. Relative words ("this week",
+        "since Tuesday") count from today, or from the newest article's date when every article is older than the
+        range they name."""
         if filters is not None and (filters.since or filters.until):
             return question, filters, None
         today = today or date.today()
         found = find_range(question, today)
-        if found is None:
+        if found is None or (found.since is not None and found.since > today):
+            # a time after today ("which chains plan to merge in 2024?") is when the event is to be, not when
+            # it was reported: no article is published then, so it is searched as words, not as a filter
             return question, filters, None
         reference, kind = (today, "today") if found.relative else (None, "")
         newest = self.newest_published()

@@ -118,6 +118,16 @@ def test_relative_words_count_from_today_when_the_collection_is_current(news):
     assert (filters.since, asked.reference_kind) == (date(2022, 2, 28), "newest article")
 
 
+def test_a_time_after_today_is_not_a_date_filter(news):
+    # when an event is to be, not when it was reported: no article is published after today
+    question = "Which ferry line plans to replace the Marisol in 2024?"
+    assert news.question_dates(question, None, today=date(2022, 3, 8)) == (question, None, None)
+    assert news.question_dates("What happened last month?", None, today=date(2022, 3, 8))[1] is not None
+    _, filters, asked = news.question_dates(question, None, today=date(2024, 6, 1))  # now a time reported in
+    assert (filters.since, filters.until, asked.reference_kind) == (date(2024, 1, 1), date(2024, 12, 31), "")
+    assert news.ask(question, today=date(2022, 3, 8)).hits  # searched as words, not filtered to nothing
+
+
 def test_an_explicit_date_filter_wins_over_the_question(news):
     answer = news.ask("what happened in Dovrin this week?", filters=Filters(since=date(2022, 3, 5)))
     assert answer.dates is None
