@@ -1,6 +1,7 @@
 """Answer: extractive drafts from retrieved passages (no LLM needed): quotes, picked and ordered.
 
-Scores every sentence of the retrieved passages by how much of the question's
+Scores every sentence of the retrieved passages (junk lines, `rag.clean`, and
+sentences that are questions left out) by how much of the question's
 weighted vocabulary it covers (IDF over the whole index), blended with how well
 its passage matched. Keeps the best sentences, drops near-duplicates, adds the
 rest of a paragraph that is mostly on topic, and puts the best first (each run of
