@@ -3,9 +3,15 @@ sentences beside them are; the classifier both ways; HTML pages read with trafil
 
 from __future__ import annotations
 
+import gzip
+import json
+from itertools import islice
+from pathlib import Path
+
 import pytest
 
 from rag import Assistant
+from rag.chunk import sentence_spans
 from rag.clean import junk_reason, junk_spans, without_junk
 from rag.ingest import read_file
 from rag.store import Store
@@ -159,3 +165,24 @@ def test_html_pages_are_read_with_trafilatura(tmp_path):
     assert "engineers found cracks" in article.text and "12 million dollars" in article.text
     for chrome in ("Share on Facebook", "Most read", "Storm hits the coast", "Cookie settings", "Home | World"):
         assert chrome not in article.text
+
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "rtqa2022" / "articles.jsonl.gz"
+
+
+@pytest.mark.skipif(not CORPUS.exists(), reason="the shared rtqa2022 corpus is not beside this clone")
+def test_every_anywhere_match_holds_one_of_its_needles():
+    # the needles skip the costly alternations for most sentences: a pattern they do not cover would go unseen
+    from rag.clean import _BOILERPLATE_ANYWHERE, _BOILERPLATE_NEEDLES, _CAPTION_ANYWHERE, _CAPTION_NEEDLES
+
+    checked = 0
+    with gzip.open(CORPUS, "rt", encoding="utf-8") as lines:
+        for line in islice(lines, 300):
+            text = json.loads(line)["text"]
+            for a, b in sentence_spans(text):
+                for pattern, needles in ((_BOILERPLATE_ANYWHERE, _BOILERPLATE_NEEDLES),
+                                         (_CAPTION_ANYWHERE, _CAPTION_NEEDLES)):
+                    if pattern.search(text[a:b]):
+                        checked += 1
+                        assert any(n in text[a:b].lower() for n in needles), text[a:b]
+    assert checked > 100  # the sample holds enough junk to check
