@@ -1,7 +1,7 @@
 """Answer: extractive drafts from retrieved passages (no LLM needed): quotes, picked and ordered.
 
-Scores every sentence of the retrieved passages (junk lines, `rag.clean`, and
-sentences that are questions left out) by how much of the question's
+Scores every sentence of the retrieved passages (but those `rag.clean` says are
+not to be quoted: junk lines and questions) by how much of the question's
 weighted vocabulary it covers (IDF over the whole index), blended with how well
 its passage matched. Keeps the best sentences, drops near-duplicates, adds the
 rest of a paragraph that is mostly on topic, and puts the best first (each run of
@@ -224,10 +224,9 @@ class Extractive:
                wanted: list[kinds.Ask] | tuple[kinds.Ask, ...] = (), ranks: list[int] | None = None
                ) -> list[_Sentence]:
         """Every sentence of the hits' passages, scored; `ranks`: each hit's place in the search (its index)."""
-        # captions, credits, headlines, boilerplate (rag.clean) and questions are not quoted
         spans = [(rank, hit, a, b) for rank, hit in enumerate(hits)
                  for a, b in sentence_spans(hit.article.text, hit.chunk.start, hit.chunk.end)
-                 if not is_junk(hit.article.text, a, b) and not _asks(hit.article.text[a:b])]
+                 if not is_junk(hit.article.text, a, b)]  # captions, credits, headlines, questions: rag.clean
         token_lists = self.tokens([hit.article.text[a:b] for _, hit, a, b in spans])
         total = sum(weights.values()) or 1.0
         question_terms = set(weights)
@@ -348,7 +347,7 @@ def _lead(hit: Hit) -> tuple[int, int] | None:
         start, cut = end, text.find("\n", end + width)
         end = len(text) if cut < 0 else cut
         for a, b in sentence_spans(text, start, end):
-            if _one_line(text[a:b]) != title and not is_junk(text, a, b) and not _asks(text[a:b]):
+            if _one_line(text[a:b]) != title and not is_junk(text, a, b):
                 return a, b
         width *= 2
     return None
@@ -411,12 +410,6 @@ def _chronological(chosen: list[_Sentence]) -> list[_Sentence]:
         if day is not None:
             first[s.hit.article.id] = min(first.get(s.hit.article.id, day), day)
     return sorted(chosen, key=lambda s: (first.get(s.hit.article.id, date.max), s.article_rank, s.start))
-
-
-def _asks(sentence: str) -> bool:
-    """A sentence that is a question ("Is yours on it?", a quiz page's "Which show was green lit?"): it states
-    nothing, so it never answers (a quoted question inside a statement, '"Why now?" she asked.', does)."""
-    return sentence.rstrip(" \t\n\"'\u201d\u2019)]").endswith("?")
 
 
 def _similar(a: _Sentence, b: _Sentence) -> bool:

@@ -2,7 +2,8 @@
 
 Scraped pages carry photo captions ("Hide Caption 1 of 49", "📸 45 photos"), credits ("Albert Retief/AFP/Getty
 Images"), link teasers ("WNBA news:A look at ..."), headlines, labels and list items without a full stop,
-datelines ("London CNN —"), newsletter, cookie and share boilerplate. `junk_reason(text, start, end)` says why
+datelines ("London CNN —"), newsletter, cookie and share boilerplate; and questions ("Is yours on it?", a news
+quiz page's own question), which state nothing. `junk_reason(text, start, end)` says why
 the sentence `text[start:end]` is junk (judged with the line it stands on), or "" when it is a sentence that may
 be quoted; `junk_spans` gives the junk sentences of a text, and `without_junk` a text without them. The answer
 uses `junk_reason` only: passages are embedded and indexed whole, junk included (8% of the shared corpus's
@@ -22,6 +23,8 @@ from rag.chunk import sentence_spans
 
 # a line that ends a sentence: . ! ? or an ellipsis, maybe closed by quotes or brackets
 _FINAL = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]]*$")
+# a sentence ending in a question mark (a question quoted inside a statement, '"Why now?" she asked.', is not one)
+_QUESTION = re.compile(r"\?[\"'\u201d\u2019)\]]*$")
 # captions and galleries
 _CAPTION_START = re.compile(
     r"\s*\(?(?:Photos?|Pictures?|Images?|Gallery|Slideshow|Video|Watch|Listen|Graphic)\s*:"
@@ -108,7 +111,8 @@ def _found(start: re.Pattern[str], anywhere: re.Pattern[str], needles: tuple[str
 
 def junk_reason(text: str, start: int, end: int) -> str:
     """Why the sentence `text[start:end]` is not to be quoted ("caption", "credit", "boilerplate", "teaser",
-    "embedded post", "no final punctuation", "label", "fragment"), judged with its line; "" when it may be."""
+    "embedded post", "no final punctuation", "label", "fragment", "question"), judged with its line; "" when it
+    may be."""
     line_start = text.rfind("\n", 0, start) + 1
     line_end = text.find("\n", end)
     line = text[line_start:len(text) if line_end < 0 else line_end].strip()
@@ -156,6 +160,8 @@ def _sentence_reason(sentence: str) -> str:
         return "credit"
     if words < 3:
         return "fragment"  # "9:30 p.m.", "___", "Yes."
+    if _QUESTION.search(sentence):
+        return "question"
     return ""
 
 

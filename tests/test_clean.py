@@ -96,6 +96,9 @@ def test_junk_lines_are_never_quoted(harbour, question):
     ("BREAKING NEWS.", "label"),
     ("9:30 p.m.", "fragment"),
     ("It wasn't a cover-up. pic.twitter.com/abc123 \u2014 Jo Smith (@josmith) July 5, 2022", "embedded post"),
+    # a question states nothing: a news quiz page's own question, a reader teaser
+    ("Which festival did the Brenmoor council cancel this week?", "question"),
+    ("Is yours on it?", "question"),
 ])
 def test_junk_lines_are_classed(line, reason):
     assert junk_reason(line, 0, len(line)) == reason
@@ -114,6 +117,7 @@ def test_junk_lines_are_classed(line, reason):
     "Police asked witnesses to contact the station at once.",
     "Donors contributed from their own pockets, raising 2 million dollars for the shelter.",
     "Reporting by local outlets suggested the talks had stalled.",
+    "\u201cWhy now?\u201d she asked the mayor.",  # a question quoted inside a statement
     # a paragraph cut short by the scraper is still a report, not a headline
     "Then if someone made her mad, Gretta would slam the shutters on the windows and sway the chandeliers in the "
     "old house on the hill",
