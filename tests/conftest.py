@@ -21,6 +21,9 @@ from tests.pg_server import pg_server, pg_url  # noqa: F401 - fixtures: a real P
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
 MARIUPOL_SEED = SEEDS / "000_6deafd6307c91394.txt"
+# the shared benchmark corpus, beside the clone (CI's checkout has it; a clone elsewhere does not)
+CORPUS = ROOT.parent / "shared" / "bench" / "rtqa2022" / "articles.jsonl.gz"
+needs_corpus = pytest.mark.skipif(not CORPUS.exists(), reason="the shared rtqa2022 corpus is not beside this clone")
 
 
 # news fixtures (tests/test_news.py and the web, Slack and LLM tests): a three-article sequence about one town

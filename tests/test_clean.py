@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 from itertools import islice
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,7 @@ from rag.chunk import sentence_spans
 from rag.clean import junk_reason, junk_spans, without_junk
 from rag.ingest import read_file
 from rag.store import Store
-from tests.conftest import write_jsonl
+from tests.conftest import CORPUS, needs_corpus, write_jsonl
 
 # a scraped page as news sites serve it: the one real report sits among captions, credits, teasers and boilerplate
 # that repeat the question's words
@@ -171,10 +170,7 @@ def test_html_pages_are_read_with_trafilatura(tmp_path):
         assert chrome not in article.text
 
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "rtqa2022" / "articles.jsonl.gz"
-
-
-@pytest.mark.skipif(not CORPUS.exists(), reason="the shared rtqa2022 corpus is not beside this clone")
+@needs_corpus
 def test_every_anywhere_match_holds_one_of_its_needles():
     # the needles skip the costly alternations for most sentences: a pattern they do not cover would go unseen
     from rag.clean import _BOILERPLATE_ANYWHERE, _BOILERPLATE_NEEDLES, _CAPTION_ANYWHERE, _CAPTION_NEEDLES

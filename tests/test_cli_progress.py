@@ -24,9 +24,7 @@ from rag.api import Assistant
 from rag.index import Indexer
 from rag.progress import ProgressPrinter
 from rag.store import Store
-from tests.conftest import ROOT, SEEDS, write_collection
-
-BENCH = ROOT.parent / "shared" / "bench" / "rtqa2022" / "articles.jsonl.gz"
+from tests.conftest import CORPUS, ROOT, SEEDS, write_collection
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -42,8 +40,8 @@ def _cli(*args: str) -> list[str]:
 def _articles(folder: Path, n: int, chars: int = 2000) -> Path:
     """`n` real news articles (their first `chars` characters: a few chunks each) in one .jsonl file."""
     folder.mkdir(parents=True, exist_ok=True)
-    if BENCH.exists():
-        with gzip.open(BENCH, "rt", encoding="utf-8") as f:
+    if CORPUS.exists():
+        with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
             articles = [json.loads(line) for line in itertools.islice(f, n)]
     else:  # the seeds
         articles = [{"title": p.stem, "text": p.read_text(encoding="utf-8")} for p in sorted(SEEDS.glob("*.txt"))[:n]]
@@ -117,7 +115,7 @@ def test_articles_beyond_the_memory_budget_are_read_again_and_indexed_the_same(t
     assert spilled.chunks_embedded == held.chunks_embedded and spilled_chunks == held_chunks
 
 
-@pytest.mark.skipif(not BENCH.exists(), reason="the shared rtqa2022 corpus is not beside this clone: "
+@pytest.mark.skipif(not CORPUS.exists(), reason="the shared rtqa2022 corpus is not beside this clone: "
                     "the seeds hold too few articles to stop mid-embedding")
 def test_ctrl_c_keeps_what_was_stored_and_the_next_run_continues(tmp_path):
     folder = _articles(tmp_path / "news", 14)

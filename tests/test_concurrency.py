@@ -29,9 +29,8 @@ import pytest
 
 from rag import Assistant, Filters
 from rag.embed import make_embedder
-from tests.conftest import MARIUPOL_SEED, ROOT, write_collection
+from tests.conftest import CORPUS, MARIUPOL_SEED, ROOT, write_collection
 
-CORPUS = ROOT.parent / "shared" / "bench" / "rtqa2022" / "articles.jsonl.gz"
 STATIC = "model2vec:all-MiniLM-L6-v2"
 N_ARTICLES = 600
 # (question, sources, since, what the answer says): filtered and dated questions are the ones Chroma failed

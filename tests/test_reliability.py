@@ -31,9 +31,8 @@ from rag.errors import IndexError_
 from rag.lexical import Lexical
 from rag.store import Store
 from rag.vectors import ChromaVectors
-from tests.conftest import ROOT, write_collection
+from tests.conftest import CORPUS, ROOT, write_collection
 
-CORPUS = ROOT.parent / "shared" / "bench" / "rtqa2022" / "articles.jsonl.gz"
 STATIC = "model2vec:all-MiniLM-L6-v2"
 N_ARTICLES = 150
 

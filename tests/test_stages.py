@@ -20,19 +20,15 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from rag import Assistant
 from rag.config import Settings
 from rag.embed import make_embedder
 from rag.store import Store
 from rag.vectors import FULL
-from tests.conftest import ROOT, write_collection
+from tests.conftest import CORPUS, ROOT, needs_corpus, write_collection
 from tests.test_chroma_server import server  # noqa: F401 - the fixture: a real `chroma run`
 
 STATIC = "model2vec:all-MiniLM-L6-v2"
-CORPUS = ROOT.parent / "shared" / "bench" / "rtqa2022" / "articles.jsonl.gz"
-needs_corpus = pytest.mark.skipif(not CORPUS.exists(), reason="the shared rtqa2022 corpus is not beside this clone")
 
 
 def _settings(settings: Settings, **update) -> Settings:

@@ -34,12 +34,10 @@ import pytest
 
 from rag.catalogue_pg import schema_name
 from tests.chroma_server import chroma_server, free_port  # noqa: F401 - fixture
-from tests.conftest import DAM, DOVRIN, ROOT, write_collection, write_jsonl
+from tests.conftest import CORPUS, DAM, DOVRIN, ROOT, needs_corpus, write_collection, write_jsonl
 
-CORPUS = ROOT.parent / "shared" / "bench" / "rtqa2022" / "articles.jsonl.gz"
 STATIC = "model2vec:all-MiniLM-L6-v2"
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-needs_corpus = pytest.mark.skipif(not CORPUS.exists(), reason="shared rtqa2022 corpus not available")
 
 
 # ---------------------------------------------------------------- the team: servers, hosts, processes
