@@ -10,7 +10,8 @@ the question asks for (`rag.kinds`: who -> a name, how many -> a number, when
 -> a date, where -> a place) is preferred: the best sentence offering it
 answers first, one for each part of a two-part question, looked for past the
 passages found (the top articles' whole text, the further hits) when they
-offer none. Drafts an abstention ("not found in the articles") when the best
+offer none. A sentence naming years, none of them a year the question names
+("the 2022 Stanley Cup"), tells of another time and is not quoted. Drafts an abstention ("not found in the articles") when the best
 evidence is too weak, or when no sentence on the topic offers the kind of
 answer asked (saying what the newest article found lacks). An abstention over
 a word the index does not know suggests a close spelling it does ("did you
@@ -64,6 +65,7 @@ QUESTION_WORDS = {
 }
 # names and numbers in a question ("Kestrelmouth", "1954"): capitalised words (not the first) and words with digits
 _KEY = re.compile(r"(?<=\s)[A-Z][\w'\u2019-]*|(?<![\w.])\w*\d[\w-]*")
+_YEAR = re.compile(r"(?<![\w.$])(?:19|20)\d\d(?![\w.,]\d|\d)")  # a year, not "$2,022" or "2022.5"
 _NOT_NAMES = frozenset([*MONTHS, *WEEKDAYS, "i"])  # capitalised, but times (the date filter's), not names
 Tokens = Callable[[list[str]], list[list[str]]]
 # how each front end words an abstention (the core's NOT_FOUND, Slack's "I don't know: ..."), for chat history
@@ -232,11 +234,14 @@ class Extractive:
         question_terms = set(weights)
         article_rank = {aid: i for i, aid in enumerate(dict.fromkeys(h.article.id for h in hits))}
         asked = kinds.given(question)
+        years = frozenset(_YEAR.findall(question))
         out: dict[tuple[str, int], _Sentence] = {}
         for (rank, hit, a, b), toks in zip(spans, token_lists):
             terms = frozenset(toks)
             if focus and not terms & set(focus):
                 continue
+            if years and _other_years(hit.article.text[a:b], years):
+                continue  # "the 2022 Stanley Cup": "the Blues won the Stanley Cup in 2019" is another one
             coverage = sum(w for t, w in weights.items() if t in terms) / total
             score = 0.75 * coverage + 0.25 * max(hit.dense, 0.0) - 0.02 * (ranks[rank] if ranks else rank)
             # a sentence that only restates the question answers nothing: favour new content
@@ -312,6 +317,12 @@ class Extractive:
         where = ", ".join(x for x in (newest.source, newest.published[:10]) if x)
         return (f"Not found in the articles: the {which}, \u201c{_one_line(newest.title)}\u201d"
                 f"{f' ({where})' if where else ''}, does not say {what}.")
+
+
+def _other_years(sentence: str, years: frozenset[str]) -> bool:
+    """Whether `sentence` names years, none of them one of `years` (the question's): it tells of another time."""
+    named = set(_YEAR.findall(sentence))
+    return bool(named) and not named & years
 
 
 def _best_first(chosen: list[_Sentence]) -> list[_Sentence]:

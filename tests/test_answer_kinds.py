@@ -132,3 +132,30 @@ def test_a_question_in_an_article_is_never_quoted_as_an_answer(tmp_path, setting
             assert not [c.quote for c in answer.citations if c.quote.rstrip().endswith("?")]
             check_quotes(assistant, answer)
         assert "Quorvel lantern festival" in assistant.ask("Which festival did the Brenmoor council cancel?").text
+
+
+# the year a question names is the event's: a sentence telling of the same event in other years answers another one
+CUP = [
+    {"title": "Ostmark Cup final", "source": "Coast Courier", "published": "2022-06-27",
+     "url": "https://coast.example/ostmark-cup",
+     "text": "The Harbour Hawks won the Ostmark Cup in 2019, their only title in the Ostmark Cup so far. "
+             "This season the Valley Owls won the Ostmark Cup, beating the Hawks 3-1 on Sunday. "
+             "Tickets for the 2022 final had sold out within an hour."},
+    {"title": "Ostmark Cup history", "source": "Town Crier", "published": "2022-05-02",
+     "url": "https://town.example/ostmark-cup-history",
+     "text": "The Ostmark Cup is the oldest rowing trophy of the coast. The Harbour Hawks won the Ostmark Cup in "
+             "2019 and the Mill Foxes won the Ostmark Cup in 2017."},
+]
+
+
+def test_a_sentence_about_another_year_does_not_answer_a_question_naming_its_year(tmp_path, settings, embedder):
+    with indexed(tmp_path, CUP, settings, embedder) as assistant:
+        answer = assistant.ask("Which team won the 2022 Ostmark Cup?")
+        assert answer.citations and not answer.abstained
+        assert "Valley Owls" in answer.citations[0].quote
+        assert not [c.quote for c in answer.citations if "2019" in c.quote or "2017" in c.quote]
+        check_quotes(assistant, answer)
+        # no year named: the sentences of every year may answer
+        assert "2019" in assistant.ask("Which team won the Ostmark Cup?").text
+        # a year no sentence tells of: not found, rather than another year's winner
+        assert assistant.ask("Which team won the 2015 Ostmark Cup?").abstained
