@@ -43,7 +43,7 @@ from rag.clean import is_junk
 from rag.dates import MONTHS, WEEKDAYS
 from rag.ground import NOT_FOUND
 from rag.lexical import slices
-from rag.news import event_date, is_timeline_question, outlet
+from rag.news import asks_about_now, event_date, is_timeline_question, outlet
 from rag.types import Answer, Draft, DraftSentence, Hit, StoredText
 
 # prefer, and require, sentences that offer the kind of answer asked (False: the plain coverage ranking; `rag bench`
@@ -144,7 +144,8 @@ class Extractive:
             return Draft(question, tuple(hits), abstention=text)
         chosen = _best_first(chosen) if KIND_PREFERENCE else sorted(chosen, key=lambda s: (s.article_rank, s.start))
         if is_timeline_question(question):
-            chosen = _chronological(chosen)
+            # "what happened?" reads as a story, oldest first; "what is happening?" wants now: newest first
+            chosen = _chronological(chosen, newest_first=asks_about_now(question))
         passage = {}
         for i, hit in enumerate(hits):
             passage.setdefault(hit.article.id, i)
@@ -413,14 +414,21 @@ def _wider(hits: list[Hit]) -> tuple[list[Hit], list[int]]:
     return ranked, [*range(min(len(hits), 8)), *(i for _, i in top), *range(8, len(hits))]
 
 
-def _chronological(chosen: list[_Sentence]) -> list[_Sentence]:
-    """Articles oldest first (by publication date, else the earliest date a sentence states), sentences in order."""
-    first: dict[str, date] = {}
+def _chronological(chosen: list[_Sentence], newest_first: bool = False) -> list[_Sentence]:
+    """Articles oldest first (by publication date, else the earliest date a sentence states; with `newest_first`,
+    newest first by the latest), sentences in order; articles of no date last."""
+    days: dict[str, list[date]] = {}
     for s in chosen:
         day = event_date(s.hit.article.text[s.start:s.end], s.hit.article.published)
         if day is not None:
-            first[s.hit.article.id] = min(first.get(s.hit.article.id, day), day)
-    return sorted(chosen, key=lambda s: (first.get(s.hit.article.id, date.max), s.article_rank, s.start))
+            days.setdefault(s.hit.article.id, []).append(day)
+
+    def when(s: _Sentence) -> int:
+        found = days.get(s.hit.article.id)
+        if not found:
+            return date.max.toordinal()
+        return -max(found).toordinal() if newest_first else min(found).toordinal()
+    return sorted(chosen, key=lambda s: (when(s), s.article_rank, s.start))
 
 
 def _similar(a: _Sentence, b: _Sentence) -> bool:

@@ -33,6 +33,8 @@ from rag.types import Article, Citation, TimelinePoint
 _TIMELINE = re.compile(r"\b(?:what\s+(?:has\s+|have\s+|had\s+)?(?:happened|happens|is\s+happening|"
                        r"has\s+been\s+happening|went\s+on|is\s+going\s+on)|timeline|chronolog\w*|over\s+time|"
                        r"latest\s+on|what'?s\s+new|developments?|unfolded|events?\s+in)\b", re.I)
+_NOW = re.compile(r"\b(?:(?:is|are)\s+(?:happening|going\s+on)|latest\s+on|what'?s\s+(?:new|happening|going\s+on))\b",
+                  re.I)
 
 
 _FIGURE = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+|\d+)(?![\w.,]\d)(?:\s+(?:people|persons|civilians|residents|"
@@ -307,6 +309,11 @@ def outlet(article: Article) -> str:
 
 def is_timeline_question(question: str) -> bool:
     return bool(_TIMELINE.search(question))
+
+
+def asks_about_now(question: str) -> bool:
+    """Whether a question asks what is going on now ("what is happening in Kherson?"), not what happened."""
+    return bool(_NOW.search(question))
 
 
 def event_date(sentence: str, published: str) -> date | None:

@@ -70,3 +70,14 @@ def test_a_collection_older_than_today_counts_from_its_newest_article(assistant)
     # asked years later, the newest report still leads: "today" for ranking is the collection's newest day
     asked = titles(assistant.ask(QUESTION, today=date(2026, 11, 30)))
     assert asked.index(NEW) < asked.index(OLD)
+
+
+def test_what_is_happening_is_answered_newest_first_and_what_happened_oldest_first(assistant):
+    # the user's "what is happening in Kherson?" opened with the March protests though the November withdrawal was
+    # found: a question about now leads with the newest report; a question about the story reads it in order
+    now = assistant.ask(QUESTION, today=date(2022, 10, 28))
+    assert {c.title for c in now.citations} == {OLD, NEW}
+    assert now.citations[0].title == NEW
+    story = assistant.ask("What happened with the Kessel dock strike?", today=date(2022, 10, 28))
+    assert story.citations[0].title == OLD
+    assert [p.date for p in now.timeline] == sorted(p.date for p in now.timeline)  # the timeline stays a timeline
