@@ -5,15 +5,17 @@ not to be quoted: junk lines and questions) by how much of the question's
 weighted vocabulary it covers (IDF over the whole index), blended with how well
 its passage matched. Keeps the best sentences, drops near-duplicates, adds the
 rest of a paragraph that is mostly on topic, and puts the best first (each run of
-adjacent sentences kept together; a timeline question's oldest first). What
+adjacent sentences kept together; a timeline question's oldest first, one
+about now, "what is happening?", newest first). What
 the question asks for (`rag.kinds`: who -> a name, how many -> a number, when
 -> a date, where -> a place) is preferred: the best sentence offering it
 answers first, one for each part of a two-part question, looked for past the
 passages found (the top articles' whole text, the further hits) when they
 offer none. A sentence naming years, none of them a year the question names
-("the 2022 Stanley Cup"), tells of another time and is not quoted. Drafts an abstention ("not found in the articles") when the best
-evidence is too weak, or when no sentence on the topic offers the kind of
-answer asked (saying what the newest article found lacks). An abstention over
+("the 2022 Stanley Cup"), tells of another time and is not quoted. Drafts an
+abstention ("not found in the articles") when the best evidence is too weak,
+or when no sentence on the topic offers the kind of answer asked (saying what
+the newest article found lacks). An abstention over
 a word the index does not know suggests a close spelling it does ("did you
 mean Mariupol?"). `naming` is the pipeline's names-and-numbers gate: no
 article found mentions all the names and numbers the question gives
