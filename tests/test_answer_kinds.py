@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from rag.answer import _event_years
 from rag.kinds import DATE, NAME, NUMBER, PLACE, YESNO, asks, given, offers
 from tests.conftest import check_quotes, indexed
 
@@ -159,3 +160,15 @@ def test_a_sentence_about_another_year_does_not_answer_a_question_naming_its_yea
         assert "2019" in assistant.ask("Which team won the Ostmark Cup?").text
         # a year no sentence tells of: not found, rather than another year's winner
         assert assistant.ask("Which team won the 2015 Ostmark Cup?").abstained
+
+
+@pytest.mark.parametrize("question, years", [
+    ("Which team won the 2022 NHL Stanley Cup Finals?", {"2022"}),
+    ("What did the mayor say in 2021?", {"2021"}),
+    ("How much have prices risen since 2020?", set()),  # a span: any year in it may answer
+    ("What happened between 2019 and 2021?", set()),
+    ("How did the 2021-2022 season end?", set()),
+    ("How many people live in Ostmark?", set()),
+])
+def test_the_years_a_question_names_as_its_events(question, years):
+    assert _event_years(question) == years
