@@ -43,7 +43,7 @@ from rag import kinds
 from rag.chunk import sentence_spans
 from rag.clean import is_junk
 from rag.dates import MONTHS, WEEKDAYS
-from rag.ground import NOT_FOUND
+from rag.ground import NOT_FOUND, event_years, other_years
 from rag.lexical import slices
 from rag.news import asks_about_now, event_date, is_timeline_question, outlet
 from rag.types import Answer, Draft, DraftSentence, Hit, StoredText
@@ -67,9 +67,6 @@ QUESTION_WORDS = {
 }
 # names and numbers in a question ("Kestrelmouth", "1954"): capitalised words (not the first) and words with digits
 _KEY = re.compile(r"(?<=\s)[A-Z][\w'\u2019-]*|(?<![\w.])\w*\d[\w-]*")
-_YEAR = re.compile(r"(?<![\w.$])(?:19|20)\d\d(?![\w.,]\d|\d)")  # a year, not "$2,022" or "2022.5"
-_SPAN_WORD = re.compile(r"\b(?:since|after|before|from|until|till|through|between|by|and|to)\W+$|[-\u2013/]\s*$",
-                        re.I)
 _NOT_NAMES = frozenset([*MONTHS, *WEEKDAYS, "i"])  # capitalised, but times (the date filter's), not names
 Tokens = Callable[[list[str]], list[list[str]]]
 # how each front end words an abstention (the core's NOT_FOUND, Slack's "I don't know: ..."), for chat history
@@ -239,13 +236,13 @@ class Extractive:
         question_terms = set(weights)
         article_rank = {aid: i for i, aid in enumerate(dict.fromkeys(h.article.id for h in hits))}
         asked = kinds.given(question)
-        years = _event_years(question)
+        years = event_years(question)
         out: dict[tuple[str, int], _Sentence] = {}
         for (rank, hit, a, b), toks in zip(spans, token_lists):
             terms = frozenset(toks)
             if focus and not terms & set(focus):
                 continue
-            if years and _other_years(hit.article.text[a:b], years):
+            if years and other_years(hit.article.text[a:b], years):
                 continue  # "the 2022 Stanley Cup": "the Blues won the Stanley Cup in 2019" is another one
             coverage = sum(w for t, w in weights.items() if t in terms) / total
             score = 0.75 * coverage + 0.25 * max(hit.dense, 0.0) - 0.02 * (ranks[rank] if ranks else rank)
@@ -322,21 +319,6 @@ class Extractive:
         where = ", ".join(x for x in (newest.source, newest.published[:10]) if x)
         return (f"Not found in the articles: the {which}, \u201c{_one_line(newest.title)}\u201d"
                 f"{f' ({where})' if where else ''}, does not say {what}.")
-
-
-def _event_years(question: str) -> frozenset[str]:
-    """The years a question names as its event's ("the 2022 Stanley Cup", "in 2020"); none when it names a span
-    ("since 2020", "between 2019 and 2021": any year in it may answer)."""
-    found = list(_YEAR.finditer(question))
-    if any(_SPAN_WORD.search(question[:m.start()]) for m in found):
-        return frozenset()
-    return frozenset(m.group(0) for m in found)
-
-
-def _other_years(sentence: str, years: frozenset[str]) -> bool:
-    """Whether `sentence` names years, none of them one of `years` (the question's): it tells of another time."""
-    named = set(_YEAR.findall(sentence))
-    return bool(named) and not named & years
 
 
 def _best_first(chosen: list[_Sentence]) -> list[_Sentence]:

@@ -29,6 +29,8 @@ sentence at a time (`Grounder`, also fed sentence by sentence by a stream):
   removed; none left: dropped) and `unsupported` finds nothing of it missing from the passages it still
   cites; each kept marker becomes a citation whose quote is the sentence run of that passage covering the
   claim best, an exact span; citations are numbered by first use;
+- a sentence naming years, none of them a year the question names as its event's ("the 2022 Stanley Cup"),
+  is dropped: it tells of another time;
 - the caps of the draft (sentences, characters) end it; nothing kept: the draft's abstention (or
   `NOT_FOUND`), or its `fallback` grounded instead when that keeps something.
 
@@ -83,6 +85,24 @@ NOT_FOUND_REPLY = re.compile(r"^\W*not\s+found\s+in\s+the\s+articles?\b", re.I)
 _BLANK_LINE = re.compile(r"\n\s*\n")  # a quote does not run across paragraphs
 _NAME = re.compile(r"[^\W\d_]+", re.U)
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|[\"\u201c(]\s*)$")
+_YEAR = re.compile(r"(?<![\w.$])(?:19|20)\d\d(?![\w.,]\d|\d)")  # a year, not "$2,022" or "2022.5"
+_SPAN_WORD = re.compile(r"\b(?:since|after|before|from|until|till|through|between|by|and|to)\W+$|[-\u2013/]\s*$",
+                        re.I)
+
+
+def event_years(question: str) -> frozenset[str]:
+    """The years a question names as its event's ("the 2022 Stanley Cup", "in 2020"); none when it names a span
+    ("since 2020", "between 2019 and 2021": any year in it may answer)."""
+    found = list(_YEAR.finditer(question))
+    if any(_SPAN_WORD.search(question[:m.start()]) for m in found):
+        return frozenset()
+    return frozenset(m.group(0) for m in found)
+
+
+def other_years(sentence: str, years: frozenset[str]) -> bool:
+    """Whether `sentence` names years, none of them one of `years` (the question's): it tells of another time."""
+    named = set(_YEAR.findall(sentence))
+    return bool(named) and not named & years
 
 
 def numbers(text: str, one: bool = True) -> set[float]:
@@ -155,7 +175,8 @@ def _show(value: float) -> str:
 def ground(draft: Draft, tokens: Tokens, idf: Idf, min_support: float = 0.2) -> Answer:
     """The answer `draft` grounds to (see the module doc): its supported sentences with exact citations, else
     its abstention, or its fallback's answer when that keeps something."""
-    grounder = Grounder(list(draft.hits), tokens, idf, min_support, draft.cap_sentences, draft.cap_chars)
+    grounder = Grounder(list(draft.hits), tokens, idf, min_support, draft.cap_sentences, draft.cap_chars,
+                        question=draft.question)
     for sentence in draft.sentences:
         grounder.add(sentence)
         if grounder.full:
@@ -167,11 +188,14 @@ class Grounder:
     """A draft's sentences checked one at a time (as an LLM completes them); keeps those that pass (see the
     module doc). `add` returns the sentence as kept (markers renumbered as citations) or "" when it is dropped.
     `full` once `cap_sentences` sentences are kept, a sentence would pass `cap_chars`, or the draft said "not
-    found" first: take no more (caps of 0: none). `text` is the kept sentences, joined by spaces."""
+    found" first: take no more (caps of 0: none). `text` is the kept sentences, joined by spaces. With
+    `question`, a sentence naming years, none of them one the question names as its event's, is dropped
+    (`other_years`: it tells of another time)."""
 
     def __init__(self, hits: list[Hit], tokens: Tokens, idf: Idf, min_support: float = 0.2,
-                 cap_sentences: int = 0, cap_chars: int = 0) -> None:
+                 cap_sentences: int = 0, cap_chars: int = 0, question: str = "") -> None:
         self.hits = hits
+        self.years = event_years(question)
         self.tokens = tokens
         self.idf = idf
         self.min_support = min_support
@@ -215,6 +239,8 @@ class Grounder:
         if not self.kept and NOT_FOUND_REPLY.match(sentence.text):
             self.full = True
             return ""
+        if self.years and other_years(MARKERS.sub("", sentence.text), self.years):
+            return ""  # "the 1990 Nobel Peace Prize" does not answer a question about the 2022 one
         if sentence.span is not None:
             return self._quote(sentence)
         text = sentence.text

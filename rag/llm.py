@@ -426,7 +426,8 @@ class LLMAnswerer:
             except LLMBackoff as skip:  # another question took the retry meanwhile
                 return (yield from _shown(self._grounded(self._fallback(question, hits, focus, skip, dated))))
             draft = self._draft(question, hits, focus, dated, [])
-            grounder = Grounder(hits, self.tokens, self.idf, self.min_support, self.cap_sentences, self.cap_chars)
+            grounder = Grounder(hits, self.tokens, self.idf, self.min_support, self.cap_sentences, self.cap_chars,
+                                question=question)
             reader = self._reader(hits)
             messages = prompt_messages(question, hits, self.max_sentences)
             call = _Background(lambda: self.llm.stream_chat(messages), self.deadline)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.answer import _event_years
+from rag.ground import event_years
 from rag.kinds import DATE, NAME, NUMBER, PLACE, YESNO, asks, given, offers
 from tests.conftest import check_quotes, indexed
 
@@ -171,4 +171,4 @@ def test_a_sentence_about_another_year_does_not_answer_a_question_naming_its_yea
     ("How many people live in Ostmark?", set()),
 ])
 def test_the_years_a_question_names_as_its_events(question, years):
-    assert _event_years(question) == years
+    assert event_years(question) == years

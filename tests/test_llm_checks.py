@@ -226,3 +226,23 @@ def test_a_server_dripping_bytes_is_cut_at_the_deadline(store, embedder, setting
         assert (answer.text, answer.citations) == (extractive.text, extractive.citations)
         assert answer.notice == (f"The LLM ({protocol}:m) could not answer (LLMDeadline: no complete answer "
                                  "within 2 s); this is an extractive answer.")
+
+
+def test_an_llm_sentence_about_another_year_than_the_one_asked_is_dropped(tmp_path, embedder, settings):
+    """The year rule is the grounding's, for every answerer: the model's sentence on the 2019 Cup, supported by its
+    passage, is dropped for a question on the 2022 one; its sentence on this season's winner is kept."""
+    from tests.conftest import indexed
+    from tests.test_answer_kinds import CUP
+
+    def reply(body: dict) -> str:
+        n = passage_number(user_prompt(body), "Valley Owls")
+        return (f"The Harbour Hawks won the Ostmark Cup in 2019 [{n}]. "
+                f"The Valley Owls won the Ostmark Cup, beating the Hawks 3-1 [{n}].")
+
+    with indexed(tmp_path, CUP, settings, embedder) as base, ScriptedLLM("openai", [reply, reply]) as server:
+        assistant = assistant_for(base.store, embedder, settings, "openai:m", server)
+        answer = assistant.ask("Which team won the 2022 Ostmark Cup?")
+        assert answer.text == "The Valley Owls won the Ostmark Cup, beating the Hawks 3-1 [1]."
+        check_quotes(assistant, answer)
+        # asked with no year, the 2019 sentence is supported and kept
+        assert "in 2019" in assistant.ask("Which teams have won the Ostmark Cup?").text
