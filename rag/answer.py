@@ -12,7 +12,9 @@ the question asks for (`rag.kinds`: who -> a name, how many -> a number, when
 answers first, one for each part of a two-part question, looked for past the
 passages found (the top articles' whole text, the further hits) when they
 offer none. A sentence naming years, none of them a year the question names
-("the 2022 Stanley Cup"), tells of another time and is not quoted. Drafts an
+("the 2022 Stanley Cup"), tells of another time and is not quoted; asked "who
+won?" with no year, one whose years all precede its article's tells of a past
+edition and does not offer the outcome asked. Drafts an
 abstention ("not found in the articles") when the best evidence is too weak,
 or when no sentence on the topic offers the kind of answer asked (saying what
 the newest article found lacks). An abstention over
@@ -43,7 +45,7 @@ from rag import kinds
 from rag.chunk import sentence_spans
 from rag.clean import is_junk
 from rag.dates import MONTHS, WEEKDAYS
-from rag.ground import NOT_FOUND, event_years, other_years
+from rag.ground import NOT_FOUND, event_years, other_years, years_named
 from rag.lexical import slices
 from rag.news import asks_about_now, event_date, is_timeline_question, outlet
 from rag.types import Answer, Draft, DraftSentence, Hit, StoredText
@@ -251,6 +253,8 @@ class Extractive:
             key = (hit.article.id, a)
             if key not in out or out[key].score < score:
                 offers = _offers(wanted, hit.article.text[a:b], asked, hit.article.text)  # names: read once
+                if asked.outcome and not years and _past_edition(hit.article.text[a:b], hit.article.published):
+                    offers = frozenset()  # "who won the World Cup?" is not answered by the 1966 final
                 out[key] = _Sentence(article_rank[hit.article.id], a, b, terms, score,
                                      score + self.novelty * novel + KIND_BONUS * bool(offers), hit, offers)
         return list(out.values())
@@ -319,6 +323,13 @@ class Extractive:
         where = ", ".join(x for x in (newest.source, newest.published[:10]) if x)
         return (f"Not found in the articles: the {which}, \u201c{_one_line(newest.title)}\u201d"
                 f"{f' ({where})' if where else ''}, does not say {what}.")
+
+
+def _past_edition(sentence: str, published: str) -> bool:
+    """Whether `sentence` names years, all before its article's (an outcome it states is history, not the news a
+    question naming no year asks about)."""
+    named = years_named(sentence)
+    return bool(named) and published[:4].isdigit() and max(named) < published[:4]
 
 
 def _best_first(chosen: list[_Sentence]) -> list[_Sentence]:

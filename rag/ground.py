@@ -99,9 +99,14 @@ def event_years(question: str) -> frozenset[str]:
     return frozenset(m.group(0) for m in found)
 
 
+def years_named(text: str) -> set[str]:
+    """The years `text` names ("2019", not "$2,022")."""
+    return set(_YEAR.findall(text))
+
+
 def other_years(sentence: str, years: frozenset[str]) -> bool:
     """Whether `sentence` names years, none of them one of `years` (the question's): it tells of another time."""
-    named = set(_YEAR.findall(sentence))
+    named = years_named(sentence)
     return bool(named) and not named & years
 
 
