@@ -44,11 +44,11 @@ from weakref import WeakKeyDictionary
 from rag import kinds
 from rag.chunk import sentence_spans
 from rag.clean import is_junk
-from rag.dates import MONTHS, WEEKDAYS
-from rag.ground import NOT_FOUND, event_years, other_years, years_named
+from rag.dates import MONTHS, WEEKDAYS, other_years
+from rag.ground import NOT_FOUND
 from rag.lexical import slices
 from rag.news import asks_about_now, event_date, is_timeline_question, outlet
-from rag.types import Answer, Draft, DraftSentence, Hit, StoredText
+from rag.types import Answer, Article, Draft, DraftSentence, Hit, StoredText
 
 # prefer, and require, sentences that offer the kind of answer asked (False: the plain coverage ranking; `rag bench`
 # figures before and after are compared with it)
@@ -238,13 +238,12 @@ class Extractive:
         question_terms = set(weights)
         article_rank = {aid: i for i, aid in enumerate(dict.fromkeys(h.article.id for h in hits))}
         asked = kinds.given(question)
-        years = event_years(question)
         out: dict[tuple[str, int], _Sentence] = {}
         for (rank, hit, a, b), toks in zip(spans, token_lists):
             terms = frozenset(toks)
             if focus and not terms & set(focus):
                 continue
-            if years and other_years(hit.article.text[a:b], years):
+            if asked.years and other_years(hit.article.text[a:b], asked.years):
                 continue  # "the 2022 Stanley Cup": "the Blues won the Stanley Cup in 2019" is another one
             coverage = sum(w for t, w in weights.items() if t in terms) / total
             score = 0.75 * coverage + 0.25 * max(hit.dense, 0.0) - 0.02 * (ranks[rank] if ranks else rank)
@@ -252,9 +251,7 @@ class Extractive:
             novel = min(len(terms - question_terms) / 6, 1.0)
             key = (hit.article.id, a)
             if key not in out or out[key].score < score:
-                offers = _offers(wanted, hit.article.text[a:b], asked, hit.article.text)  # names: read once
-                if asked.outcome and not years and _past_edition(hit.article.text[a:b], hit.article.published):
-                    offers = frozenset()  # "who won the World Cup?" is not answered by the 1966 final
+                offers = _offers(wanted, hit.article.text[a:b], asked, hit.article)  # names: read once
                 out[key] = _Sentence(article_rank[hit.article.id], a, b, terms, score,
                                      score + self.novelty * novel + KIND_BONUS * bool(offers), hit, offers)
         return list(out.values())
@@ -325,13 +322,6 @@ class Extractive:
                 f"{f' ({where})' if where else ''}, does not say {what}.")
 
 
-def _past_edition(sentence: str, published: str) -> bool:
-    """Whether `sentence` names years, all before its article's (an outcome it states is history, not the news a
-    question naming no year asks about)."""
-    named = years_named(sentence)
-    return bool(named) and published[:4].isdigit() and max(named) < published[:4]
-
-
 def _best_first(chosen: list[_Sentence]) -> list[_Sentence]:
     """The chosen sentences (listed most important first) as runs of adjacent sentences in article order, each
     run opening with its most important sentence (a run is cut before it: the sentences leading up to the answer
@@ -348,12 +338,12 @@ def _best_first(chosen: list[_Sentence]) -> list[_Sentence]:
 
 
 def _offers(wanted: list[kinds.Ask] | tuple[kinds.Ask, ...], sentence: str, asked: kinds.Given,
-            article: str | StoredText) -> frozenset[str]:
-    """The kinds asked that `sentence` (of the article whose text is `article`) holds an answer of."""
+            article: Article) -> frozenset[str]:
+    """The kinds asked that `sentence` (of `article`) holds an answer of."""
     if not wanted:
         return frozenset()
-    names = _article_names(article) if any(p.kind in (kinds.NAME, kinds.PLACE) for p in wanted) else frozenset()
-    return frozenset(p.kind for p in wanted if kinds.offers(p.kind, sentence, asked, names))
+    names = _article_names(article.text) if any(p.kind in (kinds.NAME, kinds.PLACE) for p in wanted) else frozenset()
+    return frozenset(p.kind for p in wanted if kinds.offers(p.kind, sentence, asked, names, article.published))
 
 
 def _lead(hit: Hit) -> tuple[int, int] | None:

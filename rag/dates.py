@@ -213,7 +213,10 @@ def sentence_date(sentence: str, published: date | None) -> date | None:
     return None
 
 
-_YEAR_NAMED = re.compile(r"(?<![\w.,-])((?:19|20)\d\d)(?![\w,-])")
+# a year a text names: not "$2,022" or "2022.5"; "2022," and "in 2019." are
+_YEAR_NAMED = re.compile(r"(?<![\w.$])(?:19|20)\d\d(?![\w.,]\d|\d)")
+_SPAN_WORD = re.compile(r"\b(?:since|after|before|from|until|till|through|between|by|and|to)\W+$|[-\u2013/]\s*$",
+                        re.I)
 _PAST_ASKED = re.compile(r"\b(?:did|was|were|won|became|happened|had|has\s+been|have\s+been|[a-z]{3,}ed)\b", re.I)
 _FUTURE_ASKED = re.compile(r"\b(?:will|would|could|might|may|going\s+to|expected|upcoming|next|plans?|scheduled)\b",
                            re.I)
@@ -225,7 +228,7 @@ def later_year(question: str, newest: date | None) -> int | None:
     may be answered by a preview, and is left alone."""
     if newest is None or not _PAST_ASKED.search(question) or _FUTURE_ASKED.search(question):
         return None
-    years = [int(y) for y in _YEAR_NAMED.findall(question)]
+    years = [int(y) for y in years_named(question)]
     return max(years) if years and max(years) > newest.year else None
 
 
@@ -234,3 +237,23 @@ def parse_iso(text: str) -> date | None:
         return date.fromisoformat(text[:10]) if text else None
     except ValueError:
         return None
+
+
+def event_years(question: str) -> frozenset[str]:
+    """The years a question names as its event's ("the 2022 Stanley Cup", "in 2020"); none when it names a span
+    ("since 2020", "between 2019 and 2021": any year in it may answer)."""
+    found = list(_YEAR_NAMED.finditer(question))
+    if any(_SPAN_WORD.search(question[:m.start()]) for m in found):
+        return frozenset()
+    return frozenset(m.group(0) for m in found)
+
+
+def years_named(text: str) -> set[str]:
+    """The years `text` names ("2019", not "$2,022")."""
+    return set(_YEAR_NAMED.findall(text))
+
+
+def other_years(sentence: str, years: frozenset[str]) -> bool:
+    """Whether `sentence` names years, none of them one of `years` (the question's): it tells of another time."""
+    named = years_named(sentence)
+    return bool(named) and not named & years

@@ -45,6 +45,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from rag.chunk import sentence_spans
+from rag.dates import event_years, other_years
 from rag.news import citation
 from rag.stopwords import STOPWORDS_EN_PLUS
 from rag.types import Answer, Citation, Draft, DraftSentence, Hit
@@ -85,29 +86,6 @@ NOT_FOUND_REPLY = re.compile(r"^\W*not\s+found\s+in\s+the\s+articles?\b", re.I)
 _BLANK_LINE = re.compile(r"\n\s*\n")  # a quote does not run across paragraphs
 _NAME = re.compile(r"[^\W\d_]+", re.U)
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|[\"\u201c(]\s*)$")
-_YEAR = re.compile(r"(?<![\w.$])(?:19|20)\d\d(?![\w.,]\d|\d)")  # a year, not "$2,022" or "2022.5"
-_SPAN_WORD = re.compile(r"\b(?:since|after|before|from|until|till|through|between|by|and|to)\W+$|[-\u2013/]\s*$",
-                        re.I)
-
-
-def event_years(question: str) -> frozenset[str]:
-    """The years a question names as its event's ("the 2022 Stanley Cup", "in 2020"); none when it names a span
-    ("since 2020", "between 2019 and 2021": any year in it may answer)."""
-    found = list(_YEAR.finditer(question))
-    if any(_SPAN_WORD.search(question[:m.start()]) for m in found):
-        return frozenset()
-    return frozenset(m.group(0) for m in found)
-
-
-def years_named(text: str) -> set[str]:
-    """The years `text` names ("2019", not "$2,022")."""
-    return set(_YEAR.findall(text))
-
-
-def other_years(sentence: str, years: frozenset[str]) -> bool:
-    """Whether `sentence` names years, none of them one of `years` (the question's): it tells of another time."""
-    named = years_named(sentence)
-    return bool(named) and not named & years
 
 
 def numbers(text: str, one: bool = True) -> set[float]:

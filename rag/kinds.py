@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from rag.dates import MONTHS, WEEKDAYS
+from rag.dates import MONTHS, WEEKDAYS, event_years, years_named
 from rag.stopwords import STOPWORDS_EN_PLUS
 
 NAME, NUMBER, DATE, PLACE, YESNO = "name", "number", "date", "place", "yes/no"
@@ -136,26 +136,32 @@ _OUTCOME_PAST = re.compile(r"\b(?:won|beat|defeated|clinched|became|(?:was|were|
 class Given:
     """What a question gives itself, lower-cased (a possessive "'s" dropped): its words and numbers, and its
     capitalised words (a name in the answer must be another; "new" asked is no reason to pass over "New York");
-    `outcome`: it asks how something ended ("who won"), which a preview does not say."""
+    `outcome`: it asks how something ended ("who won"), which a preview does not say; `years`: the years it
+    names as its event's (`rag.dates.event_years`)."""
 
     words: frozenset[str]
     names: frozenset[str]
     outcome: bool = False
+    years: frozenset[str] = frozenset()
 
 
 def given(question: str) -> Given:
     found = re.findall(r"[\w'\u2019$%.,-]*\w", question)
     part = asks(question)[0].text  # "He became the youngest pilot. How old is he?" asks an age, not an outcome
     outcome = bool(_OUTCOME_ASKED.search(part)) and not _FUTURE_ASKED.search(part)
-    return Given(frozenset(_norm(w) for w in found), frozenset(_norm(w) for w in found if w[:1].isupper()), outcome)
+    return Given(frozenset(_norm(w) for w in found), frozenset(_norm(w) for w in found if w[:1].isupper()), outcome,
+                 event_years(question))
 
 
-def offers(kind: str, sentence: str, asked: Given, names: frozenset[str]) -> bool:
+def offers(kind: str, sentence: str, asked: Given, names: frozenset[str], published: str = "") -> bool:
     """Whether `sentence` holds an answer of `kind` that the question (`asked`) does not already give;
-    `names`: the article's mid-sentence capitalised words (`article_names`). True for no kind and "yes/no"."""
+    `names`: the article's mid-sentence capitalised words (`article_names`); `published`: the article's date.
+    True for no kind and "yes/no"."""
     if asked.outcome and kind and kind != YESNO and (
             not _OUTCOME.search(sentence) or _PREVIEW.search(sentence) and not _OUTCOME_PAST.search(sentence)):
         return False  # "X met Y", or "the winner will be crowned on Sunday", does not say who won
+    if asked.outcome and not asked.years and kind and kind != YESNO and _past_edition(sentence, published):
+        return False  # "who won the World Cup?" asks about the latest: not answered by the 1966 final
     if kind == NAME:
         return _has_name(sentence, asked.names, names)
     if kind == NUMBER:
@@ -167,6 +173,13 @@ def offers(kind: str, sentence: str, asked: Given, names: frozenset[str]) -> boo
         return any(_name_word(m.group("place"), asked.names) for m in _PLACE.finditer(sentence)) or \
             _has_name(sentence, asked.names, names, places=True)
     return True
+
+
+def _past_edition(sentence: str, published: str) -> bool:
+    """Whether `sentence` names years, all before its article's: an outcome it states is history, not the news a
+    question naming no year asks about. (Four-digit years compare as text.)"""
+    named = years_named(sentence)
+    return bool(named) and published[:4].isdigit() and max(named) < published[:4]
 
 
 def _has_name(sentence: str, asked: frozenset[str], names: frozenset[str], places: bool = False) -> bool:

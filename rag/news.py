@@ -33,8 +33,8 @@ from rag.types import Article, Citation, TimelinePoint
 _TIMELINE = re.compile(r"\b(?:what\s+(?:has\s+|have\s+|had\s+)?(?:happened|happens|is\s+happening|"
                        r"has\s+been\s+happening|went\s+on|is\s+going\s+on)|timeline|chronolog\w*|over\s+time|"
                        r"latest\s+on|what'?s\s+new|developments?|unfolded|events?\s+in)\b", re.I)
-_NOW = re.compile(r"\b(?:(?:is|are)\s+(?:happening|going\s+on)|latest\s+on|what'?s\s+(?:new|happening|going\s+on))\b",
-                  re.I)
+# the present forms of _TIMELINE: a question about now (it is read only for a timeline question)
+_NOW = re.compile(r"\b(?:is\s+happening|is\s+going\s+on|latest\s+on|what'?s\s+new)\b", re.I)
 
 
 _FIGURE = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+|\d+)(?![\w.,]\d)(?:\s+(?:people|persons|civilians|residents|"
