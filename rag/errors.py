@@ -28,6 +28,10 @@ class SearchFailed(IndexError_):
     """A vector search failed (the lexical side can still answer)."""
 
 
+class VectorsUnreadable(IndexError_):
+    """An embedded vector collection's files are damaged: its vectors must be embedded again."""
+
+
 def _nearly_full(folder: Path) -> bool:
     """Less than 2 MB left where the index is: the likely cause of a write that failed for no stated reason."""
     while not folder.exists() and folder != folder.parent:

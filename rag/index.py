@@ -14,7 +14,8 @@ article indexed, old vectors are removed after it, and the run sets the
 store's `dirty` flag before its first write. A run that finds the flag set
 (the last one was killed or failed) first reconciles: vectors SQLite does not
 list are deleted, chunks SQLite lists without a vector are embedded again from
-the stored text. Lexical segments are written aside and named by a manifest swapped in by a rename. So a run
+the stored text, and when Chroma can no longer read its files (a kill while it
+wrote them) every vector is embedded again. Lexical segments are written aside and named by a manifest swapped in by a rename. So a run
 killed at any point, run again, ends exactly where a clean build would.
 
 An article whose embedding fails is skipped with a reason and not marked
@@ -52,7 +53,7 @@ import numpy as np
 from rag.catalogue import MARKS_VERSION, Catalogue
 from rag.chunk import Chunker, chunk_prefix
 from rag.embed import Embedder
-from rag.errors import IndexError_, storage_error
+from rag.errors import IndexError_, VectorsUnreadable, storage_error
 from rag.ingest import DEFAULT_LIMITS, Limits, display_path, failure_reason, file_key, find_files, read_file
 from rag.lexical import ARTICLES, MANIFEST, PASSAGES, sync_articles, sync_lexical
 from rag.news import MarkLookup, story_groups, update_story_groups
@@ -138,6 +139,7 @@ class _Run:
     skipped: list[Skipped] = field(default_factory=list)
     embedded: int = 0
     failed: set[str] = field(default_factory=set)  # article ids whose embedding failed
+    notices: list[str] = field(default_factory=list)  # what the user should know of the run (a repair's cause)
     seen_hashes: dict[str, str] = field(default_factory=dict)
     # every parsed file: the stored ids of its articles, and whether all of it was read
     file_articles: dict[Path, tuple[list[str], bool]] = field(default_factory=dict)
@@ -146,7 +148,7 @@ class _Run:
     def report(self) -> IndexReport:
         return IndexReport(
             tuple(self.indexed), tuple(self.replaced), tuple(self.unchanged),
-            tuple(self.duplicates), tuple(self.pruned), tuple(self.skipped), self.embedded,
+            tuple(self.duplicates), tuple(self.pruned), tuple(self.skipped), self.embedded, tuple(self.notices),
         )
 
 
@@ -307,7 +309,7 @@ class Indexer:
             interrupted = store.catalogue.dirty()
             try:
                 if interrupted:
-                    self.repair(run.show)
+                    self.repair(run)
                 pending = self._read_and_chunk(files, run)
                 self._embed_ahead(pending)
                 self._store_all(pending, run)
@@ -365,12 +367,25 @@ class Indexer:
             stories = update_story_groups(catalogue.stories(), came, set(went), order, lookup, article)
         catalogue.save_stories(stories)
 
-    def repair(self, show: Progress | None = None) -> int:
-        """Make the vectors exactly the chunks SQLite lists (after an interrupted run).
+    def repair(self, run: _Run | None = None) -> int:
+        """Make the vectors exactly the chunks SQLite lists (after an interrupted run). Vectors Chroma can no
+        longer read (its files damaged by a kill while it wrote them) are dropped and every chunk is embedded
+        again from the stored text: nothing the catalogue holds is lost, and `run` hears why.
 
         Returns how many vectors were removed or restored."""
         store = self.store
-        vector_ids = store.vectors.ids()
+        show = run.show if run is not None else None
+        try:
+            vector_ids = store.vectors.ids()
+            full_ids = store.vectors.ids(stage=FULL) if store.two_stage() else set()
+        except VectorsUnreadable as exc:
+            if store.vectors.server is not None:
+                raise
+            store.vectors.reset_local()  # every stage's collection: one Chroma folder holds them all
+            store.catalogue.forget_full(sorted(store.catalogue.full_ids()))
+            vector_ids, full_ids = set(), set()
+            if run is not None:
+                run.notices.append(f"{exc}: every chunk was embedded again from the stored articles")
         chunk_ids = store.catalogue.chunk_id_set()
         orphans = sorted(vector_ids - chunk_ids)
         missing = sorted(chunk_ids - vector_ids)
@@ -394,13 +409,12 @@ class Indexer:
             store.vectors.add(part, vectors, articles)
             if show:
                 show("repairing", i + len(part), len(chunks))
-        return len(orphans) + len(chunks) + (self._repair_full(chunk_ids) if store.two_stage() else 0)
+        return len(orphans) + len(chunks) + (self._repair_full(chunk_ids, full_ids) if store.two_stage() else 0)
 
-    def _repair_full(self, chunk_ids: set[str]) -> int:
+    def _repair_full(self, chunk_ids: set[str], vector_ids: set[str]) -> int:
         """Full-stage vectors of chunks SQLite no longer lists are removed, and so are `full_chunks` rows
         without their vector (the full stage embeds those again)."""
         store = self.store
-        vector_ids = store.vectors.ids(stage=FULL)
         listed = store.catalogue.full_ids()
         orphans = sorted(vector_ids - chunk_ids)
         store.vectors.delete(orphans, FULL)

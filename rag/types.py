@@ -349,6 +349,7 @@ class IndexReport:
     pruned: tuple[str, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     chunks_embedded: int = 0
+    notices: tuple[str, ...] = ()  # what else the run did and why (vectors embedded again after damage)
 
     def summary(self) -> str:
         return (
@@ -356,4 +357,4 @@ class IndexReport:
             f"{len(self.unchanged)} unchanged, {len(self.duplicates)} duplicate, "
             f"{len(self.pruned)} pruned, {len(self.skipped)} skipped; "
             f"{self.chunks_embedded} chunks embedded"
-        )
+        ) + "".join(f"; {notice}" for notice in self.notices)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.catalogue import date_ord
-from rag.errors import IndexError_, SearchFailed, storage_error
+from rag.errors import IndexError_, SearchFailed, VectorsUnreadable, storage_error
 from rag.types import Article, Chunk, Filters
 
 DEFAULT_COLLECTION = "chunks"
@@ -178,7 +179,26 @@ class ChromaVectors:
             self.collection(stage).delete(ids=chunk_ids[i:i + 5000])
 
     def ids(self, page: int = 10_000, stage: str | None = None) -> set[str]:
-        """Every chunk id held for a stage (for reconciling with the catalogue)."""
+        """Every chunk id held for a stage (for reconciling with the catalogue).
+
+        Raises VectorsUnreadable when an embedded collection cannot be read, again after reopening the client:
+        Chroma's files of it are damaged (a process killed while Chroma wrote them can leave them so; every
+        read then fails, even `count()`). A server's failures are raised as they come."""
+        try:
+            return self._ids(page, stage)
+        except Exception as exc:  # chromadb raises many types (its InternalError, ValueError, Rust panics)
+            if self.server is not None:
+                raise
+            first = exc
+        self.close()  # a stale client can fail where a fresh one reads
+        time.sleep(0.5)
+        try:
+            return self._ids(page, stage)
+        except Exception as exc:
+            raise VectorsUnreadable(f"the vectors in {self.folder} could not be read ({type(exc).__name__}: "
+                                    f"{str(exc)[:160]})") from first
+
+    def _ids(self, page: int, stage: str | None) -> set[str]:
         collection = self.collection(stage)
         ids: set[str] = set()
         offset = 0

@@ -22,16 +22,18 @@ import sys
 import time
 from pathlib import Path
 
+import chromadb
 import numpy as np
 import pytest
 
 from rag import Assistant
 from rag.catalogue import SqliteCatalogue
-from rag.errors import IndexError_
+from rag.embed import make_embedder
+from rag.errors import IndexError_, SearchFailed
 from rag.lexical import Lexical
 from rag.store import Store
 from rag.vectors import ChromaVectors
-from tests.conftest import CORPUS, ROOT, write_collection
+from tests.conftest import CORPUS, ROOT, write_collection, write_jsonl
 
 STATIC = "model2vec:all-MiniLM-L6-v2"
 N_ARTICLES = 150
@@ -94,8 +96,6 @@ def _kill_when(cmd: list[str], cwd: Path, condition, delay: float = 0.0, timeout
 
 def _snapshot(index: Path, check: bool = True) -> dict:
     """Everything a clean build determines: articles, chunks, files, vectors, lexical ids."""
-    import chromadb
-
     articles = _query(index, "SELECT id, content_hash, text FROM articles ORDER BY id")
     chunks = _query(index, 'SELECT id, article_id, seq, start, "end" FROM chunks ORDER BY id')
     files = _query(index, "SELECT path, size, article_ids FROM files ORDER BY path")
@@ -192,7 +192,11 @@ def test_sigkill_at_many_points_converges_to_a_clean_build(tmp_path):
             return time.monotonic() - started > 1.0 if was_dirty else _dirty(killed)
 
         outcome = _kill_when(cmd, tmp_path, moment, delay=delay, RAG_INDEX_BATCH_CHUNKS="100000")
-        interrupted = _snapshot(killed, check=False)
+        try:
+            interrupted = _snapshot(killed, check=False)
+        except chromadb.errors.InternalError:  # killed while Chroma wrote its files: the next run embeds again
+            outcome = "killed, vector files damaged"
+            break
         orphans = interrupted["count"] - len(interrupted["chunks"])
         if orphans > 0:
             break
@@ -309,6 +313,61 @@ def test_missing_and_orphan_vectors_are_reconciled(tmp_path, settings, embedder)
     store.catalogue.set_dirty()  # as a killed run leaves it
     assistant.index([folder])
     _consistent(assistant)
+    assistant.close()
+
+
+def _damaged_index(tmp_path: Path, settings, static) -> tuple[Path, Path]:
+    """An index of the fixture collection and 1,200 short articles (Chroma writes its vector files once a
+    collection passes 1,000 vectors; below that it keeps them in its log), closed, its vector files then
+    damaged as a kill while Chroma writes them can leave them: a header it cannot load (every read of the
+    collection then fails, even count())."""
+    folder = write_collection(tmp_path / "articles")
+    write_jsonl(folder / "towns.jsonl", [
+        {"title": f"Council of Town {i} meets", "source": "Town Wire", "published": "2022-05-01",
+         "text": f"The council of Town {i} voted {i % 7 + 2} to 1 on Monday to repair road number {i * 13}."}
+        for i in range(1200)])
+    index = tmp_path / "index"
+    assistant = _assistant(index, settings, static)
+    assistant.index([folder])
+    assistant.close()
+    for segment in (d for d in (index / "chroma").iterdir() if d.is_dir()):
+        (segment / "header.bin").write_bytes(b"")
+    return folder, index
+
+
+def test_damaged_vector_files_are_embedded_again_and_nothing_is_lost(tmp_path, settings):
+    static = make_embedder(STATIC, cache_dir=settings.cache_dir)
+    folder, index = _damaged_index(tmp_path, settings, static)
+    assistant = _assistant(index, settings, static)
+    chunk_ids = assistant.store.catalogue.chunk_id_set()
+    question = "How many homes did the Brightwater dam failure flood?"
+    with pytest.raises(SearchFailed):
+        assistant.store.vectors.dense_search(static.embed([question])[0], 1)
+    assistant.store.catalogue.set_dirty()  # as a run killed while writing vectors leaves it
+    report = assistant.index([folder])
+    assert any("could not be read" in n and "embedded again" in n for n in report.notices), report.notices
+    assert "embedded again" in report.summary() and not report.indexed
+    _consistent(assistant)
+    assert assistant.store.catalogue.chunk_id_set() == chunk_ids  # no article lost, none re-chunked
+    some = sorted(chunk_ids)[7]
+    vector = assistant.store.vectors.collection().get(ids=[some], include=["embeddings"])["embeddings"][0]
+    assert assistant.store.vectors.dense_search(np.asarray(vector), 1)[0][0] == some
+    answer = assistant.ask(question)
+    assert not answer.notice and "412 homes" in answer.text
+    assistant.close()
+
+
+def test_a_write_into_damaged_vector_files_fails_once_then_the_next_run_repairs(tmp_path, settings):
+    static = make_embedder(STATIC, cache_dir=settings.cache_dir)
+    folder, index = _damaged_index(tmp_path, settings, static)  # no run was interrupted, yet the files are bad
+    (folder / "late.txt").write_text("Title: Late news\n\nThe harbour of Ostmark reopened on Monday after repairs.\n")
+    assistant = _assistant(index, settings, static)
+    with pytest.raises(IndexError_, match="next `rag index` picks them up"):
+        assistant.index([folder])
+    report = assistant.index([folder])
+    assert report.indexed and report.notices
+    _consistent(assistant)
+    assert "Ostmark reopened on Monday" in assistant.ask("When did the harbour of Ostmark reopen?").text
     assistant.close()
 
 
