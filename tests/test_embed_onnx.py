@@ -46,7 +46,9 @@ def passages() -> list[str]:
 
 def test_int8_model_agrees_with_the_fp32_reference(onnx_int8, reference, passages):
     cos = (onnx_int8.embed(passages) * reference.embed(passages)).sum(axis=1)
-    assert cos.mean() >= 0.99 and cos.min() >= 0.97, (cos.mean(), cos.min())
+    # the issue's gate is mean 0.99 / min 0.97; keeping the down-projections fp32 gives about 0.998 / 0.996 here
+    # (0.995 / 0.993 with them int8, which cost first places on the dev questions)
+    assert cos.mean() >= 0.997 and cos.min() >= 0.99, (cos.mean(), cos.min())
 
 
 def test_vectors_are_unit_length_in_input_order_and_shaped_like_the_reference(onnx_int8, reference, passages):
@@ -98,6 +100,20 @@ def test_serving_imports_neither_torch_nor_transformers(onnx_int8, settings):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["(1, 384)", "[]"], done.stdout
+
+
+def test_the_export_runs_in_a_child_process_so_torch_never_joins_the_indexing_one(tmp_path):
+    """torch and transformers (the export's alone) would otherwise stay loaded for the rest of a first `rag index`,
+    half a gigabyte over its peak."""
+    code = ("import sys\nfrom pathlib import Path\nfrom rag.embed import make_embedder\n"
+            f"e = make_embedder({SPEC!r}, 'fp32', cache_dir=Path({str(tmp_path)!r}))\n"
+            "print(e.embed(['Where did the floods reach?']).shape)\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["(1, 384)", "[]"], done.stdout
+    assert "exporting all-MiniLM-L6-v2 to ONNX (fp32)" in done.stderr and "exported" in done.stderr, done.stderr
+    assert [p.name for p in (tmp_path / "onnx").iterdir()] == [e.name for e in (tmp_path / "onnx").glob("*.onnx")]
 
 
 def test_bad_precision_and_unsupported_model_folders_are_clear_errors(settings, tmp_path):
