@@ -182,3 +182,26 @@ def test_who_won_is_not_answered_by_a_past_edition_alone(tmp_path, settings, emb
         # asked about the past edition itself, it answers
         assert "2019" in assistant.ask("Which team won the Ostmark Cup in 2019?", dates=False).text
         assert "2019" in assistant.ask("When did the Harbour Hawks win the Ostmark Cup?").text
+
+
+# a quiz-style question opens with a sentence of the article itself; that sentence restates, it does not answer
+STORM = [
+    {"title": "Storm season on the coast", "source": "Coast Courier", "published": "2022-09-12",
+     "url": "https://coast.example/storm-season",
+     "text": "Nearly three years after the Tarnby floods began, the strongest storm yet has arrived on the coast. "
+             "Forecasters named the strongest storm on the coast in three years Aurelia, and ferries to Lake Varn "
+             "were cancelled."},
+]
+
+
+def test_a_sentence_that_only_restates_the_question_does_not_answer_it(tmp_path, settings, embedder):
+    with indexed(tmp_path, STORM, settings, embedder) as assistant:
+        answer = assistant.ask("Nearly three years after the Tarnby floods began, the strongest storm yet has "
+                               "arrived on the coast. What is it called?")
+        assert answer.citations and not answer.abstained
+        assert not [c.quote for c in answer.citations if c.quote.startswith("Nearly three years")]
+        assert "Aurelia" in answer.citations[0].quote
+        check_quotes(assistant, answer)
+        # a yes/no question is settled by the sentence that says so, in its own words
+        settled = assistant.ask("Has the strongest storm yet arrived on the coast?")
+        assert "strongest storm yet has arrived" in settled.text
