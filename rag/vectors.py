@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.catalogue import date_ord
-from rag.errors import IndexError_, SearchFailed, VectorsUnreadable, storage_error
+from rag.errors import IndexError_, SearchFailed, VectorsUnreadable, storage_cause, storage_error
 from rag.types import Article, Chunk, Filters
 
 DEFAULT_COLLECTION = "chunks"
@@ -181,22 +181,33 @@ class ChromaVectors:
     def ids(self, page: int = 10_000, stage: str | None = None) -> set[str]:
         """Every chunk id held for a stage (for reconciling with the catalogue).
 
-        Raises VectorsUnreadable when an embedded collection cannot be read, again after reopening the client:
-        Chroma's files of it are damaged (a process killed while Chroma wrote them can leave them so; every
-        read then fails, even `count()`). A server's failures are raised as they come."""
+        Raises VectorsUnreadable when an embedded collection cannot be read, again after reopening the client,
+        for no reason but its own files (not a full disk, no permission, no lock): they are damaged (a process
+        killed while Chroma wrote them can leave them so; every read then fails, even `count()`). A server's
+        failures, and the others, are raised as they come."""
         try:
             return self._ids(page, stage)
+        except IndexError_:
+            raise  # opening the collection failed, and says why
         except Exception as exc:  # chromadb raises many types (its InternalError, ValueError, Rust panics)
-            if self.server is not None:
+            if self.server is not None or not self._damage(exc):
                 raise
             first = exc
         self.close()  # a stale client can fail where a fresh one reads
         time.sleep(0.5)
         try:
             return self._ids(page, stage)
+        except IndexError_:
+            raise
         except Exception as exc:
+            if not self._damage(exc):
+                raise
             raise VectorsUnreadable(f"the vectors in {self.folder} could not be read ({type(exc).__name__}: "
                                     f"{str(exc)[:160]})") from first
+
+    def _damage(self, exc: Exception) -> bool:
+        """Whether a failed read tells of nothing but the collection's own files (no full disk, permission, lock)."""
+        return storage_cause(exc, self.folder) in ("", "corrupt")
 
     def _ids(self, page: int, stage: str | None) -> set[str]:
         collection = self.collection(stage)

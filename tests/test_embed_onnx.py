@@ -91,27 +91,27 @@ def test_cached_model_is_reused_silently_and_leaves_no_temporary_files(onnx_int8
     assert not list(again.path.parent.glob("*.tmp"))
 
 
-def test_serving_imports_neither_torch_nor_transformers(onnx_int8, settings):
-    code = ("import sys\nfrom rag.embed import make_embedder\n"
-            "from pathlib import Path\n"
-            f"e = make_embedder({SPEC!r}, cache_dir=Path({str(settings.cache_dir)!r}))\n"
+def _embed_in_a_new_process(precision: str, cache_dir, timeout: float) -> subprocess.CompletedProcess:
+    """A fresh Python embeds one question by the onnx embedder, then prints the vector's shape and which of torch,
+    transformers and sentence-transformers it has imported."""
+    code = ("import sys\nfrom pathlib import Path\nfrom rag.embed import make_embedder\n"
+            f"e = make_embedder({SPEC!r}, {precision!r}, cache_dir=Path({str(cache_dir)!r}))\n"
             "print(e.embed(['Where did the floods reach?']).shape)\n"
             "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["(1, 384)", "[]"], done.stdout
+    return done
+
+
+def test_serving_imports_neither_torch_nor_transformers(onnx_int8, settings):
+    _embed_in_a_new_process("auto", settings.cache_dir, 120)
 
 
 def test_the_export_runs_in_a_child_process_so_torch_never_joins_the_indexing_one(tmp_path):
     """torch and transformers (the export's alone) would otherwise stay loaded for the rest of a first `rag index`,
     half a gigabyte over its peak."""
-    code = ("import sys\nfrom pathlib import Path\nfrom rag.embed import make_embedder\n"
-            f"e = make_embedder({SPEC!r}, 'fp32', cache_dir=Path({str(tmp_path)!r}))\n"
-            "print(e.embed(['Where did the floods reach?']).shape)\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:2] == ["(1, 384)", "[]"], done.stdout
+    done = _embed_in_a_new_process("fp32", tmp_path, 300)
     assert "exporting all-MiniLM-L6-v2 to ONNX (fp32)" in done.stderr and "exported" in done.stderr, done.stderr
     assert [p.name for p in (tmp_path / "onnx").iterdir()] == [e.name for e in (tmp_path / "onnx").glob("*.onnx")]
 

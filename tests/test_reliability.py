@@ -371,6 +371,25 @@ def test_a_write_into_damaged_vector_files_fails_once_then_the_next_run_repairs(
     assistant.close()
 
 
+def test_a_read_failing_for_a_full_disk_is_reported_and_drops_no_vector(tmp_path, settings, embedder, monkeypatch):
+    folder = write_collection(tmp_path / "articles")
+    assistant = _assistant(tmp_path / "index", settings, embedder)
+    assistant.index([folder])
+    chunk_ids = assistant.store.catalogue.chunk_id_set()
+    assistant.store.catalogue.set_dirty()  # the next run reads every vector id to reconcile
+
+    def full(*args, **kwargs):
+        raise RuntimeError("Error in compaction: No space left on device (os error 28)")
+    with monkeypatch.context() as patch:
+        patch.setattr(ChromaVectors, "_ids", full)
+        with pytest.raises(IndexError_, match="disk full"):
+            assistant.index([folder])
+    assert assistant.store.vectors.ids() == chunk_ids  # not taken for damaged files: nothing embedded again
+    assistant.index([folder])
+    _consistent(assistant)
+    assistant.close()
+
+
 # ---------- one writer per index ----------
 
 HOLD_LOCK = """
