@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.embed import DEFAULT_MODEL, Coalescer, resolve_model
+from rag.errors import RagError
 
 # bump when the export or quantization recipe changes: the cached file name changes with it
 RECIPE = "3"
@@ -202,7 +203,7 @@ def _build_aside(folder: Path, out: Path, precision: str) -> None:
                           env={**os.environ, "PYTHONPATH": path}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           text=True)
     if done.returncode != 0 or not out.exists():
-        raise RuntimeError(f"exporting {folder} to ONNX failed: {done.stderr.strip()[-2000:]}")
+        raise RagError(f"exporting {folder} to ONNX failed: {done.stderr.strip()[-2000:]}")
 
 
 def build(folder: Path, out: Path, precision: str) -> None:
