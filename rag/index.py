@@ -15,7 +15,8 @@ store's `dirty` flag before its first write. A run that finds the flag set
 (the last one was killed or failed) first reconciles: vectors SQLite does not
 list are deleted, chunks SQLite lists without a vector are embedded again from
 the stored text, and when Chroma can no longer read its files (a kill while it
-wrote them) every vector is embedded again. Lexical segments are written aside
+wrote them) every vector is embedded again; a run with nothing to store checks
+that too. Lexical segments are written aside
 and named by a manifest swapped in by a rename. So a run killed at any point,
 run again, ends exactly where a clean build would.
 
@@ -312,6 +313,10 @@ class Indexer:
                 if interrupted:
                     self.repair(run)
                 pending = self._read_and_chunk(files, run)
+                # with nothing to store, look at the vectors (a run that stores fails on damaged ones, flagged)
+                if not interrupted and not pending.held and not pending.spilled and self._vectors_damaged():
+                    interrupted = True
+                    self.repair(run)
                 self._embed_ahead(pending)
                 self._store_all(pending, run)
                 give_back_memory()  # the texts held for embedding are gone: the lexical phase reads them again
@@ -367,6 +372,22 @@ class Indexer:
             lookup = MarkLookup(catalogue.mark_postings, catalogue.marks_of, catalogue.marks_counted)
             stories = update_story_groups(catalogue.stories(), came, set(went), order, lookup, article)
         catalogue.save_stories(stories)
+
+    def _vectors_damaged(self) -> bool:
+        """Whether Chroma can no longer read this index's embedded vectors (see `repair`), flagged for repair: a
+        finished index's files can be damaged too (a process killed while Chroma wrote them, reader or writer).
+        Costs loading each stage's vector index (a fifth of a second each for the shared corpus)."""
+        store = self.store
+        if store.vectors.server is not None:
+            return False
+        try:
+            store.vectors.check()
+            if store.two_stage():
+                store.vectors.check(FULL)
+        except VectorsUnreadable:
+            store.catalogue.set_dirty()
+            return True
+        return False
 
     def repair(self, run: _Run | None = None) -> int:
         """Make the vectors exactly the chunks SQLite lists (after an interrupted run). Vectors Chroma can no

@@ -12,10 +12,11 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from rag.catalogue import date_ord
 from rag.errors import IndexError_, SearchFailed, VectorsUnreadable, storage_cause, storage_error
 from rag.types import Article, Chunk, Filters
 
+T = TypeVar("T")
 DEFAULT_COLLECTION = "chunks"
 FULL = "full"  # the stage whose vectors live in the `<collection>-full` collection
 LOCAL_FOLDER = "chroma"
@@ -179,14 +181,22 @@ class ChromaVectors:
             self.collection(stage).delete(ids=chunk_ids[i:i + 5000])
 
     def ids(self, page: int = 10_000, stage: str | None = None) -> set[str]:
-        """Every chunk id held for a stage (for reconciling with the catalogue).
+        """Every chunk id held for a stage (for reconciling with the catalogue); raises VectorsUnreadable as
+        `check` does."""
+        return self._reading(lambda: self._ids(page, stage))
+
+    def check(self, stage: str | None = None) -> int:
+        """How many vectors a stage holds, read as a search would read them.
 
         Raises VectorsUnreadable when an embedded collection cannot be read, again after reopening the client,
         for no reason but its own files (not a full disk, no permission, no lock): they are damaged (a process
         killed while Chroma wrote them can leave them so; every read then fails, even `count()`). A server's
         failures, and the others, are raised as they come."""
+        return self._reading(lambda: self.collection(stage).count())
+
+    def _reading(self, read: Callable[[], T]) -> T:
         try:
-            return self._ids(page, stage)
+            return read()
         except IndexError_:
             raise  # opening the collection failed, and says why
         except Exception as exc:  # chromadb raises many types (its InternalError, ValueError, Rust panics)
@@ -196,7 +206,7 @@ class ChromaVectors:
         self.close()  # a stale client can fail where a fresh one reads
         time.sleep(0.5)
         try:
-            return self._ids(page, stage)
+            return read()
         except IndexError_:
             raise
         except Exception as exc:

@@ -316,11 +316,16 @@ def test_missing_and_orphan_vectors_are_reconciled(tmp_path, settings, embedder)
     assistant.close()
 
 
+def _damage_vector_files(index: Path) -> None:
+    """What a kill while Chroma writes its vector files can leave: a header it cannot load (every read of the
+    collection then fails, even count())."""
+    for segment in (d for d in (index / "chroma").iterdir() if d.is_dir()):
+        (segment / "header.bin").write_bytes(b"")
+
+
 def _damaged_index(tmp_path: Path, settings, static) -> tuple[Path, Path]:
     """An index of the fixture collection and 1,200 short articles (Chroma writes its vector files once a
-    collection passes 1,000 vectors; below that it keeps them in its log), closed, its vector files then
-    damaged as a kill while Chroma writes them can leave them: a header it cannot load (every read of the
-    collection then fails, even count())."""
+    collection passes 1,000 vectors; below that it keeps them in its log), closed, its vector files damaged."""
     folder = write_collection(tmp_path / "articles")
     write_jsonl(folder / "towns.jsonl", [
         {"title": f"Council of Town {i} meets", "source": "Town Wire", "published": "2022-05-01",
@@ -330,8 +335,7 @@ def _damaged_index(tmp_path: Path, settings, static) -> tuple[Path, Path]:
     assistant = _assistant(index, settings, static)
     assistant.index([folder])
     assistant.close()
-    for segment in (d for d in (index / "chroma").iterdir() if d.is_dir()):
-        (segment / "header.bin").write_bytes(b"")
+    _damage_vector_files(index)
     return folder, index
 
 
@@ -357,9 +361,17 @@ def test_damaged_vector_files_are_embedded_again_and_nothing_is_lost(tmp_path, s
     assistant.close()
 
 
-def test_a_write_into_damaged_vector_files_fails_once_then_the_next_run_repairs(tmp_path, settings):
+def test_damaged_vector_files_of_a_finished_index_are_repaired_by_the_next_run(tmp_path, settings):
     static = make_embedder(STATIC, cache_dir=settings.cache_dir)
     folder, index = _damaged_index(tmp_path, settings, static)  # no run was interrupted, yet the files are bad
+    assistant = _assistant(index, settings, static)
+    assert assistant.ask("How many homes did the Brightwater dam failure flood?").notice  # keyword search alone
+    report = assistant.index([folder])  # nothing changed in the files: the run still finds the damage
+    assert report.notices and not report.indexed
+    _consistent(assistant)
+    assistant.close()
+    # damaged again, and a new file: storing its vectors fails (what was stored stays), the next run repairs
+    _damage_vector_files(index)
     (folder / "late.txt").write_text("Title: Late news\n\nThe harbour of Ostmark reopened on Monday after repairs.\n")
     assistant = _assistant(index, settings, static)
     with pytest.raises(IndexError_, match="next `rag index` picks them up"):
@@ -367,7 +379,8 @@ def test_a_write_into_damaged_vector_files_fails_once_then_the_next_run_repairs(
     report = assistant.index([folder])
     assert report.indexed and report.notices
     _consistent(assistant)
-    assert "Ostmark reopened on Monday" in assistant.ask("When did the harbour of Ostmark reopen?").text
+    answer = assistant.ask("When did the harbour of Ostmark reopen?")
+    assert "Ostmark reopened on Monday" in answer.text and not answer.notice
     assistant.close()
 
 
