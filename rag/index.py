@@ -16,9 +16,9 @@ store's `dirty` flag before its first write. A run that finds the flag set
 list are deleted, chunks SQLite lists without a vector are embedded again from
 the stored text, and when Chroma can no longer read its files (a kill while it
 wrote them) every vector is embedded again; a run with nothing to store checks
-that too. Lexical segments are written aside
-and named by a manifest swapped in by a rename. So a run killed at any point,
-run again, ends exactly where a clean build would.
+that too. Lexical segments are written aside and named by a manifest swapped in
+by a rename. So a run killed at any point, run again, ends exactly where a clean
+build would.
 
 An article whose embedding fails is skipped with a reason and not marked
 indexed (the next run tries it again); a storage failure stops the run with
