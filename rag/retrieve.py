@@ -241,7 +241,10 @@ class Retriever:
                 return dict(self._nearest(snap, vector, CANDIDATES)), ""
             return self._dense_in(snap, vector, mask), ""
         except SearchFailed as exc:
-            return {}, f"The vector search failed ({str(exc)[:200]}), so this answer comes from keyword search alone."
+            # a failure that lasts is an embedded index's damaged files, which the next `rag index` repairs
+            repair = "" if self.store.vectors.server is not None else " If this keeps happening, run `rag index`."
+            return {}, (f"The vector search failed ({str(exc)[:200]}), so this answer comes from keyword search "
+                        f"alone.{repair}")
 
     def _dense_in(self, snap: _Snapshot, vector: np.ndarray, mask: np.ndarray) -> dict[str, float]:
         """The CANDIDATES nearest chunks among those `mask` keeps: from an unfiltered search for more neighbours

@@ -365,7 +365,8 @@ def test_damaged_vector_files_of_a_finished_index_are_repaired_by_the_next_run(t
     static = make_embedder(STATIC, cache_dir=settings.cache_dir)
     folder, index = _damaged_index(tmp_path, settings, static)  # no run was interrupted, yet the files are bad
     assistant = _assistant(index, settings, static)
-    assert assistant.ask("How many homes did the Brightwater dam failure flood?").notice  # keyword search alone
+    notice = assistant.ask("How many homes did the Brightwater dam failure flood?").notice  # keyword search alone
+    assert "keyword search alone" in notice and "run `rag index`" in notice
     report = assistant.index([folder])  # nothing changed in the files: the run still finds the damage
     assert report.notices and not report.indexed
     _consistent(assistant)
