@@ -240,14 +240,13 @@ class Extractive:
         asked = kinds.given(question)
         # a sentence with no term the question lacks only restates it ("... the most transmissible variant yet has
         # arrived. What is it called?"): it answers nothing, but a yes/no question, which it may settle
-        echoes_answer = any(p.kind == kinds.YESNO for p in kinds.asks(question))
         restated = frozenset(self.tokens([question])[0])
         out: dict[tuple[str, int], _Sentence] = {}
         for (rank, hit, a, b), toks in zip(spans, token_lists):
             terms = frozenset(toks)
             if focus and not terms & set(focus):
                 continue
-            if not echoes_answer and terms <= restated:
+            if not asked.yes_no and terms <= restated:
                 continue
             if asked.years and other_years(hit.article.text[a:b], asked.years):
                 continue  # "the 2022 Stanley Cup": "the Blues won the Stanley Cup in 2019" is another one

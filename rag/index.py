@@ -314,7 +314,7 @@ class Indexer:
                     self.repair(run)
                 pending = self._read_and_chunk(files, run)
                 # with nothing to store, look at the vectors (a run that stores fails on damaged ones, flagged)
-                if not interrupted and not pending.held and not pending.spilled and self._vectors_damaged():
+                if not interrupted and not pending.held and not pending.spilled and self._vectors_damaged(run):
                     interrupted = True
                     self.repair(run)
                 self._embed_ahead(pending)
@@ -373,8 +373,8 @@ class Indexer:
             stories = update_story_groups(catalogue.stories(), came, set(went), order, lookup, article)
         catalogue.save_stories(stories)
 
-    def _vectors_damaged(self) -> bool:
-        """Whether Chroma can no longer read this index's embedded vectors (see `repair`), flagged for repair: a
+    def _vectors_damaged(self, run: _Run) -> bool:
+        """Whether Chroma can no longer read this index's embedded vectors, then dropped and flagged for `repair`: a
         finished index's files can be damaged too (a process killed while Chroma wrote them, reader or writer).
         Costs loading each stage's vector index (a fifth of a second each for the shared corpus)."""
         store = self.store
@@ -384,10 +384,19 @@ class Indexer:
             store.vectors.check()
             if store.two_stage():
                 store.vectors.check(FULL)
-        except VectorsUnreadable:
+        except VectorsUnreadable as exc:
             store.catalogue.set_dirty()
+            self._drop_vectors(exc, run)
             return True
         return False
+
+    def _drop_vectors(self, exc: VectorsUnreadable, run: _Run | None) -> None:
+        """Delete every stage's unreadable embedded vectors (one Chroma folder holds them all); `repair` then
+        embeds every chunk again, and `run` hears why."""
+        self.store.vectors.reset_local()
+        self.store.catalogue.forget_full(sorted(self.store.catalogue.full_ids()))
+        if run is not None:
+            run.notices.append(f"{exc}: every chunk was embedded again from the stored articles")
 
     def repair(self, run: _Run | None = None) -> int:
         """Make the vectors exactly the chunks SQLite lists (after an interrupted run). Vectors Chroma can no
@@ -400,14 +409,9 @@ class Indexer:
         try:
             vector_ids = store.vectors.ids()
             full_ids = store.vectors.ids(stage=FULL) if store.two_stage() else set()
-        except VectorsUnreadable as exc:
-            if store.vectors.server is not None:
-                raise
-            store.vectors.reset_local()  # every stage's collection: one Chroma folder holds them all
-            store.catalogue.forget_full(sorted(store.catalogue.full_ids()))
+        except VectorsUnreadable as exc:  # only an embedded collection's files are taken for damaged
+            self._drop_vectors(exc, run)
             vector_ids, full_ids = set(), set()
-            if run is not None:
-                run.notices.append(f"{exc}: every chunk was embedded again from the stored articles")
         chunk_ids = store.catalogue.chunk_id_set()
         orphans = sorted(vector_ids - chunk_ids)
         missing = sorted(chunk_ids - vector_ids)

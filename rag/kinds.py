@@ -137,20 +137,22 @@ class Given:
     """What a question gives itself, lower-cased (a possessive "'s" dropped): its words and numbers, and its
     capitalised words (a name in the answer must be another; "new" asked is no reason to pass over "New York");
     `outcome`: it asks how something ended ("who won"), which a preview does not say; `years`: the years it
-    names as its event's (`rag.dates.event_years`)."""
+    names as its event's (`rag.dates.event_years`); `yes_no`: a part of it asks yes or no."""
 
     words: frozenset[str]
     names: frozenset[str]
     outcome: bool = False
     years: frozenset[str] = frozenset()
+    yes_no: bool = False
 
 
 def given(question: str) -> Given:
     found = re.findall(r"[\w'\u2019$%.,-]*\w", question)
-    part = asks(question)[0].text  # "He became the youngest pilot. How old is he?" asks an age, not an outcome
+    parts = asks(question)
+    part = parts[0].text  # "He became the youngest pilot. How old is he?" asks an age, not an outcome
     outcome = bool(_OUTCOME_ASKED.search(part)) and not _FUTURE_ASKED.search(part)
     return Given(frozenset(_norm(w) for w in found), frozenset(_norm(w) for w in found if w[:1].isupper()), outcome,
-                 event_years(question))
+                 event_years(question), any(p.kind == YESNO for p in parts))
 
 
 def offers(kind: str, sentence: str, asked: Given, names: frozenset[str], published: str = "") -> bool:
