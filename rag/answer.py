@@ -12,7 +12,8 @@ the question asks for (`rag.kinds`: who -> a name, how many -> a number, when
 answers first, one for each part of a two-part question, looked for past the
 passages found (the top articles' whole text, the further hits) when they
 offer none. A sentence naming years, none of them a year the question names
-("the 2022 Stanley Cup"), tells of another time and is not quoted; asked "who
+("the 2022 Stanley Cup"), tells of another time and is not quoted (a year it
+measures from, "the first title since 2001", is not a time it tells of); asked "who
 won?" with no year, one whose years all precede its article's tells of a past
 edition and does not offer the outcome asked. Drafts an
 abstention ("not found in the articles") when the best evidence is too weak,

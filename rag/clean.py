@@ -97,6 +97,7 @@ _TEASER = re.compile(r"^[^\W\d][^:\n]{0,60}[^\W\d?][?]?:[A-Z\"\u201c\u2018'\U000
 # a tweet embedded in the page: "— Name (@handle) July 5, 2022" or its picture link
 _EMBED = re.compile(r"\(@\w+\)\s+\w+ \d{1,2}, \d{4}\s*$|pic\.twitter\.com/|https?://t\.co/")
 _WORD = re.compile(r"[^\W\d_]{2,}")
+_BULLET = re.compile(r"^[\u25ba\u25b6\u00bb\u2022>]+\s*")
 # a line this long without a full stop is a paragraph cut short, not a headline: it may be quoted
 SENTENCE_WORDS = 15
 
@@ -111,8 +112,8 @@ def _found(start: re.Pattern[str], anywhere: re.Pattern[str], needles: tuple[str
 
 def junk_reason(text: str, start: int, end: int) -> str:
     """Why the sentence `text[start:end]` is not to be quoted ("caption", "credit", "boilerplate", "teaser",
-    "embedded post", "no final punctuation", "label", "fragment", "question"), judged with its line; "" when it
-    may be."""
+    "embedded post", "lead-in", "no final punctuation", "label", "fragment", "question"), judged with its line; ""
+    when it may be."""
     line_start = text.rfind("\n", 0, start) + 1
     line_end = text.find("\n", end)
     line = text[line_start:len(text) if line_end < 0 else line_end].strip()
@@ -149,7 +150,10 @@ def _line_reason(line: str) -> str:
 
 
 def _sentence_reason(sentence: str) -> str:
+    sentence = _BULLET.sub("", sentence)  # "►Related: ...", "► MORE: ...": the marker of a link list
     words = len(_WORD.findall(sentence))
+    if sentence.endswith(":"):
+        return "lead-in"  # "Our experts predict the winners:": what it introduces follows, in lines of their own
     if not _FINAL.search(sentence) and words < SENTENCE_WORDS:
         return "no final punctuation"  # headlines, labels, datelines, list items
     if _found(_BOILERPLATE_START, _BOILERPLATE_ANYWHERE, _BOILERPLATE_NEEDLES, sentence) or _BYLINE.search(sentence):

@@ -217,6 +217,8 @@ def sentence_date(sentence: str, published: date | None) -> date | None:
 _YEAR_NAMED = re.compile(r"(?<![\w.$])(?:19|20)\d\d(?![\w.,]\d|\d)")
 _SPAN_WORD = re.compile(r"\b(?:since|after|before|from|until|till|through|between|by|and|to)\W+$|[-\u2013/]\s*$",
                         re.I)
+# what precedes a year a sentence measures from or against ("since 2001", "than in 2019", "compared with 2020")
+_REFERENCE = re.compile(r"\b(?:since|than(?:\s+(?:in|at|during))?|compared\s+(?:with|to)(?:\s+in)?)\W+$", re.I)
 _PAST_ASKED = re.compile(r"\b(?:did|was|were|won|became|happened|had|has\s+been|have\s+been|[a-z]{3,}ed)\b", re.I)
 _FUTURE_ASKED = re.compile(r"\b(?:will|would|could|might|may|going\s+to|expected|upcoming|next|plans?|scheduled)\b",
                            re.I)
@@ -253,7 +255,14 @@ def years_named(text: str) -> set[str]:
     return set(_YEAR_NAMED.findall(text))
 
 
+def years_told(sentence: str) -> set[str]:
+    """The years `sentence` tells of: those it names but the ones it measures from or against ("the first title
+    since 2001", "higher than in 2019"), which date a comparison, not what it tells."""
+    return {m.group(0) for m in _YEAR_NAMED.finditer(sentence) if not _REFERENCE.search(sentence[:m.start()])}
+
+
 def other_years(sentence: str, years: frozenset[str]) -> bool:
-    """Whether `sentence` names years, none of them one of `years` (the question's): it tells of another time."""
-    named = years_named(sentence)
+    """Whether `sentence` tells of years (`years_told`), none of them one of `years` (the question's): it tells of
+    another time."""
+    named = years_told(sentence)
     return bool(named) and not named & years

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from rag.dates import MONTHS, WEEKDAYS, event_years, years_named
+from rag.dates import MONTHS, WEEKDAYS, event_years, years_told
 from rag.stopwords import STOPWORDS_EN_PLUS
 
 NAME, NUMBER, DATE, PLACE, YESNO = "name", "number", "date", "place", "yes/no"
@@ -180,7 +180,7 @@ def offers(kind: str, sentence: str, asked: Given, names: frozenset[str], publis
 def _past_edition(sentence: str, published: str) -> bool:
     """Whether `sentence` names years, all before its article's: an outcome it states is history, not the news a
     question naming no year asks about. (Four-digit years compare as text.)"""
-    named = years_named(sentence)
+    named = years_told(sentence)
     return bool(named) and published[:4].isdigit() and max(named) < published[:4]
 
 

@@ -162,6 +162,16 @@ def test_a_sentence_about_another_year_does_not_answer_a_question_naming_its_yea
         assert assistant.ask("Which team won the 2015 Ostmark Cup?").abstained
 
 
+def test_a_year_measured_from_does_not_make_a_sentence_tell_of_that_year(tmp_path, settings, embedder):
+    # "the team's first Stanley Cup since 2001" tells of this season's final, not of 2001's
+    final = [{**CUP[0], "text": "The Valley Owls beat the Harbour Hawks 3-1 on Sunday to win their first Ostmark Cup "
+                                "since 2001. Tickets for the 2022 final had sold out within an hour."}]
+    with indexed(tmp_path, final, settings, embedder) as assistant:
+        for question in ("Which team won the 2022 Ostmark Cup?", "Which team won the Ostmark Cup?"):
+            answer = assistant.ask(question)
+            assert not answer.abstained and "Valley Owls" in answer.citations[0].quote, (question, answer.text)
+
+
 @pytest.mark.parametrize("question, years", [
     ("Which team won the 2022 NHL Stanley Cup Finals?", {"2022"}),
     ("What did the mayor say in 2021?", {"2021"}),

@@ -73,6 +73,12 @@ def test_junk_lines_are_never_quoted(harbour, question):
     ("The bridge, seen from the river. (Photo: Jack Gruber, USA TODAY)", "caption"),
     ("Flyers promote messages from students at the school. Courtesy Jessica Martin", "credit"),
     ("WNBA news:A look at the career of the league's top scorer.", "teaser"),
+    # a link list's marker does not hide what the line is
+    ("\u25baRelated: Google Trends' FrightGeist lists the most popular Halloween costumes of 2022.", "boilerplate"),
+    ("\u25baBeijing Olympics less than 100 days away:Here are some of the storylines you might have missed.", "teaser"),
+    ("\u25ba MORE: What is social distancing? A glossary of terms.", "boilerplate"),
+    # a line introducing a list answers nothing by itself
+    ("USA TODAY Sports' NHL experts predict the winners for the first round and the Stanley Cup:", "lead-in"),
     ("Kanye West postpones concerts after robbery", "no final punctuation"),
     ("Alabama \u2013 Bulldog", "no final punctuation"),
     ("London CNN \u2014", "no final punctuation"),
@@ -121,6 +127,7 @@ def test_junk_lines_are_classed(line, reason):
     "Then if someone made her mad, Gretta would slam the shutters on the windows and sway the chandeliers in the "
     "old house on the hill",
     "\u2022 The World Health Organization on Saturday declared the outbreak a global public health emergency.",
+    "\u25baActing ambassador Kristina Kvien has temporarily returned to the U.S. Embassy in Kyiv.",
 ])
 def test_real_sentences_are_kept(line):
     assert junk_reason(line, 0, len(line)) == ""
