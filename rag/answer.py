@@ -6,7 +6,8 @@ weighted vocabulary it covers (IDF over the whole index), blended with how well
 its passage matched. Keeps the best sentences, drops near-duplicates, adds the
 rest of a paragraph that is mostly on topic, and puts the best first (each run of
 adjacent sentences kept together; a timeline question's oldest first, one
-about now, "what is happening?", newest first). What
+about now, "what is happening?", newest first, its quotes taken from the newest
+reports before better-matching older ones). What
 the question asks for (`rag.kinds`: who -> a name, how many -> a number, when
 -> a date, where -> a place) is preferred: the best sentence offering it
 answers first, one for each part of a two-part question, looked for past the
@@ -45,7 +46,7 @@ from weakref import WeakKeyDictionary
 from rag import kinds
 from rag.chunk import sentence_spans
 from rag.clean import is_junk
-from rag.dates import MONTHS, WEEKDAYS, other_years
+from rag.dates import MONTHS, WEEKDAYS, other_years, parse_iso
 from rag.ground import NOT_FOUND
 from rag.lexical import slices
 from rag.news import asks_about_now, event_date, is_timeline_question, outlet
@@ -60,6 +61,9 @@ STRICT_KINDS = frozenset({kinds.NAME, kinds.NUMBER, kinds.DATE})
 KIND_BONUS = 0.1  # a sentence offering the kind asked outranks one as relevant that does not
 LOOSE = 0.5  # a sentence offering the kind asked may answer down to this share of the best relevance (others: 0.6)
 LEAD_CHARS = 1 << 16  # an article's opening looked in for its first sentence (doubled until one is found)
+# "what is happening?": a sentence of the newest relevant report outranks an older one this much more relevant
+NOW_BONUS = 0.3
+NOW_HALF_LIFE = 7.0  # days
 WIDER_ARTICLES = 3  # articles read whole when their passages found offer no sentence of the kind asked
 WIDER_CHARS = 50_000  # ... or this much either side of the best passage of a longer article
 # words that say what kind of answer is wanted, not what it is about
@@ -141,6 +145,8 @@ class Extractive:
             if wanted and not self._offered(sentences, wanted):  # look past the passages found
                 wider, ranks = _wider(hits)
                 sentences = self._score(wider, weights, focus_terms, question, wanted, ranks)
+            if asks_about_now(question):
+                sentences = _newest_first(sentences, self.threshold)
             chosen = self._choose(sentences, weights, parts)
         if not chosen:
             lacking = self._lacking(sentences, wanted) if wanted else ""
@@ -431,6 +437,20 @@ def _chronological(chosen: list[_Sentence], newest_first: bool = False) -> list[
             return date.max.toordinal()
         return -max(found).toordinal() if newest_first else min(found).toordinal()
     return sorted(chosen, key=lambda s: (when(s), s.article_rank, s.start))
+
+
+def _newest_first(sentences: list[_Sentence], threshold: float) -> list[_Sentence]:
+    """`sentences` with a bonus for the newest reports among those relevant enough to answer, halved every
+    `NOW_HALF_LIFE` days older than the newest: "what is happening in Kherson?" is answered from this week's
+    reports, not the month's best match. Relevance still decides whether to answer at all."""
+    best = max((s.score for s in sentences), default=0.0)
+    floor = max(threshold, best * 0.6)
+    days = {id(s): parse_iso(s.hit.article.published) for s in sentences if s.score >= floor}
+    newest = max((d for d in days.values() if d is not None), default=None)
+    if newest is None:
+        return sentences
+    bonus = {key: NOW_BONUS * 2 ** (-(newest - day).days / NOW_HALF_LIFE) for key, day in days.items() if day}
+    return [replace(s, rank_score=s.rank_score + bonus.get(id(s), 0.0)) for s in sentences]
 
 
 def _similar(a: _Sentence, b: _Sentence) -> bool:

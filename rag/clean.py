@@ -32,10 +32,12 @@ _CAPTION_START = re.compile(
 _CAPTION_ANYWHERE = re.compile(
     r"\bHide Caption\b|\bCaption \d+ of \d+|\bPhotos? \d+ of \d+\b|[\U0001F4F7\U0001F4F8\U0001F39E\U0001F3A5]"
     r"|\((?:Photo|Image|Picture)s?(?: credit)?:[^)]*\)"
-    r"|\bClick to (?:expand|enlarge)\b|\bEnlarge this image\b|\bJUST WATCHED\b|\bReplay More Videos\b",
+    r"|\bClick to (?:expand|enlarge)\b|\bEnlarge this image\b|\bJUST WATCHED\b|\bReplay More Videos\b"
+    r"|\bVideo Ad Feedback\b|\b\d{1,2}:\d\d - Source: ",  # a video's player: its title, length and source
     re.I,
 )
 _CAPTION_NEEDLES = ("caption", "photo", "image", "picture", "click to", "enlarge", "just watched", "replay more",
+                    "video ad feedback", " - source: ",
                     "\U0001F4F7", "\U0001F4F8", "\U0001F39E", "\U0001F3A5")
 # a credit: "Name/Agency[/Agency]", a wire or picture agency, or "Courtesy (of) X" ending a line
 _AGENCY = (r"(?:Getty Images|AFP|Reuters|AP Photo|AP Images|Associated Press|EPA(?:-EFE)?|Shutterstock|Bloomberg"

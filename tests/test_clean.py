@@ -71,6 +71,8 @@ def test_junk_lines_are_never_quoted(harbour, question):
     ("\U0001F4F8 Gallery: Evacuations, destruction seen after the earthquake.", "caption"),
     ("Johnson attends a press conference ahead of the event. Adrian Dennis/AFP/Getty Images", "credit"),
     ("The bridge, seen from the river. (Photo: Jack Gruber, USA TODAY)", "caption"),
+    # a video player's line: its title, length and source
+    ("Video Ad Feedback Big blow to Putin as Russia orders to withdraw from Kherson 02:30 - Source: CNN", "caption"),
     ("Flyers promote messages from students at the school. Courtesy Jessica Martin", "credit"),
     ("WNBA news:A look at the career of the league's top scorer.", "teaser"),
     # a link list's marker does not hide what the line is

@@ -81,3 +81,21 @@ def test_what_is_happening_is_answered_newest_first_and_what_happened_oldest_fir
     story = assistant.ask("What happened with the Kessel dock strike?", today=date(2022, 10, 28))
     assert story.citations[0].title == OLD
     assert [p.date for p in now.timeline] == sorted(p.date for p in now.timeline)  # the timeline stays a timeline
+
+
+def test_what_is_happening_quotes_the_newest_report_though_an_older_one_says_more(tmp_path, settings, embedder):
+    # the user's "what is happening in Kherson?" quoted four sentences of the March protests and none of the November
+    # withdrawal: the older report matched better, sentence after sentence
+    older = {**ARTICLES[0], "text": " ".join(
+        f"The Kessel dock strike {what}." for what in (
+            "began on Monday over pay", "closed the container terminal of Kessel",
+            "drew hundreds of dock workers to the Kessel gates", "left ships waiting outside Kessel",
+            "was the first Kessel dock strike in a decade", "split the Kessel dock workers' union"))}
+    newer = {**ARTICLES[1], "text": "The port of Kessel reopened on Wednesday after the dock strike ended with a "
+                                    "pay deal of 6 percent."}
+    with indexed(tmp_path, [older, newer], settings, embedder) as assistant:
+        now = assistant.ask(QUESTION, today=date(2022, 10, 28))
+        assert now.citations[0].title == NEW, now.text
+        # a question about the story is still told from its fullest report, oldest first
+        story = assistant.ask("What happened with the Kessel dock strike?", today=date(2022, 10, 28))
+        assert story.citations[0].title == OLD
