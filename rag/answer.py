@@ -6,8 +6,9 @@ weighted vocabulary it covers (IDF over the whole index), blended with how well
 its passage matched. Keeps the best sentences, drops near-duplicates, adds the
 rest of a paragraph that is mostly on topic, and puts the best first (each run of
 adjacent sentences kept together; a timeline question's oldest first, one
-about now, "what is happening?", newest first, its quotes taken from the newest
-reports before better-matching older ones). What
+about now, "what is happening?", newest first; its quotes, and those of a
+question in the present tense, "who is ...?", come from the newest reports
+before better-matching older ones). What
 the question asks for (`rag.kinds`: who -> a name, how many -> a number, when
 -> a date, where -> a place) is preferred: the best sentence offering it
 answers first, one for each part of a two-part question, looked for past the
@@ -75,6 +76,8 @@ QUESTION_WORDS = {
 # names and numbers in a question ("Kestrelmouth", "1954"): capitalised words (not the first) and words with digits
 _KEY = re.compile(r"(?<=\s)[A-Z][\w'\u2019-]*|(?<![\w.])\w*\d[\w-]*")
 _NOT_NAMES = frozenset([*MONTHS, *WEEKDAYS, "i"])  # capitalised, but times (the date filter's), not names
+# a question in the present tense ("who is the prime minister?", "what are the rates?") asks what holds now
+_PRESENT = re.compile(r"\s*(?:what|who|which|where|how\s+\w+)(?:\s+[\w'\u2019-]+){0,2}?\s+(?:is|are)\b", re.I)
 Tokens = Callable[[list[str]], list[list[str]]]
 # how each front end words an abstention (the core's NOT_FOUND, Slack's "I don't know: ..."), for chat history
 _ABSTAINED = re.compile(r"\s*(?:not found in the articles\b|i don[\u2019']?t know\b)", re.I)
@@ -145,7 +148,7 @@ class Extractive:
             if wanted and not self._offered(sentences, wanted):  # look past the passages found
                 wider, ranks = _wider(hits)
                 sentences = self._score(wider, weights, focus_terms, question, wanted, ranks)
-            if asks_about_now(question):
+            if asks_about_now(question) or _PRESENT.match(question):
                 sentences = _newest_first(sentences, self.threshold)
             chosen = self._choose(sentences, weights, parts)
         if not chosen:

@@ -1,15 +1,15 @@
 """What kind of answer a question asks for, and whether a sentence offers one.
 
 `asks(question)` reads the question words of the question's last sentence (a quiz question often opens with a
-statement): who / which company -> "name", how many / how much / what percentage -> "number", when / what year ->
-"date", where / which country -> "place", one opening with an auxiliary ("Did ...", "Is ...") -> "yes/no", anything
-else -> "" (no kind: "what happened", "why"). A two-part question ("when did it open and how much did it cost?")
-gives one `Ask` per part. `offers` tells whether a sentence holds such an answer that the question does not
-already give: a capitalised name (not the sentence's opening word, unless the article writes it capitalised
-mid-sentence too; not after "in": "in Velmora" says where), a number or amount (not a year), a date, a place
-after a preposition. A question about an outcome ("who won", "who was elected") is answered only by a sentence that
-states one ("won", "beat", "were crowned champions"): a preview ("will face", "is set to") or a sentence that
-merely names those involved offers nothing.
+statement): who / which company -> "name", how many / how much / what percentage / what is the rate -> "number",
+when / what year -> "date", where / which country -> "place", one opening with an auxiliary ("Did ...", "Is ...") ->
+"yes/no", anything else -> "" (no kind: "what happened", "why"). A two-part question ("when did it open and how much
+did it cost?") gives one `Ask` per part. `offers` tells whether a sentence holds such an answer that the question
+does not already give: a capitalised name (not the sentence's opening word, unless the article writes it capitalised
+mid-sentence too; not after "in": "in Velmora" says where), a number or amount (not a year), a date, a place after a
+preposition. A question about an outcome ("who won", "who was elected") is answered only by a sentence that states
+one ("won", "beat", "were crowned champions"): a preview ("will face", "is set to") or a sentence that merely names
+those involved offers nothing.
 
 Cheap signals of English news writing (precompiled regexes, no language model): they do not tell a person from an
 organisation, nor check that the name or number found is the one asked for; "yes/no" has no signal (the sentence
@@ -47,7 +47,8 @@ _ADJ = (r"(?:(?!(?:is|was|are|were|do|does|did|has|have|had|will|would|can|could
 _CLAUSE = r"(?:^|(?<=[,;:\u2014\u2013-])\s*|\b(?:and|but|or|so)\s+)"  # who/when/where open a clause, not a relative
 _ASK = re.compile(
     rf"(?P<number>\bhow\s+(?:many|much|long|old|far|often|big|large|high|tall|fast|deep|heavy)\b|"
-    rf"\b(?:what|which)\s+{_ADJ}(?:{_NUMBER_NOUNS})\b)"
+    rf"\b(?:what|which)\s+{_ADJ}(?:{_NUMBER_NOUNS})\b|"
+    rf"\bwhat(?:['\u2019]s|\s+(?:is|was|are|were))\s+(?:the\s+|an?\s+)?{_ADJ}(?:{_NUMBER_NOUNS}|population)s?\b)"
     rf"|(?P<date>{_CLAUSE}when\b|\bhow\s+soon\b|\b(?:what|which)\s+(?:{_DATE_NOUNS})\b)"
     rf"|(?P<place>{_CLAUSE}where\b|\b(?:what|which)\s+{_ADJ}(?:{_PLACE_NOUNS})\b)"
     rf"|(?P<name>{_CLAUSE}(?:who|whom|whose)\b|\bwhat\s+is\s+the\s+name\b|\b(?:what|which)\s+{_ADJ}(?:{_NAME_NOUNS})\b)"

@@ -99,3 +99,18 @@ def test_what_is_happening_quotes_the_newest_report_though_an_older_one_says_mor
         # a question about the story is still told from its fullest report, oldest first
         story = assistant.ask("What happened with the Kessel dock strike?", today=date(2022, 10, 28))
         assert story.citations[0].title == OLD
+
+
+def test_a_present_tense_question_is_answered_from_the_newest_report(tmp_path, settings, embedder):
+    # "who is ...?" asks who is now: the newest report's answer first, though an older one matches more closely
+    older = {**ARTICLES[0], "title": "Kessel harbour master", "text":
+             "Anna Berg is the harbour master of Kessel. As harbour master of Kessel, Anna Berg runs the Kessel "
+             "docks and the Kessel pilots."}
+    newer = {**ARTICLES[1], "title": "New Kessel harbour master", "text":
+             "Jonas Lind took over on Wednesday as harbour master of Kessel after Anna Berg retired."}
+    with indexed(tmp_path, [older, newer], settings, embedder) as assistant:
+        now = assistant.ask("Who is the harbour master of Kessel?", today=date(2022, 10, 28))
+        assert "Jonas Lind" in now.citations[0].quote, now.text
+        # asked in the past tense, the closest match answers
+        then = assistant.ask("Who was the harbour master of Kessel in early October?", dates=False)
+        assert "Anna Berg" in then.citations[0].quote, then.text
