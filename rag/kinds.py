@@ -8,8 +8,8 @@ did it cost?") gives one `Ask` per part. `offers` tells whether a sentence holds
 does not already give: a capitalised name (not the sentence's opening word, unless the article writes it capitalised
 mid-sentence too; not after "in": "in Velmora" says where), a number or amount (not a year), a date, a place after a
 preposition. A question about an outcome ("who won", "who was elected") is answered only by a sentence that states
-one ("won", "beat", "were crowned champions"): a preview ("will face", "is set to") or a sentence that merely names
-those involved offers nothing.
+one ("won", "beat", "were crowned champions"): a preview ("will face", "is set to"), a title held from a past
+edition ("the defending champions") or a sentence that merely names those involved offers nothing.
 
 Cheap signals of English news writing (precompiled regexes, no language model): they do not tell a person from an
 organisation, nor check that the name or number found is the one asked for; "yes/no" has no signal (the sentence
@@ -124,6 +124,10 @@ _FUTURE_ASKED = re.compile(r"\b(?:will|would|could|might|expected|likely|favou?r
 _OUTCOME = re.compile(r"\b(?:won|wins|beat|beats|defeated|defeats|elected|crowned|clinched|victory|victorious|"
                       r"champions?|championship|winners?|triumph\w*|sworn\s+in|became|(?:has|have)\s+become|"
                       r"(?:claimed|captured|lifted|took\s+home)\s+the)\b", re.I)
+# a title held from a past edition ("the defending champions", "the last two World Cup winners") is no outcome
+_FORMER = re.compile(r"\b(?:defending|reigning|former|previous|past|last(?:\s+(?:two|three|four|five))?|"
+                     r"(?:two|three|four|five|\d+)[-\s]time)\s+(?:[\w'\u2019-]+\s+){0,3}?"
+                     r"(?:champions?|winners?|title[-\s]?holders?)\b", re.I)
 # a preview ("will face", "is set to") names the contest ("the championship", "the winner") without its result:
 # there only a verb in the past states one
 _PREVIEW = re.compile(r"\b(?:will|would|could|might|(?:is|are|was|were)\s+(?:scheduled|set|expected|due|poised|"
@@ -161,7 +165,8 @@ def offers(kind: str, sentence: str, asked: Given, names: frozenset[str], publis
     `names`: the article's mid-sentence capitalised words (`article_names`); `published`: the article's date.
     True for no kind and "yes/no"."""
     if asked.outcome and kind and kind != YESNO and (
-            not _OUTCOME.search(sentence) or _PREVIEW.search(sentence) and not _OUTCOME_PAST.search(sentence)):
+            not _OUTCOME.search(_FORMER.sub("", sentence))
+            or _PREVIEW.search(sentence) and not _OUTCOME_PAST.search(sentence)):
         return False  # "X met Y", or "the winner will be crowned on Sunday", does not say who won
     if asked.outcome and not asked.years and kind and kind != YESNO and _past_edition(sentence, published):
         return False  # "who won the World Cup?" asks about the latest: not answered by the 1966 final

@@ -218,3 +218,18 @@ def test_a_sentence_that_only_restates_the_question_does_not_answer_it(tmp_path,
         # a yes/no question is settled by the sentence that says so, in its own words
         settled = assistant.ask("Has the strongest storm yet arrived on the coast?")
         assert "strongest storm yet has arrived" in settled.text
+
+
+def test_a_title_held_from_a_past_edition_does_not_say_who_won(tmp_path, settings, embedder):
+    # "Who won the World Cup?" of a collection ending before the final quoted "France and Germany, the last two World
+    # Cup champions, ..."
+    before = [{**CUP[0], "text": "The Harbour Hawks, the last two Ostmark Cup champions, joined a charity campaign "
+                                 "before the Ostmark Cup final. Tickets for the final had sold out within an hour."}]
+    (tmp_path / "before").mkdir()
+    (tmp_path / "after").mkdir()
+    with indexed(tmp_path / "before", before, settings, embedder) as assistant:
+        assert assistant.ask("Which team won the Ostmark Cup?").abstained
+    after = [{**CUP[0], "text": "The Valley Owls beat the defending champions, the Harbour Hawks, to win the Ostmark "
+                                "Cup on Sunday. Tickets for the final had sold out within an hour."}]
+    with indexed(tmp_path / "after", after, settings, embedder) as assistant:
+        assert "Valley Owls" in assistant.ask("Which team won the Ostmark Cup?").citations[0].quote
