@@ -4,28 +4,29 @@ Scores every sentence of the retrieved passages (but those `rag.clean` says are
 not to be quoted: junk lines and questions) by how much of the question's
 weighted vocabulary it covers (IDF over the whole index), blended with how well
 its passage matched. Keeps the best sentences, drops near-duplicates, adds the
-rest of a paragraph that is mostly on topic, and puts the best first (each run of
-adjacent sentences kept together; a timeline question's oldest first, one
+rest of a paragraph that is mostly on topic, and puts the best first (each run
+of adjacent sentences kept together; a timeline question's oldest first, one
 about now, "what is happening?", newest first; its quotes, and those of a
 question in the present tense, "who is ...?", come from the newest reports
-before better-matching older ones). What
-the question asks for (`rag.kinds`: who -> a name, how many -> a number, when
--> a date, where -> a place) is preferred: the best sentence offering it
-answers first, one for each part of a two-part question, looked for past the
-passages found (the top articles' whole text, the further hits) when they
-offer none. A sentence naming years, none of them a year the question names
-("the 2022 Stanley Cup"), tells of another time and is not quoted (a year it
-measures from, "the first title since 2001", is not a time it tells of); asked "who
-won?" with no year, one whose years all precede its article's tells of a past
-edition and does not offer the outcome asked. Drafts an
-abstention ("not found in the articles") when the best evidence is too weak,
-or when no sentence on the topic offers the kind of answer asked (saying what
-the newest article found lacks). An abstention over
-a word the index does not know suggests a close spelling it does ("did you
-mean Mariupol?"). `naming` is the pipeline's names-and-numbers gate: no
-article found mentions all the names and numbers the question gives
-("Kestrelmouth", "1954"). `looks_english` tells a question that is not in
-English (the default embedder reads English).
+before better-matching older ones). What the question asks for (`rag.kinds`: who
+-> a name, how many -> a number, when -> a date, where -> a place) is preferred:
+the best sentence offering it answers first, one for each part of a two-part
+question, looked for past the passages found (the top articles' whole text, the
+further hits) when they offer none; when that sentence refers to what is asked
+by description ("which show?": "... the wildly popular South Korean show is
+green lit"), the sentence before it, naming it ("Squid Game is officially coming
+back."), is quoted first. A sentence naming years, none of them a year the
+question names ("the 2022 Stanley Cup"), tells of another time and is not quoted
+(a year it measures from, "the first title since 2001", is not a time it tells
+of); asked "who won?" with no year, one whose years all precede its article's
+tells of a past edition and does not offer the outcome asked. Drafts an
+abstention ("not found in the articles") when the best evidence is too weak, or
+when no sentence on the topic offers the kind of answer asked (saying what the
+newest article found lacks). An abstention over a word the index does not know
+suggests a close spelling it does ("did you mean Mariupol?"). `naming` is the
+pipeline's names-and-numbers gate: no article found mentions all the names and
+numbers the question gives ("Kestrelmouth", "1954"). `looks_english` tells a
+question that is not in English (the default embedder reads English).
 
 It does not paraphrase or summarise: every sentence of its draft is a quote
 (`DraftSentence.span`). Citing the quotes (`rag.ground`), differing figures,
@@ -78,6 +79,7 @@ _KEY = re.compile(r"(?<=\s)[A-Z][\w'\u2019-]*|(?<![\w.])\w*\d[\w-]*")
 _NOT_NAMES = frozenset([*MONTHS, *WEEKDAYS, "i"])  # capitalised, but times (the date filter's), not names
 # a question in the present tense ("who is the prime minister?", "what are the rates?") asks what holds now
 _PRESENT = re.compile(r"\s*(?:what|who|which|where|how\s+\w+)(?:\s+[\w'\u2019-]+){0,2}?\s+(?:is|are)\b", re.I)
+_FUNCTION = r"(?:of|any|in|on|at|to|for|with|and|or|by|from|a|an|the|its|their|his|her)\b"
 Tokens = Callable[[list[str]], list[list[str]]]
 # how each front end words an abstention (the core's NOT_FOUND, Slack's "I don't know: ..."), for chat history
 _ABSTAINED = re.compile(r"\s*(?:not found in the articles\b|i don[\u2019']?t know\b)", re.I)
@@ -101,6 +103,7 @@ class _Sentence:
     rank_score: float  # relevance plus novelty: decides which sentences answer
     hit: Hit
     offers: frozenset[str] = frozenset()  # the kinds of answer asked (`rag.kinds`) that it holds
+    before: tuple[str, int] | None = None  # (article id, start) of the sentence it names the subject of
 
 
 class Extractive:
@@ -159,6 +162,7 @@ class Extractive:
         if is_timeline_question(question):
             # "what happened?" reads as a story, oldest first; "what is happening?" wants now: newest first
             chosen = _chronological(chosen, newest_first=asks_about_now(question))
+        chosen = _antecedents_first(chosen)
         passage = {}
         for i, hit in enumerate(hits):
             passage.setdefault(hit.article.id, i)
@@ -320,6 +324,13 @@ class Extractive:
                        key=lambda s: key[id(s)], default=None)
             if pick is not None:
                 chosen.append(pick)
+                before = _antecedent(pick, part) if part.kind in (kinds.NAME, kinds.PLACE) else None
+                if before is not None:
+                    before = replace(before, terms=frozenset(self.tokens([_one_line(
+                        before.hit.article.text[before.start:before.end])])[0]))
+                    if not any(_similar(before, c) or (c.hit.article.id, c.start) == (before.hit.article.id,
+                                                                                       before.start) for c in chosen):
+                        chosen.append(before)
         return chosen
 
     def _lacking(self, sentences: list[_Sentence], wanted: list[kinds.Ask]) -> str:
@@ -454,6 +465,39 @@ def _newest_first(sentences: list[_Sentence], threshold: float) -> list[_Sentenc
         return sentences
     bonus = {key: NOW_BONUS * 2 ** (-(newest - day).days / NOW_HALF_LIFE) for key, day in days.items() if day}
     return [replace(s, rank_score=s.rank_score + bonus.get(id(s), 0.0)) for s in sentences]
+
+
+def _antecedent(pick: _Sentence, part: kinds.Ask) -> _Sentence | None:
+    """The sentence before `pick` when `pick` refers to what is asked by description, not by name ("which show?":
+    "... the wildly popular South Korean show is green lit", after "Squid Game is officially coming back."), and
+    it names something; else None."""
+    noun = part.phrase.split()[-1]
+    if noun in ("who", "whom", "whose", "where", "name") or len(part.phrase.split()) < 2:
+        return None
+    text = pick.hit.article.text
+    if not re.search(rf"\b(?:the|this|that)\s+(?:(?!{_FUNCTION})[\w'\u2019-]+\s+){{0,4}}?{re.escape(noun)}\b"
+                     r"(?!['\u2019]s)", text[pick.start:pick.end], re.I):
+        return None  # "the South Korean show", not "the city's police chief" nor "the most of any show"
+    spans = [(a, b) for a, b in sentence_spans(text, max(0, pick.start - 2000), pick.start)
+             if b <= pick.start and not is_junk(text, a, b)]
+    if not spans:
+        return None
+    a, b = spans[-1]
+    asked = kinds.given(part.text)
+    if not kinds.offers(part.kind, text[a:b], asked, _article_names(text), pick.hit.article.published):
+        return None
+    return replace(pick, start=a, end=b, offers=frozenset({part.kind}), before=(pick.hit.article.id, pick.start))
+
+
+def _antecedents_first(chosen: list[_Sentence]) -> list[_Sentence]:
+    """`chosen` with each sentence that names what another refers to (`_antecedent`) right before it."""
+    leads = {s.before: s for s in chosen if s.before is not None}
+    out: list[_Sentence] = []
+    for s in chosen:
+        if s.before is None:
+            lead = leads.pop((s.hit.article.id, s.start), None)
+            out.extend([lead, s] if lead is not None else [s])
+    return out + list(leads.values())
 
 
 def _similar(a: _Sentence, b: _Sentence) -> bool:

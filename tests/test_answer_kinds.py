@@ -233,3 +233,26 @@ def test_a_title_held_from_a_past_edition_does_not_say_who_won(tmp_path, setting
                                 "Cup on Sunday. Tickets for the final had sold out within an hour."}]
     with indexed(tmp_path / "after", after, settings, embedder) as assistant:
         assert "Valley Owls" in assistant.ask("Which team won the Ostmark Cup?").citations[0].quote
+
+
+# news names a thing in one sentence and describes it in the next ("Squid Game" is coming back. / ... the wildly
+# popular South Korean show is green lit for a second season)
+SHOW = [
+    {"title": "Harbour Lights returns", "source": "Coast Courier", "published": "2022-06-12",
+     "url": "https://coast.example/harbour-lights",
+     "text": "\u201cHarbour Lights\u201d is officially coming back.\n\nThe Coast Channel announced Sunday that the "
+             "wildly popular fishing series is renewed for a second season.\n\nFilming starts in Tarnby in May."},
+]
+
+
+def test_a_sentence_describing_what_is_asked_is_quoted_after_the_one_naming_it(tmp_path, settings, embedder):
+    with indexed(tmp_path, SHOW, settings, embedder) as assistant:
+        answer = assistant.ask("Which wildly popular series was renewed for a second season?")
+        quotes = [c.quote for c in answer.citations]
+        assert quotes[:2] == ["\u201cHarbour Lights\u201d is officially coming back.",
+                              "The Coast Channel announced Sunday that the wildly popular fishing series is renewed "
+                              "for a second season."], answer.text
+        check_quotes(assistant, answer)
+        # a question asking no name is answered by the description alone
+        when = assistant.ask("When was the wildly popular fishing series renewed for a second season?")
+        assert not any("officially coming back" in c.quote for c in when.citations), when.text
