@@ -3,30 +3,31 @@
 Scores every sentence of the retrieved passages (but those `rag.clean` says are
 not to be quoted: junk lines and questions) by how much of the question's
 weighted vocabulary it covers (IDF over the whole index), blended with how well
-its passage matched. Keeps the best sentences, drops near-duplicates, adds the
-rest of a paragraph that is mostly on topic, and puts the best first (each run
-of adjacent sentences kept together; a timeline question's oldest first, one
-about now, "what is happening?", newest first; its quotes, and those of a
-question in the present tense, "who is ...?", come from the newest reports
-before better-matching older ones). What the question asks for (`rag.kinds`: who
--> a name, how many -> a number, when -> a date, where -> a place) is preferred:
-the best sentence offering it answers first, one for each part of a two-part
-question, looked for past the passages found (the top articles' whole text, the
-further hits) when they offer none; when that sentence refers to what is asked
-by description ("which show?": "... the wildly popular South Korean show is
-green lit"), the sentence before it, naming it ("Squid Game is officially coming
-back."), is quoted first. A sentence naming years, none of them a year the
-question names ("the 2022 Stanley Cup"), tells of another time and is not quoted
-(a year it measures from, "the first title since 2001", is not a time it tells
-of); asked "who won?" with no year, one whose years all precede its article's
-tells of a past edition and does not offer the outcome asked. Drafts an
-abstention ("not found in the articles") when the best evidence is too weak, or
-when no sentence on the topic offers the kind of answer asked (saying what the
-newest article found lacks). An abstention over a word the index does not know
-suggests a close spelling it does ("did you mean Mariupol?"). `naming` is the
-pipeline's names-and-numbers gate: no article found mentions all the names and
-numbers the question gives ("Kestrelmouth", "1954"). `looks_english` tells a
-question that is not in English (the default embedder reads English).
+its passage matched, an article's opening sentence (its lede: news states the
+event first) ahead of an equally relevant later one. Keeps the best sentences,
+drops near-duplicates, adds the rest of a paragraph that is mostly on topic, and
+puts the best first (each run of adjacent sentences kept together; a timeline
+question's oldest first, one about now, "what is happening?", newest first; its
+quotes, and those of a question in the present tense, "who is ...?", come from
+the newest reports before better-matching older ones). What the question asks
+for (`rag.kinds`: who -> a name, how many -> a number, when -> a date, where ->
+a place) is preferred: the best sentence offering it answers first, one for each
+part of a two-part question, looked for past the passages found (the top
+articles' whole text, the further hits) when they offer none; when that sentence
+refers to what is asked by description ("which show?": "... the wildly popular
+South Korean show is green lit"), the sentence before it, naming it ("Squid Game
+is officially coming back."), is quoted first. A sentence naming years, none of
+them a year the question names ("the 2022 Stanley Cup"), tells of another time
+and is not quoted (a year it measures from, "the first title since 2001", is not
+a time it tells of); asked "who won?" with no year, one whose years all precede
+its article's tells of a past edition and does not offer the outcome asked.
+Drafts an abstention ("not found in the articles") when the best evidence is too
+weak, or when no sentence on the topic offers the kind of answer asked (saying
+what the newest article found lacks). An abstention over a word the index does
+not know suggests a close spelling it does ("did you mean Mariupol?"). `naming`
+is the pipeline's names-and-numbers gate: no article found mentions all the
+names and numbers the question gives ("Kestrelmouth", "1954"). `looks_english`
+tells a question that is not in English (the default embedder reads English).
 
 It does not paraphrase or summarise: every sentence of its draft is a quote
 (`DraftSentence.span`). Citing the quotes (`rag.ground`), differing figures,
@@ -61,7 +62,11 @@ KIND_PREFERENCE = True
 # case ("at pier nine", "at home") where our signals cannot see them
 STRICT_KINDS = frozenset({kinds.NAME, kinds.NUMBER, kinds.DATE})
 KIND_BONUS = 0.1  # a sentence offering the kind asked outranks one as relevant that does not
+# an article's opening sentence (its lede: news states the event first) outranks one as relevant further down;
+# relevance alone still decides whether to answer
+LEDE_BONUS = 0.1
 LOOSE = 0.5  # a sentence offering the kind asked may answer down to this share of the best relevance (others: 0.6)
+LEDE_CHARS = 5000  # an article's opening sentence starts this early (the captions and credits before it included)
 LEAD_CHARS = 1 << 16  # an article's opening looked in for its first sentence (doubled until one is found)
 # "what is happening?": a sentence of the newest relevant report outranks an older one this much more relevant
 NOW_BONUS = 0.3
@@ -256,6 +261,9 @@ class Extractive:
         # arrived. What is it called?"): it answers nothing, but a yes/no question, which it may settle
         restated = frozenset(self.tokens([question])[0])
         out: dict[tuple[str, int], _Sentence] = {}
+        first: dict[str, int] = {}  # where each article's first sentence found starts: the only one that may open it
+        for _, hit, a, _ in spans:
+            first[hit.article.id] = min(first.get(hit.article.id, a), a)
         for (rank, hit, a, b), toks in zip(spans, token_lists):
             terms = frozenset(toks)
             if focus and not terms & set(focus):
@@ -269,10 +277,11 @@ class Extractive:
             # a sentence that only restates the question answers nothing: favour new content
             novel = min(len(terms - question_terms) / 6, 1.0)
             key = (hit.article.id, a)
+            lede = LEDE_BONUS * (a == first[hit.article.id] and _opens(hit.article, a, b))
             if key not in out or out[key].score < score:
                 offers = _offers(wanted, hit.article.text[a:b], asked, hit.article)  # names: read once
                 out[key] = _Sentence(article_rank[hit.article.id], a, b, terms, score,
-                                     score + self.novelty * novel + KIND_BONUS * bool(offers), hit, offers)
+                                     score + self.novelty * novel + KIND_BONUS * bool(offers) + lede, hit, offers)
         return list(out.values())
 
     def _offered(self, sentences: list[_Sentence], wanted: list[kinds.Ask]) -> bool:
@@ -370,6 +379,17 @@ def _offers(wanted: list[kinds.Ask] | tuple[kinds.Ask, ...], sentence: str, aske
         return frozenset()
     names = _article_names(article.text) if any(p.kind in (kinds.NAME, kinds.PLACE) for p in wanted) else frozenset()
     return frozenset(p.kind for p in wanted if kinds.offers(p.kind, sentence, asked, names, article.published))
+
+
+def _opens(article: Article, start: int, end: int) -> bool:
+    """Whether `article.text[start:end]` is its first sentence that is not its title nor junk (read up to it, and
+    only in an article's first LEDE_CHARS)."""
+    if start > LEDE_CHARS:
+        return False
+    text, title = article.text, article.title.strip()
+    first = next(((a, b) for a, b in sentence_spans(text, 0, end)
+                  if _one_line(text[a:b]) != title and not is_junk(text, a, b)), None)
+    return first == (start, end)
 
 
 def _lead(hit: Hit) -> tuple[int, int] | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from rag import answer as answer_module
 from rag.ground import event_years
 from rag.kinds import DATE, NAME, NUMBER, PLACE, YESNO, asks, given, offers
 from tests.conftest import check_quotes, indexed
@@ -256,3 +257,23 @@ def test_a_sentence_describing_what_is_asked_is_quoted_after_the_one_naming_it(t
         # a question asking no name is answered by the description alone
         when = assistant.ask("When was the wildly popular fishing series renewed for a second season?")
         assert not any("officially coming back" in c.quote for c in when.citations), when.text
+
+
+# news states the event first: the opening sentence (the lede) answers before an equally relevant later one
+FERRY = [
+    {"title": "Kessel ferry", "source": "Coast Courier", "published": "2022-06-13",
+     "url": "https://coast.example/kessel-ferry",
+     "text": "Photo: Coast Courier\n\nThe Kessel ferry ran aground near Tarnby.\n\n"
+             "Passengers of the Kessel ferry near Tarnby were later taken ashore by lifeboats from Orlen."},
+]
+
+
+@pytest.mark.parametrize("bonus", [answer_module.LEDE_BONUS, 0.0])
+def test_the_opening_sentence_answers_before_an_equally_relevant_later_one(tmp_path, settings, embedder, monkeypatch,
+                                                                           bonus):
+    monkeypatch.setattr(answer_module, "LEDE_BONUS", bonus)
+    with indexed(tmp_path, FERRY, settings, embedder) as assistant:
+        answer = assistant.ask("Tell me about the Kessel ferry near Tarnby.")
+        first = answer.citations[0].quote
+        # the premise: without the bonus the later sentence leads
+        assert first.startswith("The Kessel ferry ran aground" if bonus else "Passengers"), answer.text
