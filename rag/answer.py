@@ -68,7 +68,8 @@ LEDE_BONUS = 0.1
 LOOSE = 0.5  # a sentence offering the kind asked may answer down to this share of the best relevance (others: 0.6)
 LEDE_CHARS = 5000  # an article's opening sentence starts this early (the captions and credits before it included)
 LEAD_CHARS = 1 << 16  # an article's opening looked in for its first sentence (doubled until one is found)
-# "what is happening?": a sentence of the newest relevant report outranks an older one this much more relevant
+# "what is happening?", "who is ...?": a sentence of the newest relevant report outranks an older one this much more
+# relevant
 NOW_BONUS = 0.3
 NOW_HALF_LIFE = 7.0  # days
 WIDER_ARTICLES = 3  # articles read whole when their passages found offer no sentence of the kind asked
@@ -333,14 +334,30 @@ class Extractive:
                        key=lambda s: key[id(s)], default=None)
             if pick is not None:
                 chosen.append(pick)
-                before = _antecedent(pick, part) if part.kind in (kinds.NAME, kinds.PLACE) else None
-                if before is not None:
-                    before = replace(before, terms=frozenset(self.tokens([_one_line(
-                        before.hit.article.text[before.start:before.end])])[0]))
-                    if not any(_similar(before, c) or (c.hit.article.id, c.start) == (before.hit.article.id,
-                                                                                       before.start) for c in chosen):
-                        chosen.append(before)
+                before = self._antecedent(pick, part)
+                if before is not None and not any(_similar(before, c) or _same(before, c) for c in chosen):
+                    chosen.append(before)
         return chosen
+
+    def _antecedent(self, pick: _Sentence, part: kinds.Ask) -> _Sentence | None:
+        """The sentence before `pick` when `pick` refers to the name or place asked by description ("which show?":
+        "... the wildly popular South Korean show is green lit", after "Squid Game is officially coming back.") and
+        that sentence offers one; else None."""
+        words = part.phrase.split()
+        if part.kind not in (kinds.NAME, kinds.PLACE) or len(words) < 2 or words[-1] == "name":
+            return None
+        text = pick.hit.article.text
+        if not re.search(rf"\b(?:the|this|that)\s+(?:(?!{_FUNCTION})[\w'\u2019-]+\s+){{0,4}}?{re.escape(words[-1])}\b"
+                         r"(?!['\u2019]s)", text[pick.start:pick.end], re.I):
+            return None  # "the South Korean show", not "the city's police chief" nor "the most of any show"
+        spans = [(a, b) for a, b in sentence_spans(text, max(0, pick.start - 2000), pick.start)
+                 if b <= pick.start and not is_junk(text, a, b)]
+        if not spans or not kinds.offers(part.kind, text[slice(*spans[-1])], kinds.given(part.text),
+                                         _article_names(text), pick.hit.article.published):
+            return None
+        a, b = spans[-1]
+        return replace(pick, start=a, end=b, terms=frozenset(self.tokens([_one_line(text[a:b])])[0]),
+                       offers=frozenset({part.kind}), before=(pick.hit.article.id, pick.start))
 
     def _lacking(self, sentences: list[_Sentence], wanted: list[kinds.Ask]) -> str:
         """The abstention for a question whose topic was found without what it asks: which article (the newest
@@ -387,9 +404,12 @@ def _opens(article: Article, start: int, end: int) -> bool:
     if start > LEDE_CHARS:
         return False
     text, title = article.text, article.title.strip()
-    first = next(((a, b) for a, b in sentence_spans(text, 0, end)
-                  if _one_line(text[a:b]) != title and not is_junk(text, a, b)), None)
-    return first == (start, end)
+    return next(((a, b) for a, b in sentence_spans(text, 0, end) if _may_open(text, title, a, b)), None) == (start, end)
+
+
+def _may_open(text: str, title: str, a: int, b: int) -> bool:
+    """Whether `text[a:b]` may be an article's opening sentence: neither its title nor junk."""
+    return _one_line(text[a:b]) != title and not is_junk(text, a, b)
 
 
 def _lead(hit: Hit) -> tuple[int, int] | None:
@@ -401,7 +421,7 @@ def _lead(hit: Hit) -> tuple[int, int] | None:
         start, cut = end, text.find("\n", end + width)
         end = len(text) if cut < 0 else cut
         for a, b in sentence_spans(text, start, end):
-            if _one_line(text[a:b]) != title and not is_junk(text, a, b):
+            if _may_open(text, title, a, b):
                 return a, b
         width *= 2
     return None
@@ -487,28 +507,6 @@ def _newest_first(sentences: list[_Sentence], threshold: float) -> list[_Sentenc
     return [replace(s, rank_score=s.rank_score + bonus.get(id(s), 0.0)) for s in sentences]
 
 
-def _antecedent(pick: _Sentence, part: kinds.Ask) -> _Sentence | None:
-    """The sentence before `pick` when `pick` refers to what is asked by description, not by name ("which show?":
-    "... the wildly popular South Korean show is green lit", after "Squid Game is officially coming back."), and
-    it names something; else None."""
-    noun = part.phrase.split()[-1]
-    if noun in ("who", "whom", "whose", "where", "name") or len(part.phrase.split()) < 2:
-        return None
-    text = pick.hit.article.text
-    if not re.search(rf"\b(?:the|this|that)\s+(?:(?!{_FUNCTION})[\w'\u2019-]+\s+){{0,4}}?{re.escape(noun)}\b"
-                     r"(?!['\u2019]s)", text[pick.start:pick.end], re.I):
-        return None  # "the South Korean show", not "the city's police chief" nor "the most of any show"
-    spans = [(a, b) for a, b in sentence_spans(text, max(0, pick.start - 2000), pick.start)
-             if b <= pick.start and not is_junk(text, a, b)]
-    if not spans:
-        return None
-    a, b = spans[-1]
-    asked = kinds.given(part.text)
-    if not kinds.offers(part.kind, text[a:b], asked, _article_names(text), pick.hit.article.published):
-        return None
-    return replace(pick, start=a, end=b, offers=frozenset({part.kind}), before=(pick.hit.article.id, pick.start))
-
-
 def _antecedents_first(chosen: list[_Sentence]) -> list[_Sentence]:
     """`chosen` with each sentence that names what another refers to (`_antecedent`) right before it."""
     leads = {s.before: s for s in chosen if s.before is not None}
@@ -518,6 +516,10 @@ def _antecedents_first(chosen: list[_Sentence]) -> list[_Sentence]:
             lead = leads.pop((s.hit.article.id, s.start), None)
             out.extend([lead, s] if lead is not None else [s])
     return out + list(leads.values())
+
+
+def _same(a: _Sentence, b: _Sentence) -> bool:
+    return (a.hit.article.id, a.start) == (b.hit.article.id, b.start)
 
 
 def _similar(a: _Sentence, b: _Sentence) -> bool:
