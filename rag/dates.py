@@ -114,7 +114,7 @@ _POINT = (rf"(?:today|yesterday|\d{{4}}-\d\d-\d\d|(?:last\s+)?{_WEEKDAY}|{_DAY_O
           rf"{_MONTH}(?:,?\s+{_YEAR})?|{_YEAR})")
 _POINT_PLAIN = re.sub(r"\?P<\w+>", "", _POINT)
 _PATTERNS = [
-    ("span", re.compile(r"\b(?:(?:in|over|during)\s+)?(?:the\s+)?(?P<which>this|last|past|previous)\s+"
+    ("span", re.compile(r"\b(?:(?:in|over|during)\s+)?(?P<the>the\s+)?(?P<which>this|last|past|previous)\s+"
                         r"(?:(?P<n>\d+|one|two|three|four|five|six|seven|eight|nine|ten|few)\s+)?"
                         r"(?P<unit>days?|weeks?|months?|years?)\b", re.I)),
     ("since", re.compile(rf"\b(?:since|after|from)\s+(?:the\s+)?(?P<point>{_POINT_PLAIN})\b", re.I)),
@@ -149,7 +149,9 @@ def _range_of(kind: str, m: re.Match, ref: date) -> DateRange | None:
             since = {"day": ref, "week": ref - timedelta(days=6), "month": ref.replace(day=1),
                      "year": ref.replace(month=1, day=1)}[unit]
             return DateRange(since, ref, phrase, m.start(), m.end(), True)
-        if which in ("past", "last") and (explicit_n or which == "past"):
+        # "the past year", "over the last year", "the last 12 months": the days up to the reference ("last year"
+        # alone is the calendar year before it)
+        if which in ("past", "last") and (explicit_n or which == "past" or m["the"]):
             days = {"day": 1, "week": 7, "month": 30, "year": 365}[unit] * n
             return DateRange(ref - timedelta(days=days), ref, phrase, m.start(), m.end(), True)
         # "last week", "previous month": the whole calendar unit before the reference's

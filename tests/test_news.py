@@ -68,6 +68,10 @@ REF = date(2022, 3, 5)  # a Saturday
     ("what happened until March 3?", None, date(2022, 3, 3)),
     ("what happened after February?", date(2022, 3, 1), None),
     ("what happened over the past 3 days?", date(2022, 3, 2), REF),
+    # "the last year", like "the past year", is the days up to today; "last year" alone the calendar year before
+    ("how many books were banned over the last year?", date(2021, 3, 5), REF),
+    ("what happened in the last month?", date(2022, 2, 3), REF),
+    ("how many books were banned last year?", date(2021, 1, 1), date(2021, 12, 31)),
 ])
 def test_time_words_become_date_ranges(question, since, until):
     found = find_range(question, REF)
