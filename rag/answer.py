@@ -26,8 +26,9 @@ weak, or when no sentence on the topic offers the kind of answer asked (saying
 what the newest article found lacks). An abstention over a word the index does
 not know suggests a close spelling it does ("did you mean Mariupol?"). `naming`
 is the pipeline's names-and-numbers gate: no article found mentions all the
-names and numbers the question gives ("Kestrelmouth", "1954"). `looks_english`
-tells a question that is not in English (the default embedder reads English).
+names and numbers the question gives ("Kestrelmouth", "1954"; "US" is mentioned
+as "U.S." too). `looks_english` tells a question that is not in English (the
+default embedder reads English).
 
 It does not paraphrase or summarise: every sentence of its draft is a quote
 (`DraftSentence.span`). Citing the quotes (`rag.ground`), differing figures,
@@ -82,6 +83,7 @@ QUESTION_WORDS = {
 }
 # names and numbers in a question ("Kestrelmouth", "1954"): capitalised words (not the first) and words with digits
 _KEY = re.compile(r"(?<=\s)[A-Z][\w'\u2019-]*|(?<![\w.])\w*\d[\w-]*")
+_ABBREVIATION = re.compile(r"[A-Z]{2}")  # "US", "UK", "EU": often written "U.S.", "U.K.", "E.U."
 _NOT_NAMES = frozenset([*MONTHS, *WEEKDAYS, "i"])  # capitalised, but times (the date filter's), not names
 # a question in the present tense ("who is the prime minister?", "what are the rates?") asks what holds now
 _PRESENT = re.compile(r"\s*(?:what|who|which|where|how\s+\w+)(?:\s+[\w'\u2019-]+){0,2}?\s+(?:is|are)\b", re.I)
@@ -186,6 +188,7 @@ class Extractive:
             return "", hits
         has = self.mentions(list(dict.fromkeys(h.article.id for h in hits)), list(keys)) or \
             {h.article.id: self._article_terms(h.article.title, h.article.text) & keys.keys() for h in hits}
+        has = _with_dotted(has, keys, hits)
         kept = [h for h in hits if len(has[h.article.id]) == len(keys)]
         if kept:
             return "", kept
@@ -396,6 +399,20 @@ def _offers(wanted: list[kinds.Ask] | tuple[kinds.Ask, ...], sentence: str, aske
         return frozenset()
     names = _article_names(article.text) if any(p.kind in (kinds.NAME, kinds.PLACE) for p in wanted) else frozenset()
     return frozenset(p.kind for p in wanted if kinds.offers(p.kind, sentence, asked, names, article.published))
+
+
+def _with_dotted(has: dict[str, frozenset[str]], keys: dict[str, str], hits: list[Hit]
+                 ) -> dict[str, frozenset[str]]:
+    """`has` (each article's keys) with the two-letter abbreviations ("US", "UK") of `keys` an article writes with
+    dots ("U.S."): a spelling that leaves no index term to find it by."""
+    dotted = {stem: re.compile(rf"\b{word[0]}\.\s?{word[1]}\.") for stem, word in keys.items()
+              if _ABBREVIATION.fullmatch(word)}
+    if not dotted:
+        return has
+    texts = {h.article.id: h.article for h in hits}
+    return {aid: found | {stem for stem, pattern in dotted.items() if stem not in found and aid in texts
+                          and pattern.search(f"{texts[aid].title}\n{texts[aid].text}")}
+            for aid, found in has.items()}
 
 
 def _opens(article: Article, start: int, end: int) -> bool:

@@ -277,3 +277,17 @@ def test_the_opening_sentence_answers_before_an_equally_relevant_later_one(tmp_p
         first = answer.citations[0].quote
         # the premise: without the bonus the later sentence leads
         assert first.startswith("The Kessel ferry ran aground" if bonus else "Passengers"), answer.text
+
+
+def test_an_abbreviation_written_with_dots_counts_as_mentioned(tmp_path, settings, embedder):
+    # the names gate dropped every article writing "U.S." for a question naming "US" (the tokenizer keeps no term
+    # of "U.S.")
+    films = [{"title": "Weekend box office", "source": "Town Crier", "published": "2022-07-11",
+              "url": "https://town.example/box-office",
+              "text": "The fishing film Harbour Lights led the U.S. box office this weekend with $40 million."}]
+    with indexed(tmp_path, films, settings, embedder) as assistant:
+        answer = assistant.ask("Which film led the US box office this weekend?", dates=False)
+        assert not answer.abstained and "Harbour Lights" in answer.text, answer.text
+        # a name no article holds is still reported
+        assert "none of the articles found mentions UK" in assistant.ask(
+            "Which film led the UK box office this weekend?", dates=False).text
