@@ -159,8 +159,9 @@ class Extractive:
             if wanted and not self._offered(sentences, wanted):  # look past the passages found
                 wider, ranks = _wider(hits)
                 sentences = self._score(wider, weights, focus_terms, question, wanted, ranks)
-            if asks_about_now(question) or _PRESENT.match(question):
-                sentences = _newest_first(sentences, self.threshold)
+            if asks_about_now(question) or (_PRESENT.match(question) and not is_timeline_question(question)):
+                # about now; a story ("what is the timeline of ...?") is told from all its reports
+                sentences = _newest_first(sentences, self._floor(sentences))
             chosen = self._choose(sentences, weights, parts)
         if not chosen:
             lacking = self._lacking(sentences, wanted) if wanted else ""
@@ -293,6 +294,10 @@ class Extractive:
         loose = self._loose(sentences)
         return all(any(p.kind in s.offers and s.score >= loose for s in sentences) for p in wanted)
 
+    def _floor(self, sentences: list[_Sentence]) -> float:
+        """The relevance a sentence needs to be quoted at all: the threshold, or 0.6 of the best one's."""
+        return max(self.threshold, max((s.score for s in sentences), default=0.0) * 0.6)
+
     def _loose(self, sentences: list[_Sentence]) -> float:
         return max(self.threshold, max((s.score for s in sentences), default=0.0) * LOOSE)
 
@@ -300,10 +305,9 @@ class Extractive:
                 parts: list[kinds.Ask] | tuple[kinds.Ask, ...] = ()) -> list[_Sentence]:
         """The answering sentences, most important first: for each part asked, the best sentence offering its
         kind (none at all: [], an abstention), then the most relevant others, then paragraph neighbours."""
-        best = max((s.score for s in sentences), default=0.0)
-        if best < self.threshold:
+        if max((s.score for s in sentences), default=0.0) < self.threshold:
             return []
-        floor = max(self.threshold, best * 0.6)
+        floor = self._floor(sentences)
         chosen = self._answering(sentences, parts)
         if any(p.kind in STRICT_KINDS for p in parts) and not chosen:
             return []  # on the topic, but no sentence offers the name, number or date asked
@@ -325,7 +329,8 @@ class Extractive:
                 continue
             pool = [s for s in sentences if s.score >= loose and (part.kind == kinds.YESNO or part.kind in s.offers)]
             if part.kind == kinds.YESNO:
-                pool = [s for s in pool if s.score >= max(self.threshold, max(x.score for x in sentences) * 0.6)]
+                floor = self._floor(sentences)
+                pool = [s for s in pool if s.score >= floor]
             if len(parts) > 1:
                 own = self.idf(list(dict.fromkeys(topic_terms(self.tokens, part.text))))
                 total = sum(own.values()) or 1.0
@@ -355,10 +360,12 @@ class Extractive:
             return None  # "the South Korean show", not "the city's police chief" nor "the most of any show"
         spans = [(a, b) for a, b in sentence_spans(text, max(0, pick.start - 2000), pick.start)
                  if b <= pick.start and not is_junk(text, a, b)]
-        if not spans or not kinds.offers(part.kind, text[slice(*spans[-1])], kinds.given(part.text),
-                                         _article_names(text), pick.hit.article.published):
+        if not spans:
             return None
         a, b = spans[-1]
+        if not kinds.offers(part.kind, text[a:b], kinds.given(part.text), _article_names(text),
+                            pick.hit.article.published):
+            return None
         return replace(pick, start=a, end=b, terms=frozenset(self.tokens([_one_line(text[a:b])])[0]),
                        offers=frozenset({part.kind}), before=(pick.hit.article.id, pick.start))
 
@@ -409,9 +416,12 @@ def _with_dotted(has: dict[str, frozenset[str]], keys: dict[str, str], hits: lis
               if _ABBREVIATION.fullmatch(word)}
     if not dotted:
         return has
-    texts = {h.article.id: h.article for h in hits}
-    return {aid: found | {stem for stem, pattern in dotted.items() if stem not in found and aid in texts
-                          and pattern.search(f"{texts[aid].title}\n{texts[aid].text}")}
+    articles = {h.article.id: h.article for h in hits}
+
+    def writes(article: Article, pattern: re.Pattern[str]) -> bool:  # a long stored text a slice at a time
+        return any(pattern.search(part) for part in chain([article.title], text_slices(article.text)))
+    return {aid: found | {stem for stem, pattern in dotted.items()
+                          if stem not in found and aid in articles and writes(articles[aid], pattern)}
             for aid, found in has.items()}
 
 
@@ -510,12 +520,10 @@ def _chronological(chosen: list[_Sentence], newest_first: bool = False) -> list[
     return sorted(chosen, key=lambda s: (when(s), s.article_rank, s.start))
 
 
-def _newest_first(sentences: list[_Sentence], threshold: float) -> list[_Sentence]:
-    """`sentences` with a bonus for the newest reports among those relevant enough to answer, halved every
-    `NOW_HALF_LIFE` days older than the newest: "what is happening in Kherson?" is answered from this week's
+def _newest_first(sentences: list[_Sentence], floor: float) -> list[_Sentence]:
+    """`sentences` with a bonus for the newest reports among those relevant enough to answer (`floor`), halved
+    every `NOW_HALF_LIFE` days older than the newest: "what is happening in Kherson?" is answered from this week's
     reports, not the month's best match. Relevance still decides whether to answer at all."""
-    best = max((s.score for s in sentences), default=0.0)
-    floor = max(threshold, best * 0.6)
     days = {id(s): parse_iso(s.hit.article.published) for s in sentences if s.score >= floor}
     newest = max((d for d in days.values() if d is not None), default=None)
     if newest is None:

@@ -11,6 +11,13 @@ from rag.ground import event_years
 from rag.kinds import DATE, NAME, NUMBER, PLACE, YESNO, asks, given, offers
 from tests.conftest import check_quotes, indexed
 
+
+def story(title: str, published: str, text: str) -> dict:
+    """A Coast Courier article (its url made from its title)."""
+    return {"title": title, "source": "Coast Courier", "published": published, "text": text,
+            "url": f"https://coast.example/{'-'.join(title.lower().split())}"}
+
+
 # each story states its topic before (and more fully than) its answer: an answer ordered by relevance and position
 # alone opens with the topical sentence that answers nothing
 ARTICLES = [
@@ -199,13 +206,10 @@ def test_who_won_is_not_answered_by_a_past_edition_alone(tmp_path, settings, emb
 
 
 # a quiz-style question opens with a sentence of the article itself; that sentence restates, it does not answer
-STORM = [
-    {"title": "Storm season on the coast", "source": "Coast Courier", "published": "2022-09-12",
-     "url": "https://coast.example/storm-season",
-     "text": "Nearly three years after the Tarnby floods began, the strongest storm yet has arrived on the coast. "
-             "Forecasters named the strongest storm on the coast in three years Aurelia, and ferries to Lake Varn "
-             "were cancelled."},
-]
+STORM = [story("Storm season on the coast", "2022-09-12",
+               "Nearly three years after the Tarnby floods began, the strongest storm yet has arrived on the coast. "
+               "Forecasters named the strongest storm on the coast in three years Aurelia, and ferries to Lake Varn "
+               "were cancelled.")]
 
 
 def test_a_sentence_that_only_restates_the_question_does_not_answer_it(tmp_path, settings, embedder):
@@ -238,12 +242,9 @@ def test_a_title_held_from_a_past_edition_does_not_say_who_won(tmp_path, setting
 
 # news names a thing in one sentence and describes it in the next ("Squid Game" is coming back. / ... the wildly
 # popular South Korean show is green lit for a second season)
-SHOW = [
-    {"title": "Harbour Lights returns", "source": "Coast Courier", "published": "2022-06-12",
-     "url": "https://coast.example/harbour-lights",
-     "text": "\u201cHarbour Lights\u201d is officially coming back.\n\nThe Coast Channel announced Sunday that the "
-             "wildly popular fishing series is renewed for a second season.\n\nFilming starts in Tarnby in May."},
-]
+SHOW = [story("Harbour Lights returns", "2022-06-12",
+              "\u201cHarbour Lights\u201d is officially coming back.\n\nThe Coast Channel announced Sunday that the "
+              "wildly popular fishing series is renewed for a second season.\n\nFilming starts in Tarnby in May.")]
 
 
 def test_a_sentence_describing_what_is_asked_is_quoted_after_the_one_naming_it(tmp_path, settings, embedder):
@@ -260,12 +261,9 @@ def test_a_sentence_describing_what_is_asked_is_quoted_after_the_one_naming_it(t
 
 
 # news states the event first: the opening sentence (the lede) answers before an equally relevant later one
-FERRY = [
-    {"title": "Kessel ferry", "source": "Coast Courier", "published": "2022-06-13",
-     "url": "https://coast.example/kessel-ferry",
-     "text": "Photo: Coast Courier\n\nThe Kessel ferry ran aground near Tarnby.\n\n"
-             "Passengers of the Kessel ferry near Tarnby were later taken ashore by lifeboats from Orlen."},
-]
+FERRY = [story("Kessel ferry", "2022-06-13",
+               "Photo: Coast Courier\n\nThe Kessel ferry ran aground near Tarnby.\n\n"
+               "Passengers of the Kessel ferry near Tarnby were later taken ashore by lifeboats from Orlen.")]
 
 
 @pytest.mark.parametrize("bonus", [answer_module.LEDE_BONUS, 0.0])
@@ -282,9 +280,8 @@ def test_the_opening_sentence_answers_before_an_equally_relevant_later_one(tmp_p
 def test_an_abbreviation_written_with_dots_counts_as_mentioned(tmp_path, settings, embedder):
     # the names gate dropped every article writing "U.S." for a question naming "US" (the tokenizer keeps no term
     # of "U.S.")
-    films = [{"title": "Weekend box office", "source": "Town Crier", "published": "2022-07-11",
-              "url": "https://town.example/box-office",
-              "text": "The fishing film Harbour Lights led the U.S. box office this weekend with $40 million."}]
+    films = [story("Weekend box office", "2022-07-11",
+                   "The fishing film Harbour Lights led the U.S. box office this weekend with $40 million.")]
     with indexed(tmp_path, films, settings, embedder) as assistant:
         answer = assistant.ask("Which film led the US box office this weekend?", dates=False)
         assert not answer.abstained and "Harbour Lights" in answer.text, answer.text
