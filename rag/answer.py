@@ -73,6 +73,9 @@ LEAD_CHARS = 1 << 16  # an article's opening looked in for its first sentence (d
 # relevant
 NOW_BONUS = 0.3
 NOW_HALF_LIFE = 7.0  # days
+# a question that states what it knows before asking ("Judge hit his 62nd home run this week. Who holds the record
+# of 73?"): the asking sentence's terms weigh this many times the others', whose every report restates the context
+ASKING = 2.0
 WIDER_ARTICLES = 3  # articles read whole when their passages found offer no sentence of the kind asked
 WIDER_CHARS = 50_000  # ... or this much either side of the best passage of a longer article
 # words that say what kind of answer is wanted, not what it is about
@@ -150,6 +153,7 @@ class Extractive:
         weights = self.idf(list(dict.fromkeys(topic)) or self._question_terms(question))
         sentences: list[_Sentence] = []
         parts = kinds.asks(question) if KIND_PREFERENCE and not focus else []
+        weights = self._asking_first(weights, question, parts)
         wanted = [p for p in parts if p.kind and p.kind != kinds.YESNO]
         if dated and hits and not focus and not topic:
             chosen = self._leads(hits)  # "what happened?" (its date words taken as a filter): the stories found
@@ -245,6 +249,15 @@ class Extractive:
             if lead is not None:
                 leads.append(_Sentence(len(leads), *lead, frozenset(), 1.0, 1.0, hit))
         return sorted(leads, key=lambda s: (s.hit.article.published or "9999", s.article_rank))
+
+    def _asking_first(self, weights: dict[str, float], question: str, parts: list[kinds.Ask]) -> dict[str, float]:
+        """`weights` with the terms of the sentence asking (`parts`, when the question says more) weighing ASKING
+        times the rest."""
+        asking = " ".join(p.text for p in parts)
+        own = frozenset(topic_terms(self.tokens, asking)) if asking.strip() != question.strip() else frozenset()
+        if not own or own >= weights.keys():
+            return weights
+        return {t: w * (ASKING if t in own else 1.0) for t, w in weights.items()}
 
     def _question_terms(self, question: str) -> list[str]:
         """The question's topic terms, else (a question of question words only) all its terms."""

@@ -288,3 +288,26 @@ def test_an_abbreviation_written_with_dots_counts_as_mentioned(tmp_path, setting
         # a name no article holds is still reported
         assert "none of the articles found mentions UK" in assistant.ask(
             "Which film led the UK box office this weekend?", dates=False).text
+
+
+# a quiz-style question states what it knows before asking: every report of the event restates that context, and
+# only the asking sentence says which of them answers
+RECORD = [story("Lind scores her 40th", "2022-10-05",
+                "Fans filled the stadium in Tarnby on Tuesday night.\n\n"
+                "Valley Owls striker Anna Lind scored her 40th goal against the Harbour Hawks in Tarnby, coach Per "
+                "Olsen said.\n\n"
+                "The Valley Owls striker's 40th goal came in the second half in Tarnby.\n\n"
+                "Greta Moss holds the overall league record of 52 goals in a season.")]
+
+
+@pytest.mark.parametrize("asking", [answer_module.ASKING, 1.0])
+def test_the_asking_sentence_of_a_question_weighs_more_than_its_context(tmp_path, settings, embedder, monkeypatch,
+                                                                        asking):
+    monkeypatch.setattr(answer_module, "ASKING", asking)
+    with indexed(tmp_path, RECORD, settings, embedder) as assistant:
+        answer = assistant.ask("Valley Owls striker Anna Lind scored her 40th goal this week. Who holds the overall "
+                               "league record for a season?", dates=False)
+        first = answer.citations[0].quote
+        # the premise: weighed alike, a sentence restating the context leads
+        assert ("Greta Moss" in first) == (asking > 1.0), answer.text
+        check_quotes(assistant, answer)
