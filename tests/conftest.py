@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,6 +93,15 @@ WIRE = [
 CAFE_CP1252 = ("Festival in Saint-Rémy\n\n"
                "Café owners in Saint-Rémy said the garlic festival drew 15,000 visitors – a record.")
 COMET_UTF16 = "Comet discovered\n\nThe observatory on Mount Pellar discovered comet K-77 in January."
+
+
+def interruptible_cli(*args: str) -> list[str]:
+    """The command line of `python -m rag.cli *args` whose process takes SIGINT as Ctrl-C even when the tests run
+    in a shell's background job: that leaves SIGINT ignored, a child inherits it, and Python then never raises
+    KeyboardInterrupt."""
+    restore = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+               "runpy.run_module('rag.cli', run_name='__main__', alter_sys=True)")
+    return [sys.executable, "-c", restore, *args]
 
 
 def check_quotes(assistant, answer) -> None:

@@ -24,7 +24,7 @@ from rag.api import Assistant
 from rag.index import Indexer
 from rag.progress import ProgressPrinter
 from rag.store import Store
-from tests.conftest import CORPUS, ROOT, SEEDS, write_collection
+from tests.conftest import CORPUS, ROOT, SEEDS, interruptible_cli, write_collection
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -125,7 +125,7 @@ def test_ctrl_c_keeps_what_was_stored_and_the_next_run_continues(tmp_path):
     # these 46 chunks in a blink; Ctrl-C during its MiniLM stage is tests/test_stages.py's)
     env = _env(RAG_INDEX_BATCH_CHUNKS="8", RAG_EMBED_BATCH_SIZE="4",
                RAG_EMBEDDER="sentence-transformers:all-MiniLM-L6-v2")
-    proc = subprocess.Popen(_cli("index", str(folder), "--index", str(index)), cwd=tmp_path, env=env,
+    proc = subprocess.Popen(interruptible_cli("index", str(folder), "--index", str(index)), cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
     try:

@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from rag.config import Settings
 from rag.embed import make_embedder
 from rag.store import Store
 from rag.vectors import FULL
-from tests.conftest import CORPUS, ROOT, needs_corpus, write_collection
+from tests.conftest import CORPUS, ROOT, interruptible_cli, needs_corpus, write_collection
 from tests.test_chroma_server import server  # noqa: F401 - the fixture: a real `chroma run`
 
 STATIC = "model2vec:all-MiniLM-L6-v2"
@@ -220,7 +219,7 @@ def test_ctrl_c_during_full_stage_resumes(tmp_path: Path, settings: Settings) ->
     index = tmp_path / "index"
     env = _env(RAG_FULL_EMBEDDER=STATIC, RAG_INDEX_BATCH_CHUNKS="1", RAG_PROGRESS_EVERY="0.05",
                RAG_CACHE_DIR=str(settings.cache_dir))
-    cmd = [sys.executable, "-m", "rag.cli", "index", str(folder), "--index", str(index)]
+    cmd = interruptible_cli("index", str(folder), "--index", str(index))
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=_read_lines, args=(proc.stderr, lines), daemon=True)
