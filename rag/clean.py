@@ -102,6 +102,10 @@ _WORD = re.compile(r"[^\W\d_]{2,}")
 _BULLET = re.compile(r"^[\u25ba\u25b6\u00bb\u2022>]+\s*")
 # a line this long without a full stop is a paragraph cut short, not a headline: it may be quoted
 SENTENCE_WORDS = 15
+# ... but one with more text after it is a headline or teaser up to this long (a page's paragraph is cut short at
+# its end; web headlines run to 20 words and more: "Miles Teller says he's down to do another 'Top Gun' movie if
+# Tom Cruise gives the green light", followed by its blurb)
+HEADLINE_WORDS = 25
 
 
 def _found(start: re.Pattern[str], anywhere: re.Pattern[str], needles: tuple[str, ...], text: str) -> bool:
@@ -119,7 +123,9 @@ def junk_reason(text: str, start: int, end: int) -> str:
     line_start = text.rfind("\n", 0, start) + 1
     line_end = text.find("\n", end)
     line = text[line_start:len(text) if line_end < 0 else line_end].strip()
-    reason = _line_reason(line) or _sentence_reason(text[start:end].strip())
+    followed = line_end >= 0 and bool(text[line_end:line_end + 256].strip())  # more text after its line
+    reason = _line_reason(line) or _sentence_reason(text[start:end].strip(),
+                                                    HEADLINE_WORDS if followed else SENTENCE_WORDS)
     if reason == "no final punctuation" and _wrapped(text, end, line_end):
         return ""  # hard-wrapped prose ("It carries 240 passengers\nand crosses the lake"): the sentence goes on
     return reason
@@ -151,12 +157,12 @@ def _line_reason(line: str) -> str:
     return ""
 
 
-def _sentence_reason(sentence: str) -> str:
+def _sentence_reason(sentence: str, headline_words: int = SENTENCE_WORDS) -> str:
     sentence = _BULLET.sub("", sentence)  # "►Related: ...", "► MORE: ...": the marker of a link list
     words = len(_WORD.findall(sentence))
     if sentence.endswith(":"):
         return "lead-in"  # "Our experts predict the winners:": what it introduces follows, in lines of their own
-    if not _FINAL.search(sentence) and words < SENTENCE_WORDS:
+    if not _FINAL.search(sentence) and words < headline_words:
         return "no final punctuation"  # headlines, labels, datelines, list items
     if _found(_BOILERPLATE_START, _BOILERPLATE_ANYWHERE, _BOILERPLATE_NEEDLES, sentence) or _BYLINE.search(sentence):
         return "boilerplate"

@@ -143,6 +143,18 @@ def test_hard_wrapped_prose_is_not_a_headline():
                                                         "Alaska \u2013 Husky"]
 
 
+def test_a_long_headline_followed_by_its_blurb_is_junk_but_a_page_cut_short_is_not():
+    # a roundup's item: its headline (18 words, no full stop), then its blurb; quoted as the answer to "which movie
+    # is top of the box office?"
+    headline = ("Harbour Lights star says she is ready to make another fishing movie if the studio gives her the "
+                "green light")
+    text = f"{headline}\n\nFans have waited years for a sequel. Am I right?\n\nOther stories follow"
+    assert junk_reason(text, 0, len(headline)) == "no final punctuation"
+    # the same words ending the page: a paragraph the scraper cut short, still a report
+    cut = f"Fans have waited years for a sequel.\n\n{headline}"
+    assert junk_reason(cut, cut.index(headline), len(cut)) == ""
+
+
 def test_a_caption_line_is_junk_whatever_its_sentences_and_spans_are_exact():
     text = ("Heavy rain flooded the town on Monday.\n"
             "Residents wade through water on Monday. Their homes were flooded. Jo Lee/Reuters\n"
