@@ -22,7 +22,8 @@ and is not quoted (a year it measures from, "the first title since 2001", is not
 a time it tells of); asked "who won?" with no year, one whose years all precede
 its article's tells of a past edition and does not offer the outcome asked.
 Drafts an abstention ("not found in the articles") when the best evidence is too
-weak, or when no sentence on the topic offers the kind of answer asked (saying
+weak or shares only one word with the question ("bones", asked about the human hand, of a dinosaur's skull), or
+when no sentence on the topic offers the kind of answer asked (saying
 what the newest article found lacks). An abstention over a word the index does
 not know suggests a close spelling it does ("did you mean Mariupol?"). `naming`
 is the pipeline's names-and-numbers gate: no article found mentions all the
@@ -66,6 +67,8 @@ KIND_BONUS = 0.1  # a sentence offering the kind asked outranks one as relevant 
 # an article's opening sentence (its lede: news states the event first) outranks one as relevant further down;
 # relevance alone still decides whether to answer
 LEDE_BONUS = 0.1
+# an answer shares this many of the question's topic terms (when it has more), in its sentence or its article's title
+SHARED_TERMS = 2
 LOOSE = 0.5  # a sentence offering the kind asked may answer down to this share of the best relevance (others: 0.6)
 LEDE_CHARS = 5000  # an article's opening sentence starts this early (the captions and credits before it included)
 LEAD_CHARS = 1 << 16  # an article's opening looked in for its first sentence (doubled until one is found)
@@ -133,6 +136,7 @@ class Extractive:
         self._spellings: tuple[tuple[int, int], dict[tuple[str, int], list[str]]] = ((0, 0), {})
         # an article's terms, for the names check: the same articles come back question after question
         # (a slice at a time: neither a copy of a long article's text nor a list of all its words)
+        self._title_terms = lru_cache(maxsize=4096)(lambda title: frozenset(tokens([title])[0]))
         self._article_terms = lru_cache(maxsize=512)(
             lambda title, text: frozenset(t for part in chain([title], text_slices(text)) for t in tokens([part])[0]))
         self.novelty = novelty
@@ -155,6 +159,7 @@ class Extractive:
         parts = kinds.asks(question) if KIND_PREFERENCE and not focus else []
         weights = self._asking_first(weights, question, parts)
         wanted = [p for p in parts if p.kind and p.kind != kinds.YESNO]
+        on_topic = True
         if dated and hits and not focus and not topic:
             chosen = self._leads(hits)  # "what happened?" (its date words taken as a filter): the stories found
         else:
@@ -166,9 +171,10 @@ class Extractive:
             if asks_about_now(question) or (_PRESENT.match(question) and not is_timeline_question(question)):
                 # about now; a story ("what is the timeline of ...?") is told from all its reports
                 sentences = _newest_first(sentences, self._floor(sentences))
-            chosen = self._choose(sentences, weights, parts)
+            on_topic = self._on_topic(sentences, weights)
+            chosen = self._choose(sentences, weights, parts) if on_topic else []
         if not chosen:
-            lacking = self._lacking(sentences, wanted) if wanted else ""
+            lacking = self._lacking(sentences, wanted) if wanted and on_topic else ""
             text = lacking or NOT_FOUND[:-1] + self.did_you_mean(re.findall(r"\w[\w'\u2019-]*", question), hits)
             return Draft(question, tuple(hits), abstention=text)
         chosen = _best_first(chosen) if KIND_PREFERENCE else sorted(chosen, key=lambda s: (s.article_rank, s.start))
@@ -306,6 +312,20 @@ class Extractive:
         """Whether, for every part asked, a sentence relevant enough to answer offers its kind."""
         loose = self._loose(sentences)
         return all(any(p.kind in s.offers and s.score >= loose for s in sentences) for p in wanted)
+
+    def _on_topic(self, sentences: list[_Sentence], weights: dict[str, float]) -> bool:
+        """Whether a sentence relevant enough to answer shares SHARED_TERMS of the question's topic terms, or half
+        their weight (its article's title counted: "the Texas drought" may be the title's), when the question has
+        more: one word in common is a coincidence ("How many bones are in the adult human hand?": "the three major
+        bones" of a dinosaur skull)."""
+        if len(weights) <= SHARED_TERMS:
+            return True
+        total = sum(weights.values())
+
+        def shares(s: _Sentence) -> bool:
+            shared = (s.terms | self._title_terms(s.hit.article.title)) & weights.keys()
+            return len(shared) >= SHARED_TERMS or sum(weights[t] for t in shared) >= total / 2
+        return any(s.score >= self.threshold and shares(s) for s in sentences)
 
     def _floor(self, sentences: list[_Sentence]) -> float:
         """The relevance a sentence needs to be quoted at all: the threshold, or 0.6 of the best one's."""

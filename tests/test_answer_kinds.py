@@ -9,6 +9,8 @@ import pytest
 from rag import answer as answer_module
 from rag.ground import event_years
 from rag.kinds import DATE, NAME, NUMBER, PLACE, YESNO, asks, given, offers
+from rag.lexical import Words
+from rag.types import Article, Chunk, Hit
 from tests.conftest import check_quotes, indexed
 
 
@@ -311,3 +313,26 @@ def test_the_asking_sentence_of_a_question_weighs_more_than_its_context(tmp_path
         # the premise: weighed alike, a sentence restating the context leads
         assert ("Greta Moss" in first) == (asking > 1.0), answer.text
         check_quotes(assistant, answer)
+
+
+def _hit(article_id: str, title: str, text: str, dense: float) -> Hit:
+    article = Article(article_id, title, text, source="Coast Courier", published="2022-07-01")
+    return Hit(Chunk(f"{article_id}:0", article_id, 0, len(text), text), article, 1.0, dense=dense)
+
+
+@pytest.mark.parametrize("shared", [answer_module.SHARED_TERMS, 99])
+def test_one_word_in_common_with_the_question_does_not_answer_it(monkeypatch, shared):
+    # "How many bones are in the adult human hand?" was answered with "the three major bones" of a dinosaur skull,
+    # a passage close enough to the question to pass the relevance threshold on that one word
+    monkeypatch.setattr(answer_module, "SHARED_TERMS", shared)
+    answerer = answer_module.Extractive(Words().tokens, lambda terms: {t: 2.0 for t in terms})  # words weigh alike
+    skull = _hit("s", "Dinosaur skeleton sold", "The skull holds three major bones around the eye, the auction house "
+                 "said.", dense=0.9)
+    draft = answerer.draft("How many bones are in the adult human hand?", [skull])
+    # the premise: without the rule, the one word answers
+    assert bool(draft.abstention) == (shared < 99), draft
+    # two words in common, or the article's title holding the second, answer
+    hand = _hit("h", "Hand surgery", "An adult hand holds 27 bones, the surgeon said.", dense=0.9)
+    assert not answerer.draft("How many bones are in the adult human hand?", [hand]).abstention
+    titled = _hit("t", "The human hand", "It holds 27 bones, the surgeon said.", dense=0.9)
+    assert not answerer.draft("How many bones are in the adult human hand?", [titled]).abstention
