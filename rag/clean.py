@@ -100,6 +100,8 @@ _TEASER = re.compile(r"^[^\W\d][^:\n]{0,60}[^\W\d?][?]?:[A-Z\"\u201c\u2018'\U000
 _EMBED = re.compile(r"\(@\w+\)\s+\w+ \d{1,2}, \d{4}\s*$|pic\.twitter\.com/|https?://t\.co/")
 _WORD = re.compile(r"[^\W\d_]{2,}")
 _BULLET = re.compile(r"^[\u25ba\u25b6\u00bb\u2022>]+\s*")
+# a link list's item naming another page: "►Hayes Brown, MSNBC: “The bleak reality of ...”"
+_LINKED = re.compile(r"^[\u25ba\u25b6\u00bb\u2022>]+\s*[^:\n]{3,80}:\s*[\"\u201c\u2018']")
 # a line this long without a full stop is a paragraph cut short, not a headline: it may be quoted
 SENTENCE_WORDS = 15
 # ... but one with more text after it is a headline or teaser up to this long (a page's paragraph is cut short at
@@ -147,6 +149,8 @@ def _line_reason(line: str) -> str:
         return "caption"
     if _EMBED.search(line):
         return "embedded post"
+    if _LINKED.match(line):
+        return "teaser"
     if not _FINAL.search(line) and _CREDIT_END.search(line) and ("/" in line or len(_WORD.findall(line)) < 30):
         return "credit"  # a caption ending in its credit: "... on March 18. Adrian Dennis/AFP/Getty Images"
     if len(line.split()) > 12:  # first: most lines are prose, with too many letters to count for nothing

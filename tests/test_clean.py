@@ -78,6 +78,8 @@ def test_junk_lines_are_never_quoted(harbour, question):
     # a link list's marker does not hide what the line is
     ("\u25baRelated: Google Trends' FrightGeist lists the most popular Halloween costumes of 2022.", "boilerplate"),
     ("\u25baBeijing Olympics less than 100 days away:Here are some of the storylines you might have missed.", "teaser"),
+    # an opinion roundup's link: author, outlet and the other page's title
+    ("\u25baHayes Brown, MSNBC: \u201cThe bleak reality of a GOP midterms win is hard to process.\u201d", "teaser"),
     ("\u25ba MORE: What is social distancing? A glossary of terms.", "boilerplate"),
     # a line introducing a list answers nothing by itself
     ("USA TODAY Sports' NHL experts predict the winners for the first round and the Stanley Cup:", "lead-in"),
