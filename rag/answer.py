@@ -2,7 +2,8 @@
 
 Scores every sentence of the retrieved passages (but those `rag.clean` says are
 not to be quoted: junk lines and questions) by how much of the question's
-weighted vocabulary it covers (IDF over the whole index), blended with how well
+weighted vocabulary it covers (IDF over the whole index; a question that states
+its context before asking weighs the asking sentence's words twice), blended with how well
 its passage matched, an article's opening sentence (its lede: news states the
 event first) ahead of an equally relevant later one. Keeps the best sentences,
 drops near-duplicates, adds the rest of a paragraph that is mostly on topic, and
@@ -136,9 +137,10 @@ class Extractive:
         self._spellings: tuple[tuple[int, int], dict[tuple[str, int], list[str]]] = ((0, 0), {})
         # an article's terms, for the names check: the same articles come back question after question
         # (a slice at a time: neither a copy of a long article's text nor a list of all its words)
-        self._title_terms = lru_cache(maxsize=4096)(lambda title: frozenset(tokens([title])[0]))
         self._article_terms = lru_cache(maxsize=512)(
             lambda title, text: frozenset(t for part in chain([title], text_slices(text)) for t in tokens([part])[0]))
+        # a title's terms, for the shared-terms check (`_on_topic`)
+        self._title_terms = lru_cache(maxsize=4096)(lambda title: frozenset(tokens([title])[0]))
         self.novelty = novelty
         self.max_sentences = max_sentences
         self.threshold = threshold

@@ -268,15 +268,21 @@ FERRY = [story("Kessel ferry", "2022-06-13",
                "Passengers of the Kessel ferry near Tarnby were later taken ashore by lifeboats from Orlen.")]
 
 
+def _first_quote(work, settings, embedder, articles: list[dict], question: str, **options) -> tuple[str, str]:
+    """(the first quote, the whole answer) of `question` asked of `articles`, its quotes checked."""
+    with indexed(work, articles, settings, embedder) as assistant:
+        answer = assistant.ask(question, **options)
+        check_quotes(assistant, answer)
+        return answer.citations[0].quote, answer.text
+
+
 @pytest.mark.parametrize("bonus", [answer_module.LEDE_BONUS, 0.0])
 def test_the_opening_sentence_answers_before_an_equally_relevant_later_one(tmp_path, settings, embedder, monkeypatch,
                                                                            bonus):
     monkeypatch.setattr(answer_module, "LEDE_BONUS", bonus)
-    with indexed(tmp_path, FERRY, settings, embedder) as assistant:
-        answer = assistant.ask("Tell me about the Kessel ferry near Tarnby.")
-        first = answer.citations[0].quote
-        # the premise: without the bonus the later sentence leads
-        assert first.startswith("The Kessel ferry ran aground" if bonus else "Passengers"), answer.text
+    first, text = _first_quote(tmp_path, settings, embedder, FERRY, "Tell me about the Kessel ferry near Tarnby.")
+    # the premise: without the bonus the later sentence leads
+    assert first.startswith("The Kessel ferry ran aground" if bonus else "Passengers"), text
 
 
 def test_an_abbreviation_written_with_dots_counts_as_mentioned(tmp_path, settings, embedder):
@@ -306,13 +312,10 @@ RECORD = [story("Lind scores her 40th", "2022-10-05",
 def test_the_asking_sentence_of_a_question_weighs_more_than_its_context(tmp_path, settings, embedder, monkeypatch,
                                                                         asking):
     monkeypatch.setattr(answer_module, "ASKING", asking)
-    with indexed(tmp_path, RECORD, settings, embedder) as assistant:
-        answer = assistant.ask("Valley Owls striker Anna Lind scored her 40th goal this week. Who holds the overall "
-                               "league record for a season?", dates=False)
-        first = answer.citations[0].quote
-        # the premise: weighed alike, a sentence restating the context leads
-        assert ("Greta Moss" in first) == (asking > 1.0), answer.text
-        check_quotes(assistant, answer)
+    first, text = _first_quote(tmp_path, settings, embedder, RECORD, "Valley Owls striker Anna Lind scored her 40th "
+                               "goal this week. Who holds the overall league record for a season?", dates=False)
+    # the premise: weighed alike, a sentence restating the context leads
+    assert ("Greta Moss" in first) == (asking > 1.0), text
 
 
 def _hit(article_id: str, title: str, text: str, dense: float) -> Hit:
