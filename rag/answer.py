@@ -1,36 +1,27 @@
 """Answer: extractive drafts from retrieved passages (no LLM needed): quotes, picked and ordered.
 
-Scores every sentence of the retrieved passages (but those `rag.clean` says are
-not to be quoted: junk lines and questions) by how much of the question's
-weighted vocabulary it covers (IDF over the whole index; a question that states
-its context before asking weighs the asking sentence's words twice), blended with how well
-its passage matched, an article's opening sentence (its lede: news states the
-event first) ahead of an equally relevant later one. Keeps the best sentences,
-drops near-duplicates, adds the rest of a paragraph that is mostly on topic, and
-puts the best first (each run of adjacent sentences kept together; a timeline
-question's oldest first, one about now, "what is happening?", newest first; its
-quotes, and those of a question in the present tense, "who is ...?", come from
-the newest reports before better-matching older ones). What the question asks
-for (`rag.kinds`: who -> a name, how many -> a number, when -> a date, where ->
-a place) is preferred: the best sentence offering it answers first, one for each
-part of a two-part question, looked for past the passages found (the top
-articles' whole text, the further hits) when they offer none; when that sentence
-refers to what is asked by description ("which show?": "... the wildly popular
-South Korean show is green lit"), the sentence before it, naming it ("Squid Game
-is officially coming back."), is quoted first. A sentence naming years, none of
-them a year the question names ("the 2022 Stanley Cup"), tells of another time
-and is not quoted (a year it measures from, "the first title since 2001", is not
-a time it tells of); asked "who won?" with no year, one whose years all precede
-its article's tells of a past edition and does not offer the outcome asked.
-Drafts an abstention ("not found in the articles") when the best evidence is too
-weak or shares only one word with the question ("bones", asked about the human hand, of a dinosaur's skull), or
-when no sentence on the topic offers the kind of answer asked (saying
-what the newest article found lacks). An abstention over a word the index does
-not know suggests a close spelling it does ("did you mean Mariupol?"). `naming`
-is the pipeline's names-and-numbers gate: no article found mentions all the
-names and numbers the question gives ("Kestrelmouth", "1954"; "US" is mentioned
-as "U.S." too). `looks_english` tells a question that is not in English (the
-default embedder reads English).
+Scores every sentence of the retrieved passages (but those `rag.clean` says are not to be quoted: junk lines and
+questions) by how much of the question's weighted vocabulary it covers (IDF over the whole index; a question that
+states its context before asking weighs the asking sentence's words twice), blended with how well its passage
+matched, an article's opening sentence (its lede: news states the event first) ahead of an equally relevant later
+one. Keeps the best sentences, drops near-duplicates, adds the rest of a paragraph that is mostly on topic, and puts
+the best first (each run of adjacent sentences kept together; a timeline question's oldest first, one about now,
+"what is happening?", newest first; its quotes, and those of a question in the present tense, "who is ...?", come
+from the newest reports before better-matching older ones). What the question asks for (`rag.kinds`: who -> a name,
+how many -> a number, when -> a date, where -> a place; "how many titles?" -> a number counting titles) is
+preferred: the best sentence offering it answers first, one for each part of a two-part question, looked for past
+the passages found (the top articles' whole text, the further hits) when they offer none; when that sentence refers
+to what is asked by description ("which show?": "... the wildly popular South Korean show is green lit"), the
+sentence before it, naming it ("Squid Game is officially coming back."), is quoted first. A sentence naming years,
+none of them a year the question names ("the 2022 Stanley Cup"), tells of another time and is not quoted (a year it
+measures from, "the first title since 2001", is not a time it tells of); asked "who won?" with no year, one whose
+years all precede its article's tells of a past edition and does not offer the outcome asked. Drafts an abstention
+("not found in the articles") when the best evidence is too weak or shares only one word with the question ("bones",
+asked about the human hand, of a dinosaur's skull), or when no sentence on the topic offers the kind of answer asked
+(saying what the newest article found lacks). An abstention over a word the index does not know suggests a close
+spelling it does ("did you mean Mariupol?"). `naming` is the pipeline's names-and-numbers gate: no article found
+mentions all the names and numbers the question gives ("Kestrelmouth", "1954"; "US" is mentioned as "U.S." too).
+`looks_english` tells a question that is not in English (the default embedder reads English).
 
 It does not paraphrase or summarise: every sentence of its draft is a quote
 (`DraftSentence.span`). Citing the quotes (`rag.ground`), differing figures,
@@ -65,6 +56,7 @@ KIND_PREFERENCE = True
 # case ("at pier nine", "at home") where our signals cannot see them
 STRICT_KINDS = frozenset({kinds.NAME, kinds.NUMBER, kinds.DATE})
 KIND_BONUS = 0.1  # a sentence offering the kind asked outranks one as relevant that does not
+COUNT_BONUS = 0.1  # ... and one whose number counts what "how many" asks, one whose number counts something else
 # an article's opening sentence (its lede: news states the event first) outranks one as relevant further down;
 # relevance alone still decides whether to answer
 LEDE_BONUS = 0.1
@@ -286,6 +278,8 @@ class Extractive:
         # a sentence with no term the question lacks only restates it ("... the most transmissible variant yet has
         # arrived. What is it called?"): it answers nothing, but a yes/no question, which it may settle
         restated = frozenset(self.tokens([question])[0])
+        # "how many book titles?": "1,648 different titles" counts what is asked, "2,532 book bans" does not
+        noun = self._term(kinds.counted(question)) if any(p.kind == kinds.NUMBER for p in wanted) else ""
         out: dict[tuple[str, int], _Sentence] = {}
         first: dict[str, int] = {}  # where each article's first sentence found starts: the only one that may open it
         for _, hit, a, _ in spans:
@@ -306,9 +300,16 @@ class Extractive:
             lede = LEDE_BONUS * (a == first[hit.article.id] and _opens(hit.article, a, b))
             if key not in out or out[key].score < score:
                 offers = _offers(wanted, hit.article.text[a:b], asked, hit.article)  # names: read once
+                counting = COUNT_BONUS * bool(noun and kinds.NUMBER in offers
+                                              and kinds.counts(hit.article.text[a:b], self._term, noun))
                 out[key] = _Sentence(article_rank[hit.article.id], a, b, terms, score,
-                                     score + self.novelty * novel + KIND_BONUS * bool(offers) + lede, hit, offers)
+                                     score + self.novelty * novel + KIND_BONUS * bool(offers) + lede + counting,
+                                     hit, offers)
         return list(out.values())
+
+    def _term(self, word: str) -> str:
+        """The index term of one word ("" for none: a stop word)."""
+        return next(iter(self.tokens([word])[0]), "")
 
     def _offered(self, sentences: list[_Sentence], wanted: list[kinds.Ask]) -> bool:
         """Whether, for every part asked, a sentence relevant enough to answer offers its kind."""

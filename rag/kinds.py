@@ -12,13 +12,15 @@ one ("won", "beat", "were crowned champions"): a preview ("will face", "is set t
 edition ("the defending champions") or a sentence that merely names those involved offers nothing.
 
 Cheap signals of English news writing (precompiled regexes, no language model): they do not tell a person from an
-organisation, nor check that the name or number found is the one asked for; "yes/no" has no signal (the sentence
+organisation, nor check that the name or number found is the one asked for (but for the noun a "how many" question
+counts: `counted`, and a number followed within three words by it: `counts`); "yes/no" has no signal (the sentence
 that settles it is the one that covers the question best).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -57,6 +59,9 @@ _YESNO = re.compile(r"^\s*(?:is|are|was|were|am|do|does|did|has|have|had|can|cou
                     r"might|must|isn't|aren't|wasn't|weren't|didn't|doesn't|don't|hasn't|haven't|won't)\b", re.I)
 # "when did it open and how much did it cost?": a new question word after "and" starts a second part
 _PARTS = re.compile(r",?\s+(?:and|but)\s+(?=(?:who|whom|whose|when|where|what|which|why|how)\b)", re.I)
+_HOW_MANY = re.compile(r"\bhow\s+many\s+((?:[\w'\u2019-]+\s*){1,4})", re.I)
+_AUXILIARIES = frozenset("""is are was were be been being have has had do does did will would can could shall should
+may might must""".split())
 _SENTENCES = re.compile(r"(?<=[.!?])[\"\u201d']?\s+(?=[\"\u201c']?[A-Z0-9])")
 
 
@@ -181,6 +186,25 @@ def offers(kind: str, sentence: str, asked: Given, names: frozenset[str], publis
         return any(_name_word(m.group("place"), asked.names) for m in _PLACE.finditer(sentence)) or \
             _has_name(sentence, asked.names, names, places=True)
     return True
+
+
+def counted(question: str) -> str:
+    """The word a "how many" question counts ("How many book titles have been banned?": "titles"; "How many people
+    died?": "people"), "" for any other question: the last of the (at most three) words after "how many" before an
+    auxiliary verb, else the first of them."""
+    m = _HOW_MANY.search(question)
+    if m is None:
+        return ""
+    words = m.group(1).split()
+    cut = next((i for i, w in enumerate(words) if w.lower() in _AUXILIARIES), None)
+    return words[cut - 1] if cut and cut <= 3 else words[0]
+
+
+def counts(sentence: str, word_of: Callable[[str], str], noun: str) -> bool:
+    """Whether a number of `sentence` counts `noun` (an index term; `word_of` gives a word's): the noun within the
+    three words after it ("1,648 different titles", "more than 1,000 people")."""
+    return any(noun in {word_of(w) for w in sentence[m.end():m.end() + 60].split()[:3]}
+               for m in _NUMBER.finditer(sentence))
 
 
 def _past_edition(sentence: str, published: str) -> bool:

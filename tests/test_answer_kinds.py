@@ -8,7 +8,7 @@ import pytest
 
 from rag import answer as answer_module
 from rag.ground import event_years
-from rag.kinds import DATE, NAME, NUMBER, PLACE, YESNO, asks, given, offers
+from rag.kinds import DATE, NAME, NUMBER, PLACE, YESNO, asks, counted, given, offers
 from rag.lexical import Words
 from rag.types import Article, Chunk, Hit
 from tests.conftest import check_quotes, indexed
@@ -339,3 +339,30 @@ def test_one_word_in_common_with_the_question_does_not_answer_it(monkeypatch, sh
     assert not answerer.draft("How many bones are in the adult human hand?", [hand]).abstention
     titled = _hit("t", "The human hand", "It holds 27 bones, the surgeon said.", dense=0.9)
     assert not answerer.draft("How many bones are in the adult human hand?", [titled]).abstention
+
+
+@pytest.mark.parametrize("question, noun", [
+    ("Approximately how many book titles have been banned in US schools?", "titles"),
+    ("How many months was her detention extended?", "months"),
+    ("How many people died in the crush?", "people"),
+    ("How many of the hostages were freed?", "hostages"),
+    ("How much did the bridge cost?", ""),
+])
+def test_the_word_a_how_many_question_counts(question, noun):
+    assert counted(question) == noun
+
+
+# "how many book titles?": of two sentences with numbers, the one whose number counts titles answers first
+BANS = [story("Library challenges", "2022-09-20",
+              "Library challenges rose sharply in Tarnby schools this year, the Tarnby readers' group said.\n\n"
+              "The Tarnby readers' group counted 2,532 book challenges in Tarnby schools this year.\n\n"
+              "Those challenges were aimed at 1,648 different titles, the group said.")]
+
+
+@pytest.mark.parametrize("bonus", [answer_module.COUNT_BONUS, 0.0])
+def test_a_number_counting_what_is_asked_answers_first(tmp_path, settings, embedder, monkeypatch, bonus):
+    monkeypatch.setattr(answer_module, "COUNT_BONUS", bonus)
+    first, text = _first_quote(tmp_path, settings, embedder, BANS, "How many book titles were challenged in Tarnby "
+                               "schools this year?", dates=False)
+    # the premise: without the bonus the sentence counting challenges leads
+    assert ("1,648" in first) == (bonus > 0), text
