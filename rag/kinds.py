@@ -55,13 +55,14 @@ _ASK = re.compile(
     rf"|(?P<place>{_CLAUSE}where\b|\b(?:what|which)\s+{_ADJ}(?:{_PLACE_NOUNS})\b)"
     rf"|(?P<name>{_CLAUSE}(?:who|whom|whose)\b|\bwhat\s+is\s+the\s+name\b|\b(?:what|which)\s+{_ADJ}(?:{_NAME_NOUNS})\b)"
     rf"|(?P<none>\b(?:what|which|why|how)\b|{_CLAUSE}(?:who|when|where)\b)", re.I)
-_YESNO = re.compile(r"^\s*(?:is|are|was|were|am|do|does|did|has|have|had|can|could|will|would|should|shall|may|"
-                    r"might|must|isn't|aren't|wasn't|weren't|didn't|doesn't|don't|hasn't|haven't|won't)\b", re.I)
+# the auxiliary verbs: one opens a yes/no question; "how many book titles have ...": one ends what is counted
+_AUXILIARY = "is are was were am do does did has have had can could will would should shall may might must".split()
+_YESNO = re.compile(rf"^\s*(?:{'|'.join(_AUXILIARY)}|isn't|aren't|wasn't|weren't|didn't|doesn't|don't|hasn't|haven't|"
+                    r"won't)\b", re.I)
 # "when did it open and how much did it cost?": a new question word after "and" starts a second part
 _PARTS = re.compile(r",?\s+(?:and|but)\s+(?=(?:who|whom|whose|when|where|what|which|why|how)\b)", re.I)
 _HOW_MANY = re.compile(r"\bhow\s+many\s+((?:[\w'\u2019-]+\s*){1,4})", re.I)
-_AUXILIARIES = frozenset("""is are was were be been being have has had do does did will would can could shall should
-may might must""".split())
+_AUXILIARIES = frozenset([*_AUXILIARY, "be", "been", "being"])
 _SENTENCES = re.compile(r"(?<=[.!?])[\"\u201d']?\s+(?=[\"\u201c']?[A-Z0-9])")
 
 
