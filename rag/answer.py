@@ -11,8 +11,9 @@ from the newest reports before better-matching older ones). What the question as
 how many -> a number, when -> a date, where -> a place; "how many titles?" -> a number counting titles) is
 preferred: the best sentence offering it answers first, one for each part of a two-part question, looked for past
 the passages found (the top articles' whole text, the further hits) when they offer none; when that sentence refers
-to what is asked by description ("which show?": "... the wildly popular South Korean show is green lit"), the
-sentence before it, naming it ("Squid Game is officially coming back."), is quoted first. A sentence naming years,
+to what is asked by description ("which show?": "... the wildly popular South Korean show is green lit") or, asked
+who, by a pronoun ("She was picked by ..."), the sentence before it, naming it ("Squid Game is officially coming
+back."), is quoted first. A sentence naming years,
 none of them a year the question names ("the 2022 Stanley Cup"), tells of another time and is not quoted (a year it
 measures from, "the first title since 2001", is not a time it tells of); asked "who won?" with no year, one whose
 years all precede its article's tells of a past edition and does not offer the outcome asked. Drafts an abstention
@@ -89,6 +90,7 @@ _PRESENT = re.compile(r"\s*(?:what|who|which|where|how\s+\w+)(?:\s+[\w'\u2019-]+
 _FUNCTION = r"(?:of|any|in|on|at|to|for|with|and|or|by|from|a|an|the|its|their|his|her)\b"
 Tokens = Callable[[list[str]], list[list[str]]]
 # how each front end words an abstention (the core's NOT_FOUND, Slack's "I don't know: ..."), for chat history
+_PRONOUN = re.compile(r"[\"'\u201c\u2018(]?(?:he|she|they)\b", re.I)  # a sentence whose subject is a pronoun
 _ABSTAINED = re.compile(r"\s*(?:not found in the articles\b|i don[\u2019']?t know\b)", re.I)
 
 
@@ -385,13 +387,16 @@ class Extractive:
 
     def _antecedent(self, pick: _Sentence, part: kinds.Ask) -> _Sentence | None:
         """The sentence before `pick` when `pick` refers to the name or place asked by description ("which show?":
-        "... the wildly popular South Korean show is green lit", after "Squid Game is officially coming back.") and
-        that sentence offers one; else None."""
+        "... the wildly popular South Korean show is green lit", after "Squid Game is officially coming back."), or
+        to the name asked by a pronoun ("She was picked by ..."; the names it offers are others), and that sentence
+        offers one; else None."""
         words = part.phrase.split()
-        if part.kind not in (kinds.NAME, kinds.PLACE) or len(words) < 2 or words[-1] == "name":
-            return None
         text = pick.hit.article.text
-        if not re.search(rf"\b(?:the|this|that)\s+(?:(?!{_FUNCTION})[\w'\u2019-]+\s+){{0,4}}?{re.escape(words[-1])}\b"
+        if part.kind == kinds.NAME and _PRONOUN.match(text, pick.start):
+            pass  # "She was picked by the party's members ...": who she is, the sentence before may say
+        elif part.kind not in (kinds.NAME, kinds.PLACE) or len(words) < 2 or words[-1] == "name":
+            return None
+        elif not re.search(rf"\b(?:the|this|that)\s+(?:(?!{_FUNCTION})[\w'\u2019-]+\s+){{0,4}}?{re.escape(words[-1])}\b"
                          r"(?!['\u2019]s)", text[pick.start:pick.end], re.I):
             return None  # "the South Korean show", not "the city's police chief" nor "the most of any show"
         spans = [(a, b) for a, b in sentence_spans(text, max(0, pick.start - 2000), pick.start)

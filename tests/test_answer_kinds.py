@@ -262,6 +262,15 @@ def test_a_sentence_describing_what_is_asked_is_quoted_after_the_one_naming_it(t
         assert not any("officially coming back" in c.quote for c in when.citations), when.text
 
 
+def test_a_sentence_naming_who_as_he_or_she_is_quoted_after_the_one_naming_them(tmp_path, settings, embedder):
+    # the pick names someone else ("after Piet Lund retired"): who "she" is, only the sentence before says
+    harbour = [story("Tarnby harbour", "2022-06-13",
+                     "Anna Sorel grew up on a fishing boat and sailed before she could ride a bike. She was chosen "
+                     "as the new harbour master of Tarnby by the town council after Piet Lund retired.")]
+    first, text = _first_quote(tmp_path, settings, embedder, harbour, "Who is the harbour master of Tarnby?")
+    assert first.startswith("Anna Sorel grew up") and "She was chosen" in text, text
+
+
 # news states the event first: the opening sentence (the lede) answers before an equally relevant later one
 FERRY = [story("Kessel ferry", "2022-06-13",
                "Photo: Coast Courier\n\nThe Kessel ferry ran aground near Tarnby.\n\n"
