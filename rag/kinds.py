@@ -101,7 +101,7 @@ _MID_CAPITAL = re.compile(r"(?<=[a-z0-9,;] )[A-Z][\w'\u2019&-]*\w")
 _NUMBER_WORDS = (r"one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|"
                  r"sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|"
                  r"hundred|hundreds|thousand|thousands|million|millions|billion|billions|trillion|dozen|dozens|"
-                 r"half|quarter|third|double|twice|triple")
+                 r"half|twice|(?:a|one)\s+(?:third|quarter)")  # not "double digits", "the third quarter"
 _NUMBER = re.compile(rf"[$\u20ac\u00a3\u00a5]\s?\d[\d,.]*|(?<![\w.,])\d[\d,.]*\d|(?<![\w.,])\d|\b(?:{_NUMBER_WORDS})\b",
                      re.I)
 _YEAR = re.compile(r"(?:19|20)\d\d")

@@ -114,6 +114,8 @@ def test_what_a_question_asks_for(question, expected):
     (NUMBER, "The ferry carries up to 180 passengers.", True),
     (NUMBER, "The ferry carries passengers since 2021.", False),  # a year is not a count
     (NUMBER, "Thousands of people watched as it cost two million euros.", True),
+    (NUMBER, "A third of the passengers were children.", True),
+    (NUMBER, "Fares rose to double digits in the third quarter.", False),  # no count: a manner of speaking
     (DATE, "It reopened on 14 June.", True),
     (DATE, "It reopened after long repairs.", False),
     (PLACE, "Dozens were rescued in eastern Kentucky.", True),
