@@ -392,7 +392,7 @@ class Extractive:
         offers one; else None."""
         words = part.phrase.split()
         text = pick.hit.article.text
-        if part.kind == kinds.NAME and _PRONOUN.match(text, pick.start):
+        if part.kind == kinds.NAME and _PRONOUN.match(text[pick.start:pick.end]):
             pass  # "She was picked by the party's members ...": who she is, the sentence before may say
         elif part.kind not in (kinds.NAME, kinds.PLACE) or len(words) < 2 or words[-1] == "name":
             return None
