@@ -82,7 +82,7 @@ QUESTION_WORDS = {
     "say", "said", "week", "year", "day", "today", "new",
 }
 # names and numbers in a question ("Kestrelmouth", "1954"): capitalised words (not the first) and words with digits
-_KEY = re.compile(r"(?<=\s)[A-Z][\w'\u2019-]*|(?<![\w.])\w*\d[\w-]*")
+_KEY = re.compile(r"(?<=\s)[A-Z][\w'\u2019-]*|(?<![\w.,])\w*\d[\w-]*(?:[.,]\d+\b)*")
 _ABBREVIATION = re.compile(r"[A-Z]{2}")  # "US", "UK", "EU": often written "U.S.", "U.K.", "E.U."
 _NOT_NAMES = frozenset([*MONTHS, *WEEKDAYS, "i"])  # capitalised, but times (the date filter's), not names
 # a question in the present tense ("who is the prime minister?", "what are the rates?") asks what holds now

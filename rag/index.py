@@ -57,7 +57,7 @@ from rag.chunk import Chunker, chunk_prefix
 from rag.embed import Embedder
 from rag.errors import IndexError_, VectorsUnreadable, storage_error
 from rag.ingest import DEFAULT_LIMITS, Limits, display_path, failure_reason, file_key, find_files, read_file
-from rag.lexical import ARTICLES, MANIFEST, PASSAGES, sync_articles, sync_lexical
+from rag.lexical import outdated, sync_articles, sync_lexical
 from rag.news import MarkLookup, story_groups, update_story_groups
 from rag.progress import ProgressPrinter
 from rag.store import Store
@@ -551,7 +551,8 @@ class Indexer:
             pass
 
     def _lexical_missing(self) -> bool:
-        return not all((self.store.dir / name / MANIFEST).exists() for name in (PASSAGES, ARTICLES))
+        """Missing, or tokenized by an earlier version's rules."""
+        return outdated(self.store.dir)
 
     def _build_lexical(self, show: Progress | None = None, changed: set[str] | None = None) -> None:
         """Bring both BM25 indexes up to the stored chunks, in place: new segments are written in a scratch

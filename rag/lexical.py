@@ -14,6 +14,9 @@ removed without touching the others:
   MERGE_FRACTION of the index, all segments are merged into one (vectorised over the postings, no
   re-tokenizing): the only step that costs in proportion to the collection, and only now and then.
 
+The manifest names the tokenizer's version (TOKENS) too: an index is queried by the rules that tokenized it,
+and one of an earlier version is built whole by the next `rag index` (`outdated`).
+
 Writes are atomic: a segment is written aside and renamed in, then the manifest is replaced by a rename; a
 crash leaves the old manifest, and files it does not name are deleted by the next write. A reader that loses
 a race with a merge (its segments deleted meanwhile) reads the manifest again.
@@ -53,8 +56,14 @@ CACHE_STAMP = ".lexical.stamp"  # in the index folder (team mode): the catalogue
 PASSAGES, ARTICLES = "bm25", "bm25_articles"  # the two indexes' folders in an index
 PASSAGE_K1, ARTICLE_K1 = 1.2, 1.5
 
-_WORD = re.compile(r"(?u)\b\w\w+\b")
+# the tokenizer's version, kept in each index's manifest: an index is tokenized, and so queried, by its own version's
+# rules, and built whole again by the next `rag index` when they are not the current ones (`outdated`)
+TOKENS = 2
+# version 1: words of 2+ characters ("2.9" was no term, "2,532" was "532"); 2: a number keeps its decimal point
+# and thousands separators ("2.9 million", "2,532 bans": one term each)
+_WORD = {1: re.compile(r"(?u)\b\w\w+\b"), 2: re.compile(r"(?u)\b\w+(?:[.,]\d+)*\b")}
 FLUSH_TOKENS = 1 << 20  # tokens a segment build holds before it counts their postings
+STOP = frozenset(STOPWORDS_EN)
 SLICE_CHARS = 1 << 16  # a longer text is tokenized in slices of about this many characters
 _SPACE = re.compile(r"\s")
 
@@ -70,15 +79,16 @@ def slices(text: str) -> Iterator[str]:
 
 
 class Words:
-    """The BM25 vocabulary: lower-cased words of 2+ characters, no stop words, stemmed.
+    """The BM25 vocabulary: lower-cased words of 2+ characters, no stop words, stemmed; numbers whole (`_terms_of`).
 
-    One tokenizer for indexing, queries and answer scoring, so they agree; stems
-    are cached because news reuses its words.
+    One tokenizer for indexing, queries and answer scoring, so they agree (`version`: an index's own, see TOKENS);
+    stems are cached because news reuses its words.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, version: int | None = None) -> None:
+        self.version = TOKENS if version is None else version
         self.stemmer = Stemmer.Stemmer("english")
-        self.stop = frozenset(STOPWORDS_EN)
+        self.stop = STOP
         self._stems: dict[str, str] = {}
         self._lock = threading.Lock()  # a Stemmer is not safe to share between threads
 
@@ -95,13 +105,28 @@ class Words:
             yield self._tokens([part])[0]
 
     def _tokens(self, texts: list[str]) -> list[list[str]]:
-        found = [[w for w in _WORD.findall(text.lower()) if w not in self.stop] for text in texts]
+        if self.version == 1:
+            found = [[w for w in _WORD[1].findall(text.lower()) if w not in self.stop] for text in texts]
+        else:
+            found = [[t for w in _WORD[2].findall(text.lower()) for t in _terms_of(w)] for text in texts]
         with self._lock:
             new = list({w for words in found for w in words if w not in self._stems})
             if new:
                 self._stems.update(zip(new, self.stemmer.stemWords(new)))
             stems = self._stems
             return [[stems[w] for w in words] for words in found]
+
+
+def _terms_of(word: str) -> list[str]:
+    """The terms of one matched word: none for a stop word or a single character; a number without its thousands
+    separators ("2,532": "2532"), a decimal also as its whole part ("13.1": "13.1", "13"; "more than 13%" is)."""
+    if len(word) < 2 or word in STOP:
+        return []
+    if not word[0].isdigit():
+        return [word]
+    number = word.replace(",", "")
+    whole = number.partition(".")[0]
+    return [number, whole] if whole != number and len(whole) > 1 else [number]
 
 
 @dataclass
@@ -315,6 +340,9 @@ class Lexical:
             raise FileNotFoundError(self.folder / MANIFEST)
         manifest = json.loads(text) if text is not None else {}
         self.manifest = manifest
+        version = int(manifest.get("tokens", 1 if manifest.get("segments") else TOKENS))
+        if version != self.words.version:
+            self.words = Words(version)
         self.k1, self.b = float(manifest.get("k1", PASSAGE_K1)), float(manifest.get("b", 0.75))
         self.segments = [Segment.load(self.folder / name) for name in manifest.get("segments", [])]
         self.offsets = np.cumsum([0] + [len(s.ids) for s in self.segments])
@@ -476,7 +504,8 @@ class Lexical:
     def _commit(self, names: list[str], dead: np.ndarray | None, k1: float, b: float) -> None:
         """Swap in a manifest naming these segments and dead documents, then reload."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        manifest = {"version": 1, "k1": k1, "b": b, "segments": names, "next": int(self.manifest.get("next", 1))}
+        manifest = {"version": 1, "tokens": TOKENS, "k1": k1, "b": b, "segments": names,
+                    "next": int(self.manifest.get("next", 1))}
         if dead is not None and dead.size:
             manifest["dead"] = self._next_name("dead-") + ".npy"
             manifest["next"] = self.manifest["next"]
@@ -514,12 +543,27 @@ class _Table(Protocol):
 
 
 def open_for_update(folder: Path, k1: float) -> Lexical | None:
-    """The index in `folder`, or None when it must be built whole (missing, unreadable, other parameters)."""
+    """The index in `folder`, or None when it must be built whole (missing, unreadable, other parameters, another
+    tokenizer's)."""
     try:
         lexical = Lexical(folder)
     except (OSError, ValueError, KeyError):
         return None
-    return lexical if lexical.manifest.get("segments") and lexical.k1 == k1 else None
+    current = lexical.manifest.get("segments") and lexical.words.version == TOKENS
+    return lexical if current and lexical.k1 == k1 else None
+
+
+def outdated(folder: Path) -> bool:
+    """Whether either BM25 index of the index `folder` is missing or was tokenized by other rules than today's
+    (then the next `rag index` builds both whole)."""
+    for name in (PASSAGES, ARTICLES):
+        try:
+            manifest = json.loads((folder / name / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return True
+        if manifest.get("tokens", 1) != TOKENS:
+            return True
+    return False
 
 
 def _fresh(folder: Path) -> Lexical:
@@ -642,7 +686,7 @@ def sync_cache(folder: Path, article_of: Callable[[str], Article | None], table_
     one file read. Readers do this without the writer lock: processes of one host take turns on a lock file, and
     a cache built while another host writes is at least as new as its stamp, so the next generation fixes it."""
     with _folder_lock(folder):
-        if _stamp(folder) == stamp and all((folder / n / MANIFEST).exists() for n in (PASSAGES, ARTICLES)):
+        if _stamp(folder) == stamp and not outdated(folder):
             return False
         missing: list[str] = []
 

@@ -62,7 +62,7 @@ named name became become becomes""".split())
 
 def lexical_query(question: str) -> str:
     """The question without words that only shape it."""
-    kept = [w for w in re.findall(r"\w[\w'\u2019-]*", question) if w.lower() not in QUERY_NOISE]
+    kept = [w for w in re.findall(r"\w[\w'\u2019-]*(?:[.,]\d+\b)*", question) if w.lower() not in QUERY_NOISE]
     return " ".join(kept) or question
 
 

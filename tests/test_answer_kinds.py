@@ -296,6 +296,19 @@ def test_the_opening_sentence_answers_before_an_equally_relevant_later_one(tmp_p
     assert first.startswith("The Kessel ferry ran aground" if bonus else "Passengers"), text
 
 
+def test_the_number_a_question_names_is_found_whole(tmp_path, settings, embedder):
+    # the names gate looks for each number of the question: "200,000" as one ("200" and "000" matched "1,200")
+    recalls = [story("Kessel recall", "2022-09-16", "Kessel Motors recalled 200,000 pickup trucks over a brake "
+                     "fault, the company said on Monday."),
+               story("Orlen recall", "2022-09-15", "Orlen Auto recalled 1,200 pickup trucks over a faulty "
+                     "tailgate, and 000 units were spared.")]
+    with indexed(tmp_path, recalls, settings, embedder) as assistant:
+        answer = assistant.ask("Which automaker recalled 200,000 pickup trucks?")
+        assert answer.citations and answer.citations[0].quote.startswith("Kessel Motors recalled"), answer.text
+        check_quotes(assistant, answer)
+        assert assistant.ask("Which automaker recalled 300,000 pickup trucks?").abstained
+
+
 def test_an_abbreviation_written_with_dots_counts_as_mentioned(tmp_path, settings, embedder):
     # the names gate dropped every article writing "U.S." for a question naming "US" (the tokenizer keeps no term
     # of "U.S.")

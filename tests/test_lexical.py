@@ -10,8 +10,9 @@ from pathlib import Path
 import bm25s
 import numpy as np
 
+from rag import lexical as lexical_module
 from rag.index import content_hash
-from rag.lexical import ARTICLES, MANIFEST, PASSAGES, Lexical, Words, build_lexical, sync_lexical
+from rag.lexical import ARTICLES, MANIFEST, PASSAGES, Lexical, Words, build_lexical, outdated, sync_lexical
 from rag.store import Store
 from rag.types import Article, Chunk
 
@@ -268,5 +269,45 @@ def test_adding_articles_does_not_read_the_whole_chunk_table(tmp_path, settings,
         assert len(report.indexed) == 3
         monkeypatch.undo()
         _check(assistant.store, tmp_path, "rebuilt", ["ferry", "dam homes flooded", "Brightwater"])
+    finally:
+        assistant.close()
+
+
+def test_a_number_is_one_term():
+    # "2.9 million vehicles": the number is the question's rarest word, and was no term at all ("2" and "9" are
+    # single characters); "2,532" was "532"
+    assert Words().tokens(["Ford recalled 2.9 million vehicles, 2,532 bans, up 13.1% in 2022 (7.0-magnitude)"])[0] \
+        == ["ford", "recal", "2.9", "million", "vehicl", "2532", "ban", "up", "13.1", "13", "2022", "7.0", "magnitud"]
+    assert Words(1).tokens(["Ford recalled 2.9 million vehicles, 2,532 bans"])[0] == \
+        ["ford", "recal", "million", "vehicl", "532", "ban"]
+
+
+def test_an_index_of_an_earlier_tokenizer_is_read_by_its_rules_until_the_next_index_run(tmp_path, monkeypatch,
+                                                                                        settings, embedder):
+    from rag import Assistant
+    from tests.conftest import write_jsonl
+
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", [
+        {"title": "Ford recall", "source": "Wire", "published": "2022-06-15", "url": "https://w.example/ford",
+         "text": "Ford recalled 2.9 million vehicles on Tuesday."},
+        {"title": "Toyota recall", "source": "Wire", "published": "2022-06-14", "url": "https://w.example/toyota",
+         "text": "Toyota recalled 1.7 million vehicles on Monday."}])
+    monkeypatch.setattr(lexical_module, "TOKENS", 1)  # as an earlier version wrote it
+    assistant = Assistant(Store(tmp_path / "index"), embedder, settings)
+    try:
+        assistant.index([folder])
+        monkeypatch.undo()
+        old = Lexical(tmp_path / "index" / ARTICLES)
+        assert outdated(tmp_path / "index") and old.words.version == 1
+        assert old.scores("2.9")[0] == 0  # queried by its own rules: no term for "2.9" (nor a wrong one)
+        assistant.index([folder])  # nothing new, but the lexical indexes are built again by today's rules
+        assert not outdated(tmp_path / "index")
+        new = Lexical(tmp_path / "index" / ARTICLES)
+        scores = dict(zip(new.ids, new.scores("recalled 2.9 million vehicles")))
+        best = max(scores, key=scores.__getitem__)
+        assert new.words.version == lexical_module.TOKENS and min(scores.values()) > 0, scores
+        assert assistant.store.catalogue.article(best).title == "Ford recall", scores
     finally:
         assistant.close()
