@@ -113,6 +113,9 @@ _DATE = re.compile(
     r"\b\d{4}-\d\d-\d\d\b|\b(?:yesterday|today|tonight|tomorrow)\b|"
     r"\b(?:last|next|this|coming|earlier\s+this|later\s+this)\s+(?:week|weekend|month|year|spring|summer|fall|"
     r"autumn|winter|season)\b|\b\w+\s+(?:days?|weeks?|months?|years?)\s+ago\b")
+# a reporting verb right before a date: the time of the statement ("said last week", "told CNN on Monday")
+_SAID = re.compile(r"\b(?:said|says|told(?:\s+[A-Z][\w.]*){0,3}|announced|reported|stated|added|wrote|confirmed)"
+                   r"\s+(?:on\s+|late\s+|early\s+|earlier\s+)?$")
 _PLACE = re.compile(r"\b(?:in|at|from|to|near|into|across|outside|inside|throughout|off|around|towards?)\s+"
                     r"(?:(?:the|northern|southern|eastern|western|central|north|south|east|west|northeast|northwest|"
                     r"southeast|southwest|rural|coastal|downtown)\s+)?(?P<place>[A-Z][\w'\u2019-]*\w)")
@@ -181,8 +184,9 @@ def offers(kind: str, sentence: str, asked: Given, names: frozenset[str], publis
     if kind == NUMBER:
         return any(_new(m.group(0), asked.words) and not _YEAR.fullmatch(m.group(0))
                    for m in _NUMBER.finditer(sentence))
-    if kind == DATE:
-        return any(_new(m.group(0), asked.words) for m in _DATE.finditer(sentence))
+    if kind == DATE:  # not when it was said ("..., Psaki said last week"): a date of the event told
+        return any(_new(m.group(0), asked.words) and not _SAID.search(sentence, 0, m.start())
+                   for m in _DATE.finditer(sentence))
     if kind == PLACE:  # "in Velmora", and names written otherwise ("the city of New York", "Brazil's capital")
         return any(_name_word(m.group("place"), asked.names) for m in _PLACE.finditer(sentence)) or \
             _has_name(sentence, asked.names, names, places=True)

@@ -118,6 +118,8 @@ def test_what_a_question_asks_for(question, expected):
     (NUMBER, "Fares rose to double digits in the third quarter.", False),  # no count: a manner of speaking
     (DATE, "It reopened on 14 June.", True),
     (DATE, "It reopened after long repairs.", False),
+    (DATE, "It will reopen, the mayor said on Monday.", False),  # when it was said, not when it reopens
+    (DATE, "It will reopen in June, the mayor said on Monday.", True),
     (PLACE, "Dozens were rescued in eastern Kentucky.", True),
 ])
 def test_what_a_sentence_offers(kind, sentence, yes):
