@@ -6,10 +6,11 @@ when / what year -> "date", where / which country -> "place", one opening with a
 "yes/no", anything else -> "" (no kind: "what happened", "why"). A two-part question ("when did it open and how much
 did it cost?") gives one `Ask` per part. `offers` tells whether a sentence holds such an answer that the question
 does not already give: a capitalised name (not the sentence's opening word, unless the article writes it capitalised
-mid-sentence too; not after "in": "in Velmora" says where), a number or amount (not a year), a date, a place after a
-preposition. A question about an outcome ("who won", "who was elected") is answered only by a sentence that states
-one ("won", "beat", "were crowned champions"): a preview ("will face", "is set to"), a title held from a past
-edition ("the defending champions") or a sentence that merely names those involved offers nothing.
+mid-sentence too; not after "in": "in Velmora" says where), a number or amount (not a year, nor "double digits"), a
+date (not the time of a statement: "Psaki said last week"), a place after a preposition. A question about an outcome
+("who won", "who was elected") is answered only by a sentence that states one ("won", "beat", "were crowned
+champions"): a preview ("will face", "is set to"), a title held from a past edition ("the defending champions") or a
+sentence that merely names those involved offers nothing.
 
 Cheap signals of English news writing (precompiled regexes, no language model): they do not tell a person from an
 organisation, nor check that the name or number found is the one asked for (but for the noun a "how many" question
