@@ -46,7 +46,7 @@ _NAME_NOUNS = (r"person|people|man|men|woman|women|company|companies|firm|firms|
                r"service|tech\s+giant|giant|channel|studio|label|outlet|publication|character|name")
 # "which popular singer", "which US national park"; not "what did the ..."
 _ADJ = (r"(?:(?!(?:is|was|are|were|do|does|did|has|have|had|will|would|can|could|should|the|a|an|of)\b)"
-        r"[\w'\u2019-]+\s+){0,2}?")
+        r"[\w'\u2019-]+\s+){0,3}?")
 _CLAUSE = r"(?:^|(?<=[,;:\u2014\u2013-])\s*|\b(?:and|but|or|so)\s+)"  # who/when/where open a clause, not a relative
 _ASK = re.compile(
     rf"(?P<number>\bhow\s+(?:many|much|long|old|far|often|big|large|high|tall|fast|deep|heavy)\b|"
@@ -82,7 +82,7 @@ def asks(question: str) -> list[Ask]:
     asked = next((s for s in reversed(sentences) if "?" in s), sentences[-1] if sentences else "")
     out: list[Ask] = []
     for part in _PARTS.split(asked):
-        m = _ASK.search(part)
+        m = _asking(part)
         if m is not None and m.lastgroup != "none":
             out.append(Ask(m.lastgroup or "", " ".join(m.group(0).split()).lower(), part))
         elif _YESNO.match(part) and not out:
@@ -92,6 +92,17 @@ def asks(question: str) -> list[Ask]:
     return out or [Ask("", "", question)]
 
 
+def _asking(part: str) -> re.Match[str] | None:
+    """The first question words of `part`, passing over a "who", "when" or "where" after a comma when more follow:
+    a relative clause ("Kanye West, who changed his name to Ye, is buying which platform?")."""
+    found = list(_ASK.finditer(part))
+    for m in found[:-1]:
+        if not (_RELATIVE.match(m.group(0)) and part[:m.start()].rstrip().endswith((",", ";", "\u2014", "\u2013"))):
+            return m
+    return found[-1] if found else None
+
+
+_RELATIVE = re.compile(r"\s*(?:who|whom|whose|when|where)\b", re.I)
 _STOP = frozenset(w.lower() for w in STOPWORDS_EN_PLUS) | {"i", "mr", "mrs", "ms", "dr", "st"}
 _TIMES = frozenset([*MONTHS, *WEEKDAYS])
 # a run of capitalised words ("Anneli Kask", "Bank of England"), with the place preposition before it, if any

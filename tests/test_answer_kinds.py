@@ -102,6 +102,11 @@ def test_a_question_with_no_kind_is_answered_as_before(assistant):
     ("What happened in Mariupol?", [("", "")]),
     ("The police arrested a man who fled. What did he steal?", [("", "")]),  # a relative "who" asks nothing
     ("When did it open and how much did it cost?", [(DATE, "when"), (NUMBER, "how much")]),
+    # a "when" after a comma is a relative clause when other question words follow
+    ("In March, when the storm hit, how many homes flooded?", [(NUMBER, "how many")]),
+    ("The Velmora ferry, when it sank, carried which famous singer?", [(NAME, "which famous singer")]),
+    ("The final was on Sunday, who won it?", [(NAME, "who")]),
+    ("Which controversial social media platform did he buy?", [(NAME, "which controversial social media platform")]),
 ])
 def test_what_a_question_asks_for(question, expected):
     assert [(a.kind, a.phrase) for a in asks(question)] == expected
