@@ -171,7 +171,9 @@ class Extractive:
             chosen = self._choose(sentences, weights, parts) if on_topic else []
         if not chosen:
             lacking = self._lacking(sentences, wanted) if wanted and on_topic else ""
-            text = lacking or NOT_FOUND[:-1] + self.did_you_mean(re.findall(r"\w[\w'\u2019-]*", question), hits)
+            words = re.findall(r"\w[\w'\u2019-]*", question)
+            words[:1] = [w.lower() for w in words[:1]]  # capitalised as the question's first word, not as a name
+            text = lacking or NOT_FOUND[:-1] + self.did_you_mean(words, hits)
             return Draft(question, tuple(hits), abstention=text)
         chosen = _best_first(chosen) if KIND_PREFERENCE else sorted(chosen, key=lambda s: (s.article_rank, s.start))
         if is_timeline_question(question):
@@ -228,8 +230,9 @@ class Extractive:
         return out
 
     def _near(self, vocabulary: Collection[str], term: str) -> list[str]:
-        """Index terms of the same first letter, a length within 2 (buckets built once per vocabulary) and all but
-        two of its letters: the only ones difflib compares, so a suggestion takes milliseconds on a large index."""
+        """Index terms of the same first letter, a length within 2 (1 for a short term; buckets built once per
+        vocabulary) and all but two of its letters: the only ones difflib compares, so a suggestion takes
+        milliseconds on a large index."""
         if self._spellings[0] != (id(vocabulary), len(vocabulary)):
             buckets: dict[tuple[str, int], list[str]] = {}
             for t in vocabulary:
@@ -238,7 +241,8 @@ class Extractive:
             self._spellings = ((id(vocabulary), len(vocabulary)), buckets)
         buckets = self._spellings[1]
         letters, need = set(term), len(set(term)) - 2  # a close spelling shares all but two of its letters
-        return [t for n in range(len(term) - 2, len(term) + 3) for t in buckets.get((term[0], n), ())
+        span = 1 if len(term) < 6 else 2  # two letters more or fewer is another word when five are asked ("aphid")
+        return [t for n in range(len(term) - span, len(term) + span + 1) for t in buckets.get((term[0], n), ())
                 if len(letters.intersection(t)) >= need]
 
     def _leads(self, hits: list[Hit]) -> list[_Sentence]:
@@ -622,7 +626,7 @@ def _paragraph_neighbours(chosen: list[_Sentence], pool: list[_Sentence]) -> lis
 
 def _spelling(term: str, asked: str, hits: list[Hit] | tuple[Hit, ...], tokens: Tokens) -> str:
     """How the hits' articles write the index term `term` (its most frequent form), else the term itself, with
-    the asked word's capital."""
+    the asked word's capital; "" for a capitalised word (a name) the articles write in lower case."""
     seen: dict[str, int] = {}
     for hit in hits:
         for word in (w for part in text_slices(hit.article.text)
@@ -631,7 +635,8 @@ def _spelling(term: str, asked: str, hits: list[Hit] | tuple[Hit, ...], tokens: 
     forms = sorted(seen, key=lambda w: -seen[w])
     for form, terms in zip(forms, tokens(forms)):
         if terms == [term]:
-            return form
+            # a name asked ("Ostrander Vale") is no misspelt common word ("valet")
+            return "" if asked[:1].isupper() and form[:1].islower() else form
     if tokens([term]) != [[term]]:
         return ""  # a stem that is no word ("ukrain"): better no suggestion than a misspelt one
     return term.capitalize() if asked[:1].isupper() else term

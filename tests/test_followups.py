@@ -133,6 +133,15 @@ def test_a_misspelt_name_gets_a_suggestion(built):
     assert plain.abstained and "did you mean" not in plain.text
 
 
+def test_a_name_asked_is_not_taken_for_a_misspelt_common_word(built):
+    assistant, _ = built
+    named = assistant.ask("What did Mayor Bridgo say about the floods?")  # a name: not "bridge"
+    assert named.abstained and "Bridgo" in named.text and "did you mean" not in named.text, named.text
+    # the same word lower case, or capitalised only as the question's first word, is a misspelt word
+    assert "did you mean bridge?" in assistant.ask("why was the bridgo painted red?").text
+    assert "did you mean bridge?" in assistant.ask("Bridgo painted red?").text
+
+
 def test_the_suggestion_is_fast(built):
     assistant, _ = built
     assistant.ask(MISSPELT)
