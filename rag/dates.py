@@ -186,8 +186,12 @@ def _range_of(kind: str, m: re.Match, ref: date) -> DateRange | None:
 
 def without_phrase(question: str, rng: DateRange) -> str:
     """The question with its time expression removed ("what happened this week?" -> "what happened?")."""
-    rest = question[:rng.start] + question[rng.end:]
-    rest = re.sub(r"\s+([?.!,])", r"\1", " ".join(rest.split()))
+    # "As of this week, which ...?": the "as of" leading to the phrase goes with it, and a comma left opening
+    lead = re.search(r"\bas(?:\s+of)?\s*$", question[:rng.start], re.I)
+    rest = question[:lead.start() if lead else rng.start] + question[rng.end:]
+    rest = re.sub(r"\s+([?.!,])", r"\1", " ".join(rest.split())).lstrip(", ")
+    if rest[:1].islower() and question[:1].isupper():
+        rest = rest[0].upper() + rest[1:]
     return rest if rest.strip(" ?.!") else question
 
 
