@@ -13,16 +13,16 @@ preferred: the best sentence offering it answers first, one for each part of a t
 the passages found (the top articles' whole text, the further hits) when they offer none; when that sentence refers
 to what is asked by description ("which show?": "... the wildly popular South Korean show is green lit") or, asked
 who, by a pronoun ("She was picked by ..."), the sentence before it, naming it ("Squid Game is officially coming
-back."), is quoted first. A sentence naming years,
-none of them a year the question names ("the 2022 Stanley Cup"), tells of another time and is not quoted (a year it
-measures from, "the first title since 2001", is not a time it tells of); asked "who won?" with no year, one whose
-years all precede its article's tells of a past edition and does not offer the outcome asked. Drafts an abstention
-("not found in the articles") when the best evidence is too weak or shares only one word with the question ("bones",
-asked about the human hand, of a dinosaur's skull), or when no sentence on the topic offers the kind of answer asked
-(saying what the newest article found lacks). An abstention over a word the index does not know suggests a close
-spelling it does ("did you mean Mariupol?"). `naming` is the pipeline's names-and-numbers gate: no article found
-mentions all the names and numbers the question gives ("Kestrelmouth", "1954"; "US" is mentioned as "U.S." too).
-`looks_english` tells a question that is not in English (the default embedder reads English).
+back."), is quoted first. A sentence naming years, none of them a year the question names ("the 2022 Stanley Cup"),
+tells of another time and is not quoted (a year it measures from, "the first title since 2001", is not a time it
+tells of); asked "who won?" with no year, one whose years all precede its article's tells of a past edition and does
+not offer the outcome asked. Drafts an abstention ("not found in the articles") when the best evidence is too weak
+or shares only one word with the question ("bones", asked about the human hand, of a dinosaur's skull), or when no
+sentence on the topic offers the kind of answer asked (saying what the newest article found lacks). An abstention
+over a word the index does not know suggests a close spelling it does ("did you mean Mariupol?"; not a common word
+for a name asked). `naming` is the pipeline's names-and-numbers gate: no article found mentions all the names and
+numbers the question gives ("Kestrelmouth", "1954"; "US" is mentioned as "U.S." too). `looks_english` tells a
+question that is not in English (the default embedder reads English).
 
 It does not paraphrase or summarise: every sentence of its draft is a quote
 (`DraftSentence.span`). Citing the quotes (`rag.ground`), differing figures,
@@ -89,8 +89,8 @@ _NOT_NAMES = frozenset([*MONTHS, *WEEKDAYS, "i"])  # capitalised, but times (the
 _PRESENT = re.compile(r"\s*(?:what|who|which|where|how\s+\w+)(?:\s+[\w'\u2019-]+){0,2}?\s+(?:is|are)\b", re.I)
 _FUNCTION = r"(?:of|any|in|on|at|to|for|with|and|or|by|from|a|an|the|its|their|his|her)\b"
 Tokens = Callable[[list[str]], list[list[str]]]
-# how each front end words an abstention (the core's NOT_FOUND, Slack's "I don't know: ..."), for chat history
 _PRONOUN = re.compile(r"[\"'\u201c\u2018(]?(?:he|she|they)\b", re.I)  # a sentence whose subject is a pronoun
+# how each front end words an abstention (the core's NOT_FOUND, Slack's "I don't know: ..."), for chat history
 _ABSTAINED = re.compile(r"\s*(?:not found in the articles\b|i don[\u2019']?t know\b)", re.I)
 
 
@@ -396,13 +396,13 @@ class Extractive:
         offers one; else None."""
         words = part.phrase.split()
         text = pick.hit.article.text
-        if part.kind == kinds.NAME and _PRONOUN.match(text[pick.start:pick.end]):
-            pass  # "She was picked by the party's members ...": who she is, the sentence before may say
-        elif part.kind not in (kinds.NAME, kinds.PLACE) or len(words) < 2 or words[-1] == "name":
-            return None
-        elif not re.search(rf"\b(?:the|this|that)\s+(?:(?!{_FUNCTION})[\w'\u2019-]+\s+){{0,4}}?{re.escape(words[-1])}\b"
-                         r"(?!['\u2019]s)", text[pick.start:pick.end], re.I):
-            return None  # "the South Korean show", not "the city's police chief" nor "the most of any show"
+        # "She was picked by the party's members ...": who she is, the sentence before may say
+        if not (part.kind == kinds.NAME and _PRONOUN.match(text[pick.start:pick.end])):
+            if part.kind not in (kinds.NAME, kinds.PLACE) or len(words) < 2 or words[-1] == "name":
+                return None
+            if not re.search(rf"\b(?:the|this|that)\s+(?:(?!{_FUNCTION})[\w'\u2019-]+\s+){{0,4}}?"
+                             rf"{re.escape(words[-1])}\b(?!['\u2019]s)", text[pick.start:pick.end], re.I):
+                return None  # "the South Korean show", not "the city's police chief" nor "the most of any show"
         spans = [(a, b) for a, b in sentence_spans(text, max(0, pick.start - 2000), pick.start)
                  if b <= pick.start and not is_junk(text, a, b)]
         if not spans:
