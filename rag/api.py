@@ -25,7 +25,7 @@ from rag.embed import Embedder, make_embedder
 from rag.enrich import Step, chain, enrich, respond
 from rag.errors import IndexError_, UserError
 from rag.errors import RagError as RagError  # the base of every error a front end may catch
-from rag.lexical import ARTICLES, MANIFEST, PASSAGES
+from rag.lexical import outdated
 from rag.llm import AnswerStream, make_answerer
 from rag.retrieve import Recency, Retriever
 from rag.store import TEAM_NEEDS_CHROMA, Store, index_exists, remove_index
@@ -139,13 +139,14 @@ class Assistant:
         return assistant
 
     def _upgrade_lexical(self) -> None:
-        """An index whose BM25 side is missing or of the earlier bm25s layout (before the incremental one)
-        gets it built once, now, when its writer lock is free: searching without it would rank by vectors
-        alone. A busy or read-only index is answered as it is; its next `rag index` builds it."""
+        """An index whose BM25 side is missing, of the earlier bm25s layout (before the incremental one) or
+        tokenized by an earlier version's rules (`rag.lexical.outdated`) gets it built once, now, when its writer
+        lock is free: searching without it would rank by vectors alone, and by the earlier rules "2.9" is no term.
+        A busy or read-only index is answered as it is (BM25 by its own rules); its next `rag index` builds it."""
         catalogue = self.store.catalogue
         if self.store.shared:  # team mode: the cache was brought up to the catalogue when opened
             return
-        if not catalogue.counts()[0] or all((self.store.dir / n / MANIFEST).exists() for n in (PASSAGES, ARTICLES)):
+        if not catalogue.counts()[0] or not outdated(self.store.dir):
             return
         if catalogue.dirty():  # a run is writing it (a first build), or stopped: that run or the next builds it
             return

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from rag.dates import MONTHS, WEEKDAYS, event_years, years_told
+from rag.news import REPORTING
 from rag.stopwords import STOPWORDS_EN_PLUS
 
 NAME, NUMBER, DATE, PLACE, YESNO = "name", "number", "date", "place", "yes/no"
@@ -126,8 +127,7 @@ _DATE = re.compile(
     r"\b(?:last|next|this|coming|earlier\s+this|later\s+this)\s+(?:week|weekend|month|year|spring|summer|fall|"
     r"autumn|winter|season)\b|\b\w+\s+(?:days?|weeks?|months?|years?)\s+ago\b")
 # a reporting verb right before a date: the time of the statement ("said last week", "told CNN on Monday")
-_SAID = re.compile(r"\b(?:said|says|told(?:\s+[A-Z][\w.]*){0,3}|announced|reported|stated|added|wrote|confirmed)"
-                   r"\s+(?:on\s+|late\s+|early\s+|earlier\s+)?$")
+_SAID = re.compile(rf"\b{REPORTING}(?:\s+[A-Z][\w.]*){{0,3}}\s+(?:on\s+|late\s+|early\s+|earlier\s+)?$")
 _PLACE = re.compile(r"\b(?:in|at|from|to|near|into|across|outside|inside|throughout|off|around|towards?)\s+"
                     r"(?:(?:the|northern|southern|eastern|western|central|north|south|east|west|northeast|northwest|"
                     r"southeast|southwest|rural|coastal|downtown)\s+)?(?P<place>[A-Z][\w'\u2019-]*\w)")

@@ -15,7 +15,8 @@ removed without touching the others:
   re-tokenizing): the only step that costs in proportion to the collection, and only now and then.
 
 The manifest names the tokenizer's version (TOKENS) too: an index is queried by the rules that tokenized it,
-and one of an earlier version is built whole by the next `rag index` (`outdated`).
+and one of an earlier version (`outdated`) is built whole when opened with its writer lock free, else by the
+next `rag index`.
 
 Writes are atomic: a segment is written aside and renamed in, then the manifest is replaced by a rename; a
 crash leaves the old manifest, and files it does not name are deleted by the next write. A reader that loses
@@ -57,7 +58,7 @@ PASSAGES, ARTICLES = "bm25", "bm25_articles"  # the two indexes' folders in an i
 PASSAGE_K1, ARTICLE_K1 = 1.2, 1.5
 
 # the tokenizer's version, kept in each index's manifest: an index is tokenized, and so queried, by its own version's
-# rules, and built whole again by the next `rag index` when they are not the current ones (`outdated`)
+# rules, and built whole again (when opened, or by the next `rag index`) when they are not the current ones
 TOKENS = 2
 # version 1: words of 2+ characters ("2.9" was no term, "2,532" was "532"); 2: a number keeps its decimal point
 # and thousands separators ("2.9 million", "2,532 bans": one term each)

@@ -380,17 +380,18 @@ ORGS = frozenset("""ministry police army military government office agency depar
 officials service services forces command spokesperson court prosecutors union company""".split())
 COMPOUND_ROLES = ("harbour master", "harbor master", "police chief", "fire chief", "prime minister",
                   "foreign minister", "defence minister", "defense minister", "press secretary", "health minister")
-_VERBS = (r"(?:(?:had|has|have)\s+)?"
-          r"(?:said|says|told|reported|reports|stated|announced|confirmed|claimed|warned|added|wrote|tweeted)")
+# the verbs that attribute a statement (also `rag.kinds`: "said last week" dates the statement, not the event)
+REPORTING = (r"(?:(?:had|has|have)\s+)?"
+             r"(?:said|says|told|reported|reports|stated|announced|confirmed|claimed|warned|added|wrote|tweeted)")
 _WHO = r"[A-Za-z][\w'’.-]*(?:\s+(?:of\s+|the\s+|for\s+)?[A-Za-z][\w'’.-]*){0,6}?"
 _PATTERNS = [
     # "according to the city's mayor, Vadym Boychenko."
     re.compile(rf"\b[Aa]ccording\s+to\s+(?:the\s+)?(?P<who>{_WHO},\s+[A-Z][\w'’-]+(?:\s+[A-Z][\w'’-]+){{0,2}})"
                r"\s*[.!?\"”]*\s*$"),
     re.compile(rf"\b[Aa]ccording\s+to\s+(?:the\s+)?(?P<who>{_WHO})(?=\s*(?:[,;:.!?)]|$|\s+(?:on|in|at|who)\b))"),
-    re.compile(rf",\s*(?:the\s+)?(?P<who>{_WHO})\s+{_VERBS}\s*[.!?\"”]*\s*$"),  # "..., the ministry said."
-    re.compile(rf",\s*{_VERBS}\s+(?:the\s+)?(?P<who>{_WHO})\s*[.!?\"”]*\s*$"),  # "..., said Ivan Petrov."
-    re.compile(rf"^[\"“]?(?:the\s+)?(?P<who>{_WHO})\s+{_VERBS}\b", re.I),  # "CNN reported that ..."
+    re.compile(rf",\s*(?:the\s+)?(?P<who>{_WHO})\s+{REPORTING}\s*[.!?\"”]*\s*$"),  # "..., the ministry said."
+    re.compile(rf",\s*{REPORTING}\s+(?:the\s+)?(?P<who>{_WHO})\s*[.!?\"”]*\s*$"),  # "..., said Ivan Petrov."
+    re.compile(rf"^[\"“]?(?:the\s+)?(?P<who>{_WHO})\s+{REPORTING}\b", re.I),  # "CNN reported that ..."
 ]
 _PRONOUNS = frozenset("he she they it we i you this that there who which one some".split())
 _NOT_SPEAKERS = frozenset("""the a an and or but it this that there which who what when where why how

@@ -311,3 +311,30 @@ def test_an_index_of_an_earlier_tokenizer_is_read_by_its_rules_until_the_next_in
         assert assistant.store.catalogue.article(best).title == "Ford recall", scores
     finally:
         assistant.close()
+
+
+def test_an_index_of_an_earlier_tokenizer_is_rebuilt_when_opened(tmp_path, monkeypatch, settings, embedder):
+    """Like the earlier bm25s layout: opened with its writer lock free, it is tokenized again by today's rules."""
+    from rag import Assistant
+    from tests.conftest import write_jsonl
+
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", [
+        {"title": "Ford recall", "source": "Wire", "published": "2022-06-15", "url": "https://w.example/ford",
+         "text": "Ford recalled 2.9 million vehicles on Tuesday."},
+        {"title": "Toyota recall", "source": "Wire", "published": "2022-06-14", "url": "https://w.example/toyota",
+         "text": "Toyota recalled 1.7 million vehicles on Monday."}])
+    monkeypatch.setattr(lexical_module, "TOKENS", 1)  # as an earlier version wrote it
+    built = Assistant.open(tmp_path / "index", settings, embedder=embedder)
+    built.index([folder])
+    built.close()
+    monkeypatch.undo()
+    assert outdated(tmp_path / "index")
+    opened = Assistant.open(tmp_path / "index", settings, embedder=embedder)
+    try:
+        assert not outdated(tmp_path / "index")
+        assert opened.retriever.lexical.words.version == lexical_module.TOKENS
+        assert opened.retriever.lexical.scores("2.9").max() > 0
+    finally:
+        opened.close()
